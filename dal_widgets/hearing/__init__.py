@@ -1,0 +1,1 @@
+"""dal_widgets.hearing layer."""
