@@ -1,0 +1,269 @@
+"""CARFAC in JAX: design from parameters, then run a waveform to NAP and BM (Lyon 2017, ch. 15-19).
+
+Four-part split of the model's data (after google/carfac's JAX port):
+- `CarfacParams`  user knobs in physical units (frozen, hashable);
+- `CarfacHypers`  static structure (ints, bools, tuples): drives compilation;
+- `CarfacCoeffs`  designed arrays; `CarfacWeights` the per-channel knobs a fit or a gradient may
+  change (`ohc_health`, `ihc_gain`); `CarfacState` everything that evolves in time.
+Changing weights, coefficients, state or the input never recompiles a jitted `run`.
+
+Speed: the within-sample ripple down the cascade is solved with cumulative products and sums
+(car.ripple), and the time loop is a `lax.scan` over blocks of `decimation[0]` (8) samples, each
+block unrolled and closed by one AGC update, so there are no conditionals per sample.
+"""
+import dataclasses
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dal_widgets.cochlea import agc as agc_lib
+from dal_widgets.cochlea import car as car_lib
+from dal_widgets.cochlea import ihc as ihc_lib
+from dal_widgets.cochlea import synapse as syn_lib
+from dal_widgets.errors import ParameterError
+from dal_widgets.pytree import pytree_dataclass, static_field
+
+SR_MIN_HZ, SR_MAX_HZ = 8000.0, 48000.0  # design range we test (channel counts 65 @16k .. 84 @48k)
+STYLES = {"v2": "two_cap", "two_cap": "two_cap", "v3": "two_cap_with_syn",
+          "two_cap_with_syn": "two_cap_with_syn"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CarfacParams:
+  """User knobs. `style`: "v3" (two-cap IHC + 3-class synapse, NAP = synapse output) or "v2"."""
+  sr: float = 22050.0  # sample rate, Hz
+  style: str = "v3"
+  car: car_lib.CarParams = car_lib.CarParams()
+  agc: agc_lib.AgcParams = agc_lib.AgcParams()
+  ihc: ihc_lib.IhcParams = ihc_lib.IhcParams()
+  syn: syn_lib.SynParams = syn_lib.SynParams()
+
+
+@dataclasses.dataclass(frozen=True)
+class CarfacHypers:
+  """Static structure of a designed CARFAC (hashable by value)."""
+  sr: float
+  n_ch: int
+  use_synapse: bool
+  agc: agc_lib.AgcHypers
+
+
+@pytree_dataclass
+class CarfacCoeffs:
+  car: car_lib.CarCoeffs
+  ihc: ihc_lib.IhcCoeffs
+  agc: agc_lib.AgcCoeffs
+  syn: Optional[syn_lib.SynCoeffs]
+  pole_hz: jnp.ndarray  # [n_ch] pole frequencies, Hz, highest first (nominal CFs)
+
+
+@pytree_dataclass
+class CarfacWeights:
+  """Per-channel hearing knobs, shape [n_ch], 1.0 = healthy, in [0, 1]."""
+  ohc_health: jnp.ndarray  # scales the AGC-controlled undamping: outer hair cell function
+  ihc_gain: jnp.ndarray  # scales BM drive into the inner hair cell: IHC / synaptic sensitivity
+
+
+@pytree_dataclass
+class CarfacState:
+  car: car_lib.CarState
+  ihc: ihc_lib.IhcState
+  agc: agc_lib.AgcState
+  syn: Optional[syn_lib.SynState]
+
+
+class CarfacOutput(NamedTuple):
+  """Outputs of `run`. nap, bm: [n_samp, n_ch]; agc: [n_updates, n_ch] stage-1 AGC output after
+  each AGC update in this call (compression: undamping is (1 - agc) * ohc_health)."""
+  nap: jnp.ndarray
+  bm: jnp.ndarray
+  agc: jnp.ndarray
+
+
+class Carfac(NamedTuple):
+  """A designed model: unpack as `hypers, coeffs, weights, state = design_carfac(params)`."""
+  hypers: CarfacHypers
+  coeffs: CarfacCoeffs
+  weights: CarfacWeights
+  state: CarfacState
+
+
+def design_carfac(params: CarfacParams = CarfacParams(), *, dtype=jnp.float32) -> Carfac:
+  """Designs CARFAC for `params` (plain Python; float64 design arithmetic).
+
+  Raises:
+    ParameterError: unknown style or a sample rate outside 8000..48000 Hz.
+  """
+  if params.style not in STYLES:
+    raise ParameterError(f"style must be one of {sorted(STYLES)}, got {params.style!r}")
+  sr = float(params.sr)
+  if not SR_MIN_HZ <= sr <= SR_MAX_HZ:
+    raise ParameterError(f"sr must be within {SR_MIN_HZ:.0f}..{SR_MAX_HZ:.0f} Hz, got {params.sr!r}")
+  pole_hz = car_lib.pole_frequencies(params.car, sr)
+  n_ch = len(pole_hz)
+  use_synapse = STYLES[params.style] == "two_cap_with_syn"
+  agc_hypers, agc_coeffs = agc_lib.design_agc(params.agc, sr, dtype)
+  car = car_lib.design_car(params.car, sr, pole_hz, dtype)
+  ihc = ihc_lib.design_ihc(params.ihc, sr, dtype)
+  syn = syn_lib.design_synapse(params.syn, sr, n_ch, dtype) if use_synapse else None
+  hypers = CarfacHypers(sr=sr, n_ch=n_ch, use_synapse=use_synapse, agc=agc_hypers)
+  coeffs = CarfacCoeffs(car=car, ihc=ihc, agc=agc_coeffs, syn=syn,
+                        pole_hz=jnp.asarray(pole_hz, dtype))
+  ones = jnp.ones((n_ch,), dtype)
+  weights = CarfacWeights(ohc_health=ones, ihc_gain=ones)
+  return Carfac(hypers, coeffs, weights, init_state(hypers, coeffs))
+
+
+def init_state(hypers: CarfacHypers, coeffs: CarfacCoeffs) -> CarfacState:
+  """Quiet state at rest (healthy undamping until the first AGC update, as in the reference)."""
+  dtype = coeffs.car.r1.dtype
+  syn = syn_lib.init_synapse_state(coeffs.syn, hypers.n_ch) if hypers.use_synapse else None
+  return CarfacState(car=car_lib.init_car_state(coeffs.car),
+                     ihc=ihc_lib.init_ihc_state(coeffs.ihc, hypers.n_ch),
+                     agc=agc_lib.init_agc_state(len(hypers.agc.decimation), hypers.n_ch, dtype),
+                     syn=syn)
+
+
+def make_weights(hypers: CarfacHypers, *, ohc_health=1.0, ihc_gain=1.0, dtype=jnp.float32):
+  """CarfacWeights from scalars or [n_ch] arrays (validated when concrete: values in [0, 1])."""
+  def full(name, v):
+    v = jnp.broadcast_to(jnp.asarray(v, dtype), (hypers.n_ch,)) if np.ndim(v) == 0 else jnp.asarray(v, dtype)
+    if v.shape != (hypers.n_ch,):
+      raise ParameterError(f"{name} must be a scalar or shape ({hypers.n_ch},), got shape {v.shape}")
+    return v
+  weights = CarfacWeights(ohc_health=full("ohc_health", ohc_health), ihc_gain=full("ihc_gain", ihc_gain))
+  check_weights(weights)
+  return weights
+
+
+def check_weights(weights: CarfacWeights) -> None:
+  """Raises ParameterError if concrete weights leave [0, 1] or are not finite (skipped under jit)."""
+  for name in ("ohc_health", "ihc_gain"):
+    v = getattr(weights, name)
+    if isinstance(v, jax.core.Tracer):
+      continue
+    v = np.asarray(v)
+    if not np.all(np.isfinite(v)) or v.min() < 0 or v.max() > 1:
+      raise ParameterError(f"{name} must be finite and within [0, 1], got min {v.min():.3g}, "
+                           f"max {v.max():.3g}")
+
+
+def check_input(x, hypers: Optional[CarfacHypers] = None, sr: Optional[float] = None) -> None:
+  """Raises ParameterError for input CARFAC cannot run: not 1-D, empty, NaN/inf (when concrete),
+  or a sample rate `sr` different from the design rate."""
+  ndim = np.ndim(x)
+  if ndim != 1:
+    raise ParameterError(f"x must be a mono waveform of shape (n_samp,), got shape {np.shape(x)}; "
+                         "batch with jax.vmap")
+  if np.shape(x)[0] == 0:
+    raise ParameterError("x is empty (0 samples)")
+  if sr is not None and hypers is not None and float(sr) != hypers.sr:
+    raise ParameterError(f"sr={sr} Hz differs from the design rate {hypers.sr} Hz; resample first")
+  if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
+    raise ParameterError("x contains NaN or inf samples")
+
+
+def _sample(x_t, coeffs: CarfacCoeffs, weights: CarfacWeights, car, ihc, syn, linear):
+  """One sample: CAR -> IHC -> (synapse). Returns (nap, bm, car, ihc, syn)."""
+  bm, car = car_lib.car_step(x_t, coeffs.car, car, linear=linear)
+  ihc_out, v_recep, ihc = ihc_lib.ihc_step(bm * weights.ihc_gain, coeffs.ihc, ihc)
+  if syn is None:
+    return ihc_out, bm, car, ihc, None
+  nap, syn = syn_lib.synapse_step(v_recep, coeffs.syn, syn)
+  return nap, bm, car, ihc, syn
+
+
+def _close_loop(coeffs: CarfacCoeffs, weights: CarfacWeights, car, agc_memory, decim: int):
+  """Sets the ramps that take the CAR to the damping demanded by AGC stage 1 over `decim` samples."""
+  undamping = (1 - agc_memory[0]) * weights.ohc_health
+  dzb = (coeffs.car.zr * undamping - car.zb) / decim
+  dg = (car_lib.stage_gain(coeffs.car, undamping) - car.g) / decim
+  return dataclasses.replace(car, dzb=dzb, dg=dg)
+
+
+def _run_partial(x, hypers, coeffs, weights, state: CarfacState, linear):
+  """Runs fewer samples than complete the current AGC block (or exactly complete it)."""
+  decim = hypers.agc.decimation[0]
+  def step(carry, x_t):
+    car, ihc, syn = carry
+    nap, bm, car, ihc, syn = _sample(x_t, coeffs, weights, car, ihc, syn, linear)
+    return (car, ihc, syn), (nap, bm)
+  (car, ihc, syn), (nap, bm) = jax.lax.scan(step, (state.car, state.ihc, state.syn), x)
+  agc = state.agc
+  accum0 = agc.accum[0] + coeffs.agc.detect_scale * jnp.sum(nap, axis=0)
+  phase = agc.phase + x.shape[0]
+  updates = jnp.zeros((0, hypers.n_ch), nap.dtype)
+  if phase == decim:
+    agc = agc_lib.agc_update(accum0 / decim, coeffs.agc, hypers.agc,
+                             dataclasses.replace(agc, accum=agc.accum.at[0].set(0.0)))
+    car = _close_loop(coeffs, weights, car, agc.memory, decim)
+    updates, phase = agc.memory[:1], 0
+  else:
+    agc = dataclasses.replace(agc, accum=agc.accum.at[0].set(accum0))
+  agc = dataclasses.replace(agc, phase=phase)
+  return CarfacOutput(nap, bm, updates), CarfacState(car=car, ihc=ihc, agc=agc, syn=syn)
+
+
+def _run_blocks(x_blocks, hypers, coeffs, weights, state: CarfacState, linear):
+  """Runs whole AGC blocks, x_blocks shape [n_blocks, decim]; state must be at phase 0."""
+  decim = hypers.agc.decimation[0]
+  def block(carry, xb):
+    car, ihc, syn, agc = carry
+    naps, bms = [], []
+    for i in range(decim):  # unrolled: one fused body per block
+      nap, bm, car, ihc, syn = _sample(xb[i], coeffs, weights, car, ihc, syn, linear)
+      naps.append(nap)
+      bms.append(bm)
+    nap_block = jnp.stack(naps)
+    stage1_input = coeffs.agc.detect_scale * jnp.mean(nap_block, axis=0)
+    agc = agc_lib.agc_update(stage1_input, coeffs.agc, hypers.agc, agc)
+    car = _close_loop(coeffs, weights, car, agc.memory, decim)
+    return (car, ihc, syn, agc), (nap_block, jnp.stack(bms), agc.memory[0])
+  carry = (state.car, state.ihc, state.syn, state.agc)
+  (car, ihc, syn, agc), (nap, bm, agc1) = jax.lax.scan(block, carry, x_blocks)
+  n_ch = hypers.n_ch
+  out = CarfacOutput(nap.reshape(-1, n_ch), bm.reshape(-1, n_ch), agc1)
+  return out, CarfacState(car=car, ihc=ihc, agc=agc, syn=syn)
+
+
+def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
+        state: CarfacState, *, linear: bool = False):
+  """Runs CARFAC on a mono waveform; pure and jit-able with `hypers` static.
+
+  Successive calls with the returned state give exactly the result of one call on the joined
+  input. Batch with `jax.vmap` over `x` and `state`.
+
+  Args:
+    x: waveform, shape [n_samp], at `hypers.sr`; CARFAC units (amplitude 1e-4 ~ 20-30 dB SPL,
+      see dal_widgets.audio.calibration).
+    hypers, coeffs, weights, state: from `design_carfac` (weights may be replaced, e.g. by
+      `make_weights(hypers, ohc_health=...)`; state from a previous call to continue a stream).
+    linear: bypass the OHC velocity nonlinearity (AGC still acts).
+  Returns:
+    (CarfacOutput, CarfacState): nap and bm of shape [n_samp, n_ch], channel 0 the highest CF.
+  Raises:
+    ParameterError: x not 1-D, empty, non-finite; weights outside [0, 1] (checks on concrete values).
+  """
+  check_input(x, hypers)
+  check_weights(weights)
+  x = jnp.asarray(x, coeffs.car.r1.dtype)
+  decim = hypers.agc.decimation[0]
+  n = x.shape[0]
+  head = min((decim - state.agc.phase) % decim, n)
+  n_blocks = (n - head) // decim
+  outputs = []
+  if head:
+    out, state = _run_partial(x[:head], hypers, coeffs, weights, state, linear)
+    outputs.append(out)
+  if n_blocks:
+    body = x[head:head + n_blocks * decim].reshape(n_blocks, decim)
+    out, state = _run_blocks(body, hypers, coeffs, weights, state, linear)
+    outputs.append(out)
+  if head + n_blocks * decim < n:
+    out, state = _run_partial(x[head + n_blocks * decim:], hypers, coeffs, weights, state, linear)
+    outputs.append(out)
+  if len(outputs) == 1:
+    return outputs[0], state
+  return CarfacOutput(*(jnp.concatenate(parts) for parts in zip(*outputs))), state
