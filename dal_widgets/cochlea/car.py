@@ -126,46 +126,90 @@ def ohc_nonlinearity(velocity, coeffs: CarCoeffs):
   return 1.0 / (1.0 + (velocity * coeffs.velocity_scale + coeffs.v_offset) ** 2)
 
 
-def ripple(x, g, zy):
+def prefix_sum(v):
+  """Inclusive cumulative sum over the last axis by log2(n) shifted adds (Hillis & Steele 1986).
+
+  Unlike jnp.cumsum (a reduce-window on CPU), shifts and adds fuse with the elementwise work
+  around them into one kernel, which is what makes the per-sample body cheap.
+  """
+  n = v.shape[-1]
+  shift = 1
+  while shift < n:
+    pad = jnp.zeros(v.shape[:-1] + (shift,), v.dtype)
+    v = v + jnp.concatenate([pad, v[..., :-shift]], axis=-1)
+    shift *= 2
+  return v
+
+
+def prefix_product(v):
+  """Inclusive cumulative product over the last axis (shifted multiplies, see prefix_sum)."""
+  n = v.shape[-1]
+  shift = 1
+  while shift < n:
+    pad = jnp.ones(v.shape[:-1] + (shift,), v.dtype)
+    v = v * jnp.concatenate([pad, v[..., :-shift]], axis=-1)
+    shift *= 2
+  return v
+
+
+@pytree_dataclass
+class Ramp:
+  """Per-sample stage gains and undamping for the next n samples, each shape [n, n_ch].
+
+  Between AGC updates g and zb follow linear ramps that do not depend on the signal, so the
+  cumulative gain products the ripple needs are computed once per block, not once per sample.
+  """
+  g: jnp.ndarray  # stage gain at each sample
+  zb: jnp.ndarray  # undamping term at each sample
+  gain_to: jnp.ndarray  # prod_{k<=c} g[k]: DC gain from the input to the output of channel c
+  inv_gain_before: jnp.ndarray  # 1 / prod_{k<c} g[k]
+
+
+def ramp(state: CarState, n: int) -> Ramp:
+  """The ramps of g and zb over the next `n` samples (static n)."""
+  steps = jnp.arange(1, n + 1, dtype=state.g.dtype)[:, None]
+  g = state.g + steps * state.dg
+  gain_to = prefix_product(g)
+  return Ramp(g=g, zb=state.zb + steps * state.dzb, gain_to=gain_to, inv_gain_before=g / gain_to)
+
+
+def ripple(x, zy, gain_to, inv_gain_before):
   """Runs the within-sample cascade: y[c] = g[c] * (y[c-1] + zy[c]), y[-1] = x.
 
-  The recurrence is linear in the channel index, so it is solved with a cumulative product and a
-  cumulative sum instead of a serial loop over channels:
-  y[c] = P[c] * (x + sum_{j<=c} zy[j] / P[j-1]), with P[c] = prod_{k<=c} g[k] and P[-1] = 1.
-  Rounding errors stay relative to the cascade's own DC gain (P[c]/P[j] <= 1 for g <= 1).
+  The recurrence is linear in the channel index, so it is solved in closed form instead of a
+  serial loop over channels: y[c] = P[c] * (x + sum_{j<=c} zy[j] / P[j-1]), P[c] = prod_{k<=c} g[k].
+  Rounding errors stay relative to the cascade's DC gain (P[c]/P[j] <= 1 since g <= 1).
 
   Args:
-    x: input sample(s), shape [...].
-    g: stage gains, shape [..., n_ch].
-    zy: stage-local outputs h * z2, shape [..., n_ch].
+    x: input sample, shape [].
+    zy: stage-local outputs h * z2, shape [n_ch].
+    gain_to, inv_gain_before: P and 1 / P[c-1] (from `ramp`), shape [n_ch].
   Returns:
-    (y, stage_inputs): both shape [..., n_ch]; stage_inputs[c] = y[c-1] with stage_inputs[0] = x.
+    (y, stage_inputs): both shape [n_ch]; stage_inputs[c] = y[c-1] with stage_inputs[0] = x.
   """
-  p = jnp.cumprod(g, axis=-1)
-  p_prev = p / g
-  y = p * (x[..., None] + jnp.cumsum(zy / p_prev, axis=-1))
-  stage_inputs = jnp.concatenate([x[..., None], y[..., :-1]], axis=-1)
+  y = gain_to * (x + prefix_sum(zy * inv_gain_before))
+  stage_inputs = jnp.concatenate([jnp.reshape(x, (1,)), y[:-1]])
   return y, stage_inputs
 
 
-def car_step(x, coeffs: CarCoeffs, state: CarState, *, linear: bool = False):
+def car_step(x, coeffs: CarCoeffs, state: CarState, g, zb, gain_to, inv_gain_before, *,
+             linear: bool = False):
   """One sample through the cascade.
 
   Args:
-    x: input sample, shape [] (scalar), pressure in CARFAC units.
+    x: input sample, shape [] (scalar), CARFAC units.
     coeffs: designed coefficients.
-    state: state before this sample.
+    state: state before this sample (its g and zb are replaced by this sample's ramp values).
+    g, zb, gain_to, inv_gain_before: this sample's row of `ramp(state, n)`, shape [n_ch].
     linear: skip the OHC nonlinearity (for tests of the linear filter).
   Returns:
     (bm, state): BM displacement after the AC coupler, shape [n_ch]; the new state.
   """
-  g = state.g + state.dg
-  zb = state.zb + state.dzb
   nlf = 1.0 if linear else ohc_nonlinearity(state.z2 - state.za, coeffs)
   r = coeffs.r1 + zb * nlf
   z1 = r * (coeffs.a0 * state.z1 - coeffs.c0 * state.z2)
   z2 = r * (coeffs.c0 * state.z1 + coeffs.a0 * state.z2)
-  y, stage_inputs = ripple(x, g, coeffs.h * z2)
+  y, stage_inputs = ripple(x, coeffs.h * z2, gain_to, inv_gain_before)
   bm = y - state.ac_coupler
   new_state = CarState(z1=z1 + stage_inputs, z2=z2, za=state.z2, zb=zb, dzb=state.dzb, g=g,
                        dg=state.dg, ac_coupler=state.ac_coupler + coeffs.ac_coeff * bm)

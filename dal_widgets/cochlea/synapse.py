@@ -32,23 +32,24 @@ class SynParams:
 
 @pytree_dataclass
 class SynCoeffs:
-  """Designed synapse coefficients; class axis last."""
-  n_fibers: jnp.ndarray  # [n_ch, 3] fibres per channel and class (synaptopathy lowers it)
-  v_halfs: jnp.ndarray  # [3] sigmoid midpoints
-  v_widths: jnp.ndarray  # [3]
+  """Designed synapse coefficients; the class axis comes first (class-major [3, n_ch] layout keeps
+  every per-sample operation elementwise over channels, so XLA fuses it)."""
+  n_fibers: jnp.ndarray  # [3, n_ch] fibres per class and channel (synaptopathy lowers it)
+  v_halfs: jnp.ndarray  # [3, 1] sigmoid midpoints
+  v_widths: jnp.ndarray  # [3, 1]
   a1: jnp.ndarray  # reservoir feedback gain, shape []
   a2: jnp.ndarray  # release -> firing probability per sample, shape []
-  agc_weights: jnp.ndarray  # [3] fibre-rate weights of the NAP
-  spont_p: jnp.ndarray  # [3] spontaneous firing probability per sample
+  agc_weights: jnp.ndarray  # [3, 1] fibre-rate weights of the NAP
+  spont_p: jnp.ndarray  # [3, 1] spontaneous firing probability per sample
   spont_sub: jnp.ndarray  # [] healthy spontaneous NAP, subtracted so the NAP rests at 0
-  res_init: jnp.ndarray  # [3] resting reservoir level
+  res_init: jnp.ndarray  # [3, 1] resting reservoir level
   res_coeff: jnp.ndarray  # []
   lpf_coeff: jnp.ndarray  # []
 
 
 @pytree_dataclass
 class SynState:
-  """Synapse state, each shape [n_ch, 3]."""
+  """Synapse state, each shape [3, n_ch]."""
   reservoirs: jnp.ndarray
   lpf: jnp.ndarray
 
@@ -70,17 +71,18 @@ def design_synapse(params: SynParams, sr: float, n_ch: int, dtype=jnp.float32) -
   agc_weights = np.full(3, sr * params.agc_weight)
   healthy = np.asarray(params.healthy_n_fibers, np.float64)
   f = lambda v: jnp.asarray(v, dtype)
+  col = lambda v: f(np.reshape(v, (-1, 1)))
   return SynCoeffs(
-      n_fibers=f(np.tile(healthy, (n_ch, 1))), v_halfs=f(v_halfs), v_widths=f(v_widths), a1=f(a1),
-      a2=f(a2), agc_weights=f(agc_weights), spont_p=f(spont_p),
-      spont_sub=f(np.dot(healthy * spont_p, agc_weights)), res_init=f(q_rest),
+      n_fibers=f(np.tile(healthy[:, None], (1, n_ch))), v_halfs=col(v_halfs), v_widths=col(v_widths),
+      a1=f(a1), a2=f(a2), agc_weights=col(agc_weights), spont_p=col(spont_p),
+      spont_sub=f(np.dot(healthy * spont_p, agc_weights)), res_init=col(q_rest),
       res_coeff=f(1 - math.exp(-1 / (params.reservoir_tau_s * sr))),
       lpf_coeff=f(1 - math.exp(-1 / (params.tau_lpf_s * sr))))
 
 
 def init_synapse_state(coeffs: SynCoeffs, n_ch: int) -> SynState:
   """Resting synapse state."""
-  ones = jnp.ones((n_ch, 1), coeffs.a1.dtype)
+  ones = jnp.ones((1, n_ch), coeffs.a1.dtype)
   return SynState(reservoirs=ones * coeffs.res_init, lpf=ones * coeffs.spont_p)
 
 
@@ -92,9 +94,10 @@ def synapse_step(v_recep, coeffs: SynCoeffs, state: SynState):
   Returns:
     (nap, state): NAP shape [n_ch] (0 at healthy spontaneous rate); the new state.
   """
-  release = jax.nn.sigmoid((v_recep[:, None] - coeffs.v_halfs) / coeffs.v_widths)
+  release = jax.nn.sigmoid((v_recep - coeffs.v_halfs) / coeffs.v_widths)
   r = (1 - state.reservoirs) * release
   lpf = state.lpf + coeffs.lpf_coeff * (coeffs.a2 * r - state.lpf)
   reservoirs = state.reservoirs + coeffs.res_coeff * (coeffs.a1 * r - state.reservoirs)
-  nap = (coeffs.n_fibers * lpf) @ coeffs.agc_weights - coeffs.spont_sub
+  weighted = coeffs.n_fibers * lpf * coeffs.agc_weights
+  nap = weighted[0] + weighted[1] + weighted[2] - coeffs.spont_sub  # explicit: fuses, unlike a dot
   return nap, SynState(reservoirs=reservoirs, lpf=lpf)

@@ -1,0 +1,261 @@
+"""SEANet: a waveform-to-waveform 1-D convolutional UNet hearing aid (flax linen).
+
+Tagliasacchi, Li, Misiunas & Roblek 2020, "SEANet: A Multi-modal Speech Enhancement Network"
+(Interspeech): encoder blocks of residual units (dilated convs, dilations 1, 3, 9, ELU) followed
+by a strided conv that doubles the channels; a bottleneck conv; a mirrored decoder with
+transposed-conv upsampling and skip connections from the encoder.
+
+Our choices:
+- Skip connections are *added* (not concatenated): the encoder features taken just before each
+  downsampling are added to the decoder features right after the matching upsampling.
+- Identity start: y = x + f(x) with the last conv of f zero-initialised (kernel and bias), so at
+  initialisation y == x exactly ("no hearing aid" at step 0).
+- Any input length: the waveform is zero-padded on the right to a multiple of prod(strides) and
+  the output is cropped back.
+- causal=True pads every conv on the left only, so output sample t never depends on input
+  samples after t (a streaming hearing aid); causal=False centres the kernels.
+- Optional FiLM conditioning (film.py) of every encoder and decoder block by a listener vector.
+"""
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dal_widgets.aid.film import Film
+from dal_widgets.errors import ParameterError
+
+# Audiometric frequencies of the conditioning vector (the standard clinical set, 250-8000 Hz).
+CONDITION_FREQS_HZ = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0)
+CONDITION_DIM = len(CONDITION_FREQS_HZ)
+CONDITION_SCALE_DB_HL = 100.0  # thresholds / 100 -> condition values of order 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SeanetConfig:
+  """Static architecture of a SEANet (hashable; only ints, bools and tuples).
+
+  Attributes:
+    base_channels: Channels of the first conv; doubled by every encoder block.
+    strides: Downsampling factor of each encoder block; the strided conv has kernel 2*stride.
+    kernel_size: Kernel of the dilated residual convs and of the first/bottleneck/last convs.
+    dilations: Dilations of the residual units inside each block.
+    causal: Left-only padding everywhere (output at t depends on input up to t only).
+    film_dim: Length of the FiLM conditioning vector; 0 means no conditioning.
+  """
+  base_channels: int = 32  # SEANet paper
+  strides: tuple = (2, 4, 5, 8)  # SEANet paper: total downsampling 320
+  kernel_size: int = 7  # SEANet paper
+  dilations: tuple = (1, 3, 9)  # SEANet paper
+  causal: bool = False
+  film_dim: int = 0
+
+  @property
+  def hop(self) -> int:
+    """Total downsampling factor prod(strides); inputs are padded to a multiple of it."""
+    return int(math.prod(self.strides))
+
+
+SEANET_SIZES = {
+    # cheap enough for a 2-core laptop: one 1 s training step in tens of milliseconds
+    "small": SeanetConfig(base_channels=8, strides=(2, 4, 5)),
+    # Tagliasacchi et al. 2020
+    "paper": SeanetConfig(base_channels=32, strides=(2, 4, 5, 8)),
+}
+
+
+def _conv(features, kernel, *, causal, stride=1, dilation=1, name=None, zero_init=False):
+  """1-D conv whose padding keeps length L -> L / stride (causal: all padding on the left)."""
+  span = (kernel - 1) * dilation + 1
+  if causal:
+    padding = ((span - 1, 0),)
+  else:
+    total = span - stride
+    padding = ((total // 2, total - total // 2),)
+  init = {}
+  if zero_init:
+    init = dict(kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
+  return nn.Conv(features, (kernel,), strides=(stride,), kernel_dilation=(dilation,),
+                 padding=padding, name=name, **init)
+
+
+class ResidualUnit(nn.Module):
+  """x + conv1x1(elu(conv_dilated(elu(x)))), channels unchanged."""
+  channels: int
+  kernel_size: int
+  dilation: int
+  causal: bool
+
+  @nn.compact
+  def __call__(self, x):
+    h = _conv(self.channels, self.kernel_size, causal=self.causal, dilation=self.dilation,
+              name="dilated")(nn.elu(x))
+    h = _conv(self.channels, 1, causal=self.causal, name="pointwise")(nn.elu(h))
+    return x + h
+
+
+class Seanet(nn.Module):
+  """SEANet waveform-to-waveform UNet (see module docstring).
+
+  Attributes:
+    config: The architecture.
+  """
+  config: SeanetConfig
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, condition: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Runs the network.
+
+    Args:
+      x: Waveform, shape [batch, time] or [time], float32 (digital units).
+      condition: FiLM vector, shape [batch, film_dim] (or [film_dim] for unbatched x);
+        required when config.film_dim > 0, ignored otherwise.
+
+    Returns:
+      Waveform of the same shape as x.
+    """
+    cfg = self.config
+    unbatched = x.ndim == 1
+    if unbatched:
+      x = x[None]
+      condition = None if condition is None else condition[None]
+    n_samp = x.shape[-1]
+    xp = jnp.pad(x, ((0, 0), (0, (-n_samp) % cfg.hop)))
+    use_film = cfg.film_dim > 0
+    if use_film and condition is None:
+      raise ParameterError(f"condition: expected shape [batch, {cfg.film_dim}] because "
+                           "film_dim > 0, got None")
+    k, causal = cfg.kernel_size, cfg.causal
+
+    h = _conv(cfg.base_channels, k, causal=causal, name="input_conv")(xp[..., None])
+    channels = cfg.base_channels
+    skips = []
+    for i, stride in enumerate(cfg.strides):
+      for d in cfg.dilations:
+        h = ResidualUnit(channels, k, d, causal, name=f"enc{i}_res_d{d}")(h)
+      if use_film:
+        h = Film(channels, name=f"enc{i}_film")(h, condition)
+      skips.append(h)
+      h = _conv(2 * channels, 2 * stride, causal=causal, stride=stride,
+                name=f"enc{i}_down")(nn.elu(h))
+      channels *= 2
+
+    h = _conv(channels, k, causal=causal, name="bottleneck")(nn.elu(h))
+
+    for i in reversed(range(len(cfg.strides))):
+      stride, skip = cfg.strides[i], skips[i]
+      channels //= 2
+      up = nn.ConvTranspose(channels, (2 * stride,), strides=(stride,), padding="VALID",
+                            name=f"dec{i}_up")(nn.elu(h))
+      start = 0 if causal else stride // 2  # causal: drop the look-ahead tail only
+      h = up[:, start:start + skip.shape[1]] + skip
+      for d in cfg.dilations:
+        h = ResidualUnit(channels, k, d, causal, name=f"dec{i}_res_d{d}")(h)
+      if use_film:
+        h = Film(channels, name=f"dec{i}_film")(h, condition)
+
+    residual = _conv(1, k, causal=causal, name="output_conv", zero_init=True)(nn.elu(h))
+    y = (xp + residual[..., 0])[:, :n_samp]
+    return y[0] if unbatched else y
+
+
+def _check_config(config):
+  if not isinstance(config, SeanetConfig):
+    raise ParameterError(f"config: expected a SeanetConfig, got {type(config).__name__}")
+  if config.base_channels < 1 or not config.strides or min(config.strides) < 1:
+    raise ParameterError(f"config: expected base_channels >= 1 and non-empty positive strides, "
+                         f"got base_channels={config.base_channels}, strides={config.strides}")
+  if config.kernel_size < 1 or config.film_dim < 0:
+    raise ParameterError(f"config: expected kernel_size >= 1 and film_dim >= 0, got "
+                         f"kernel_size={config.kernel_size}, film_dim={config.film_dim}")
+
+
+def _check_inputs(config, x, condition):
+  if x.ndim not in (1, 2) or x.shape[-1] < 1:
+    raise ParameterError(f"x: expected shape [batch, time] or [time] with time >= 1, "
+                         f"got shape {tuple(x.shape)}")
+  if config.film_dim == 0:
+    return
+  want = (config.film_dim,) if x.ndim == 1 else (x.shape[0], config.film_dim)
+  if condition is None or tuple(jnp.shape(condition)) != want:
+    got = None if condition is None else tuple(jnp.shape(condition))
+    raise ParameterError(f"condition: expected shape {want} (film_dim={config.film_dim}), "
+                         f"got {got}")
+
+
+def init_seanet(rng: jax.Array, config: SeanetConfig, n_samples: int | None = None) -> dict:
+  """Initialises SEANet parameters (the output equals the input at initialisation).
+
+  Args:
+    rng: A jax PRNG key.
+    config: The architecture.
+    n_samples: Length of the dummy input used to build the parameters; any length gives the
+      same parameters (default: config.hop).
+
+  Returns:
+    The `params` collection, a nested dict of float32 arrays.
+
+  Raises:
+    ParameterError: if config or n_samples is invalid.
+  """
+  _check_config(config)
+  n_samples = config.hop if n_samples is None else n_samples
+  if int(n_samples) < 1:
+    raise ParameterError(f"n_samples: expected an int >= 1, got {n_samples!r}")
+  x = jnp.zeros((1, int(n_samples)), jnp.float32)
+  condition = jnp.zeros((1, config.film_dim), jnp.float32) if config.film_dim else None
+  return Seanet(config).init(rng, x, condition)["params"]
+
+
+def apply_seanet(params: dict, config: SeanetConfig, x: jnp.ndarray,
+                 condition: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Runs SEANet: y = x + f(x).
+
+  Validates shapes in Python, so jit this function with config static
+  (e.g. `jax.jit(apply_seanet, static_argnums=1)`) or jit `Seanet(config).apply` directly.
+
+  Args:
+    params: From `init_seanet` (or training).
+    config: The architecture the params were built for.
+    x: Waveform, shape [batch, time] or [time], float32.
+    condition: FiLM vector, shape [batch, film_dim] or [film_dim]; required iff film_dim > 0.
+
+  Returns:
+    Aided waveform, same shape as x.
+
+  Raises:
+    ParameterError: if shapes do not match the config.
+  """
+  _check_config(config)
+  x = jnp.asarray(x, jnp.float32)
+  _check_inputs(config, x, condition)
+  if config.film_dim == 0:
+    condition = None
+  else:
+    condition = jnp.asarray(condition, jnp.float32)
+  return Seanet(config).apply({"params": params}, x, condition)
+
+
+def count_params(params) -> int:
+  """Total number of scalar parameters in a pytree of arrays."""
+  return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+def condition_from_audiogram(audiogram) -> np.ndarray:
+  """FiLM vector of a listener: thresholds at CONDITION_FREQS_HZ in dB HL / 100.
+
+  Args:
+    audiogram: A `dal_widgets.hearing.audiogram.Audiogram` (anything with `.at(freqs_hz)`).
+
+  Returns:
+    float32 array of shape [CONDITION_DIM] (use film_dim=CONDITION_DIM in SeanetConfig).
+
+  Raises:
+    ParameterError: if audiogram has no `.at` method.
+  """
+  if not callable(getattr(audiogram, "at", None)):
+    raise ParameterError(f"audiogram: expected an Audiogram, got {type(audiogram).__name__}")
+  thresholds_db_hl = np.asarray(audiogram.at(np.asarray(CONDITION_FREQS_HZ)), np.float64)
+  return (thresholds_db_hl / CONDITION_SCALE_DB_HL).astype(np.float32)

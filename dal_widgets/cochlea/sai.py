@@ -1,0 +1,280 @@
+"""Stabilized auditory image (SAI) of a NAP, in JAX (Lyon 2017 ch. 21; google/carfac sai.py).
+
+Per channel, each frame looks for `num_triggers_per_frame` trigger points: the largest value of
+the NAP, weighted by a half-sine, inside 50%-overlapping windows near the end of an input buffer.
+The NAP around each trigger (lags -past_lags .. +future_lags) is blended into the running frame
+with weight `alpha = (0.025 + peak) / (0.5 + peak)`, so strong triggers replace the image and
+weak ones barely move it. A periodic NAP therefore gives an image with peaks at lags 0, ±period.
+
+Layout: our NAP is [n_samp, n_ch] (time first); frames are [n_ch, sai_width] (the reference's
+layout), column j holding NAP sample `trigger + j - past_lags`, so zero lag is column past_lags.
+
+Gradients: trigger *positions* are discrete (an argmax, under stop_gradient). The blended NAP
+values are differentiable, and so is alpha: its `peak` is the weighted NAP value at the chosen
+trigger, so gradient flows to that one sample. This is the exact derivative of the reference's
+piecewise-smooth map (finite differences agree away from argmax ties). alpha' = 0.475/(0.5+peak)^2
+is finite because only peak > 0 is used; when a window has no positive value the reference falls
+back to the window's own maximum (a constant, no gradient), which also keeps an all-zero NAP finite.
+"""
+import dataclasses
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from dal_widgets.errors import ParameterError
+from dal_widgets.pytree import pytree_dataclass
+
+ALPHA_OFFSET = 0.025  # blend weight (0.025 + peak) / (0.5 + peak): 0.05 at peak 0 .. ~1 (google/carfac sai.py)
+ALPHA_HALF = 0.5  # peak at which the blend weight is ~0.5 (same source)
+DEFAULT_FRAME_MS = 100.0  # hop between frames = input segment (golden file (d): 2205 samples at 22050 Hz)
+DEFAULT_WIDTH_MS = 20.0  # image width (golden file (d): 441 lags at 22050 Hz)
+DEFAULT_NUM_TRIGGERS = 4  # trigger windows per frame (golden file (d))
+TRIGGER_WINDOW_PER_WIDTH = 2  # trigger window = 2 x image width (golden file (d): 882 = 2 x 441)
+
+
+@dataclasses.dataclass(frozen=True)
+class SaiParams:
+  """Static SAI design, all in samples (hashable: pass as a static argument to jit).
+
+  Attributes:
+    num_channels: Channels of the NAP (rows of a frame).
+    sai_width: Lags per frame (columns).
+    future_lags: Lags after the trigger, 0 <= future_lags < sai_width; the other
+      `sai_width - future_lags - 1` lags are in the past.
+    num_triggers_per_frame: Trigger windows blended into each frame.
+    trigger_window_width: Samples searched for one trigger; must exceed sai_width.
+    input_segment_width: New NAP samples consumed per frame (the hop); must be
+      less than `buffer_width`.
+  """
+  num_channels: int
+  sai_width: int
+  future_lags: int
+  num_triggers_per_frame: int
+  trigger_window_width: int
+  input_segment_width: int
+
+  def __post_init__(self):
+    for f in dataclasses.fields(self):
+      v = getattr(self, f.name)
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ParameterError(f"{f.name}: expected an int, got {v!r} ({type(v).__name__})")
+      object.__setattr__(self, f.name, int(v))
+    for name in ("num_channels", "sai_width", "num_triggers_per_frame", "input_segment_width"):
+      if getattr(self, name) < 1:
+        raise ParameterError(f"{name}: expected >= 1, got {getattr(self, name)}")
+    if not 0 <= self.future_lags < self.sai_width:
+      raise ParameterError(f"future_lags: expected 0 <= future_lags < sai_width={self.sai_width} "
+                           f"(zero lag must be in the frame), got {self.future_lags}")
+    if self.trigger_window_width <= self.sai_width:
+      raise ParameterError(f"trigger_window_width: expected > sai_width={self.sai_width}, "
+                           f"got {self.trigger_window_width}")
+    if self.input_segment_width >= self.buffer_width:
+      raise ParameterError(
+          f"input_segment_width: expected < buffer_width={self.buffer_width} (= sai_width + "
+          f"(1 + (num_triggers_per_frame - 1) / 2) * trigger_window_width), got "
+          f"{self.input_segment_width}; use more or wider trigger windows or shorter segments")
+
+  @property
+  def buffer_width(self) -> int:
+    """Samples kept in the input buffer: the image plus the 50%-overlapping trigger windows."""
+    return (self.sai_width + self.trigger_window_width
+            + (self.num_triggers_per_frame - 1) * self.trigger_window_width // 2)
+
+  @property
+  def past_lags(self) -> int:
+    """Lags before the trigger; also the column index of zero lag."""
+    return self.sai_width - self.future_lags - 1
+
+
+@pytree_dataclass
+class SaiState:
+  """SAI state: `buffer` [buffer_width, n_ch] latest NAP samples, `frame` [n_ch, sai_width] image."""
+  buffer: jnp.ndarray
+  frame: jnp.ndarray
+
+
+def sai_params_for(sr: float, n_ch: int, *, frame_ms: float = DEFAULT_FRAME_MS,
+                   width_ms: float = DEFAULT_WIDTH_MS, future_ms: Optional[float] = None,
+                   num_triggers: Optional[int] = None) -> SaiParams:
+  """SAI design for a NAP at `sr` Hz with `n_ch` channels.
+
+  Args:
+    sr: Sample rate of the NAP, Hz.
+    n_ch: Number of NAP channels.
+    frame_ms: Hop between frames (input segment), ms.
+    width_ms: Image width (all lags), ms.
+    future_ms: Lags after the trigger, ms; None gives a symmetric image
+      ((width - 1) // 2 future lags).
+    num_triggers: Trigger windows per frame; None: 4, or more if needed so the
+      buffer covers the segment.
+  Returns:
+    SaiParams; at 22050 Hz with defaults: width 441, future_lags 220, 4 triggers,
+    trigger window 882, segment 2205 (the golden configuration).
+  Raises:
+    ParameterError: for non-positive or non-finite values or an inconsistent design.
+  """
+  for name, v in (("sr", sr), ("frame_ms", frame_ms), ("width_ms", width_ms)):
+    if not (isinstance(v, (int, float, np.number)) and math.isfinite(v) and v > 0):
+      raise ParameterError(f"{name}: expected a finite number > 0, got {v!r}")
+  sai_width = int(round(width_ms * sr / 1000))
+  if sai_width < 2:
+    raise ParameterError(f"width_ms: expected at least 2 samples at sr={sr}, got {width_ms} ms")
+  segment = int(round(frame_ms * sr / 1000))
+  if segment < 1:
+    raise ParameterError(f"frame_ms: expected at least 1 sample at sr={sr}, got {frame_ms} ms")
+  if future_ms is None:
+    future_lags = (sai_width - 1) // 2
+  elif isinstance(future_ms, (int, float, np.number)) and math.isfinite(future_ms) and future_ms >= 0:
+    future_lags = int(round(future_ms * sr / 1000))
+  else:
+    raise ParameterError(f"future_ms: expected None or a finite number >= 0, got {future_ms!r}")
+  window = TRIGGER_WINDOW_PER_WIDTH * sai_width
+  if num_triggers is None:
+    num_triggers = DEFAULT_NUM_TRIGGERS
+    while sai_width + window + (num_triggers - 1) * window // 2 <= segment:
+      num_triggers += 1
+  return SaiParams(num_channels=n_ch, sai_width=sai_width, future_lags=future_lags,
+                   num_triggers_per_frame=num_triggers, trigger_window_width=window,
+                   input_segment_width=segment)
+
+
+def sai_lags_s(params: SaiParams, sr: float) -> np.ndarray:
+  """Lag of each frame column, seconds, shape [sai_width] (negative = past, 0 at column past_lags)."""
+  if not (isinstance(sr, (int, float, np.number)) and math.isfinite(sr) and sr > 0):
+    raise ParameterError(f"sr: expected a finite number > 0, got {sr!r}")
+  return (np.arange(params.sai_width) - params.past_lags) / float(sr)
+
+
+def init_sai_state(params: SaiParams, dtype=jnp.float32) -> SaiState:
+  """Zero buffer and zero image (as the reference's Reset)."""
+  return SaiState(buffer=jnp.zeros((params.buffer_width, params.num_channels), dtype),
+                  frame=jnp.zeros((params.num_channels, params.sai_width), dtype))
+
+
+def _trigger_window(width: int):
+  """Half-sine weights sin(pi k / width), k = 1..width (google/carfac sai.py); float64 numpy."""
+  return np.sin(np.pi * np.arange(1, width + 1) / width)
+
+
+def _step(state: SaiState, segment, params: SaiParams):
+  """One frame, no checks: shift `segment` [input_segment_width, n_ch] in, blend triggers."""
+  p = params
+  dtype = state.buffer.dtype
+  buffer = jnp.concatenate([state.buffer[p.input_segment_width:], segment.astype(dtype)], axis=0)
+  window_np = _trigger_window(p.trigger_window_width)
+  window = jnp.asarray(window_np, dtype)[:, None]
+  fallback_index = int(np.argmax(window_np))  # used when a window has no positive value
+  fallback_peak = jnp.asarray(window_np[fallback_index], dtype)
+  hop = p.trigger_window_width // 2
+  # The last window ends future_lags before the buffer end, so the future lags are in the buffer.
+  first_start = p.buffer_width - p.future_lags - p.trigger_window_width - (p.num_triggers_per_frame - 1) * hop
+  lags = jnp.arange(p.sai_width) - p.past_lags
+  frame = state.frame
+  for w in range(p.num_triggers_per_frame):  # static, small
+    start = first_start + w * hop
+    weighted = buffer[start:start + p.trigger_window_width] * window  # [window, n_ch]
+    index = jnp.argmax(weighted, axis=0)  # first maximum, as numpy
+    peak = jnp.take_along_axis(weighted, index[None, :], axis=0)[0]  # gradient to that sample only
+    found = peak > 0
+    index = jnp.where(found, index, fallback_index)
+    peak = jnp.where(found, peak, fallback_peak)
+    trigger = lax.stop_gradient(start + index)  # [n_ch] buffer positions
+    columns = trigger[None, :] + lags[:, None]  # [sai_width, n_ch], always inside the buffer
+    segment_at_trigger = jnp.take_along_axis(buffer, columns, axis=0, mode="promise_in_bounds").T
+    alpha = ((ALPHA_OFFSET + peak) / (ALPHA_HALF + peak))[:, None]
+    frame = frame * (1 - alpha) + alpha * segment_at_trigger
+  return frame, SaiState(buffer=buffer, frame=frame)
+
+
+def _check_nap(nap, params: SaiParams, name: str) -> None:
+  shape = jnp.shape(nap)
+  if len(shape) != 2 or shape[1] != params.num_channels:
+    raise ParameterError(f"{name}: expected shape [n_samp, num_channels={params.num_channels}] "
+                         f"(time first), got {tuple(shape)}")
+
+
+def _check_state(state: SaiState, params: SaiParams) -> None:
+  want = ((params.buffer_width, params.num_channels), (params.num_channels, params.sai_width))
+  got = (tuple(jnp.shape(state.buffer)), tuple(jnp.shape(state.frame)))
+  if got != want:
+    raise ParameterError(f"state: expected buffer/frame shapes {want} for these params, got {got}")
+
+
+def sai_step(state: SaiState, segment, params: SaiParams):
+  """Consumes one NAP segment and returns the new SAI frame.
+
+  Args:
+    state: SaiState from `init_sai_state` or a previous step.
+    segment: NAP, shape [input_segment_width, num_channels] (time first).
+    params: SaiParams (static).
+  Returns:
+    (frame, state): frame [num_channels, sai_width] in NAP units, and the new state.
+  Raises:
+    ParameterError: if shapes do not match `params`.
+  """
+  _check_nap(segment, params, "segment")
+  if jnp.shape(segment)[0] != params.input_segment_width:
+    raise ParameterError(f"segment: expected {params.input_segment_width} samples "
+                         f"(input_segment_width), got {jnp.shape(segment)[0]}")
+  _check_state(state, params)
+  return _step(state, jnp.asarray(segment), params)
+
+
+def sai_run(state: SaiState, nap, params: SaiParams):
+  """Streams a NAP whose length is a whole number of segments through the SAI (`lax.scan`).
+
+  Args:
+    state: SaiState (carried across calls, so chunked == unchunked).
+    nap: NAP, shape [n_frames * input_segment_width, num_channels].
+    params: SaiParams (static).
+  Returns:
+    (frames, state): frames [n_frames, num_channels, sai_width] and the new state.
+  Raises:
+    ParameterError: if shapes do not match `params` or the length is not a multiple
+      of input_segment_width.
+  """
+  _check_nap(nap, params, "nap")
+  _check_state(state, params)
+  n_samp = jnp.shape(nap)[0]
+  if n_samp % params.input_segment_width:
+    raise ParameterError(f"nap: expected a multiple of input_segment_width="
+                         f"{params.input_segment_width} samples, got {n_samp}")
+  segments = jnp.reshape(jnp.asarray(nap), (-1, params.input_segment_width, params.num_channels))
+
+  def body(carry, segment):
+    frame, carry = _step(carry, segment, params)
+    return carry, frame
+
+  state, frames = lax.scan(body, state, segments)
+  return frames, state
+
+
+def sai_frames(nap, params: SaiParams):
+  """SAI frames of a whole NAP, from a zero state; a trailing partial segment is dropped.
+
+  Frame i is computed after NAP samples [0, (i + 1) * input_segment_width) have been seen
+  (the last `nap.shape[0] % input_segment_width` samples produce no frame).
+
+  Args:
+    nap: NAP, shape [n_samp, num_channels] (time first), n_samp >= input_segment_width.
+      Float64 input stays float64 only when jax x64 is enabled; otherwise float32.
+    params: SaiParams (static; e.g. `jax.jit(sai_frames, static_argnames="params")`).
+  Returns:
+    frames, shape [n_samp // input_segment_width, num_channels, sai_width], NAP units.
+  Raises:
+    ParameterError: for a wrong shape or a NAP shorter than one segment.
+  """
+  _check_nap(nap, params, "nap")
+  nap = jnp.asarray(nap)
+  n_frames = nap.shape[0] // params.input_segment_width
+  if n_frames == 0:
+    raise ParameterError(f"nap: expected at least input_segment_width={params.input_segment_width} "
+                         f"samples, got {nap.shape[0]}")
+  dtype = jnp.promote_types(nap.dtype, jnp.float32)
+  state = init_sai_state(params, dtype)
+  frames, _ = sai_run(state, nap[:n_frames * params.input_segment_width], params)
+  return frames
