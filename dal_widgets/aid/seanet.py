@@ -26,6 +26,7 @@ import numpy as np
 
 from dal_widgets.aid.film import Film
 from dal_widgets.errors import ParameterError
+from dal_widgets.hearing.audiogram import Audiogram
 
 # Audiometric frequencies of the conditioning vector (the standard clinical set, 250-8000 Hz).
 CONDITION_FREQS_HZ = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0)
@@ -243,19 +244,19 @@ def count_params(params) -> int:
   return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))
 
 
-def condition_from_audiogram(audiogram) -> np.ndarray:
+def condition_from_audiogram(audiogram: Audiogram) -> np.ndarray:
   """FiLM vector of a listener: thresholds at CONDITION_FREQS_HZ in dB HL / 100.
 
   Args:
-    audiogram: A `dal_widgets.hearing.audiogram.Audiogram` (anything with `.at(freqs_hz)`).
+    audiogram: The listener's Audiogram (read with `.at`, flat beyond its measured range).
 
   Returns:
     float32 array of shape [CONDITION_DIM] (use film_dim=CONDITION_DIM in SeanetConfig).
 
   Raises:
-    ParameterError: if audiogram has no `.at` method.
+    ParameterError: if audiogram is not an Audiogram.
   """
-  if not callable(getattr(audiogram, "at", None)):
+  if not isinstance(audiogram, Audiogram):
     raise ParameterError(f"audiogram: expected an Audiogram, got {type(audiogram).__name__}")
   thresholds_db_hl = np.asarray(audiogram.at(np.asarray(CONDITION_FREQS_HZ)), np.float64)
   return (thresholds_db_hl / CONDITION_SCALE_DB_HL).astype(np.float32)

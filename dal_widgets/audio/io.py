@@ -20,6 +20,7 @@ MIN_SR = 8000  # Hz; telephone band, the lowest rate CARFAC designs are meaningf
 MAX_SR = 48000  # Hz; highest common audio rate (CARFAC designs exist up to 48 kHz, 84 channels)
 MAX_SECONDS = 600.0  # default longest accepted sound; longer files are almost always a mistake
 MAX_RESAMPLE_DENOMINATOR = 1000  # bounds up/down factors of resample_poly for irrational ratios
+NEW_FILE_MODE = 0o644  # rw-r--r-- for files save() creates
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 
 
@@ -194,6 +195,8 @@ def save(path, x, sr, *, subtype=None):
   try:
     with os.fdopen(fd, "wb") as f:
       sf.write(f, x, int(sr), format=file_format, subtype=subtype or default_subtype)
+    # mkstemp creates mode 0600; keep an existing file's mode, else the usual rw-r--r--.
+    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else NEW_FILE_MODE)
     os.replace(tmp, path)
   except BaseException as e:
     if os.path.exists(tmp):

@@ -28,9 +28,9 @@ from jax import lax
 from dal_widgets.errors import ParameterError
 from dal_widgets.pytree import pytree_dataclass
 
-ALPHA_OFFSET = 0.025  # blend weight (0.025 + peak) / (0.5 + peak): 0.05 at peak 0 .. ~1 (google/carfac sai.py)
+ALPHA_OFFSET = 0.025  # blend weight (0.025 + peak)/(0.5 + peak): 0.05 .. ~1 (google/carfac sai.py)
 ALPHA_HALF = 0.5  # peak at which the blend weight is ~0.5 (same source)
-DEFAULT_FRAME_MS = 100.0  # hop between frames = input segment (golden file (d): 2205 samples at 22050 Hz)
+DEFAULT_FRAME_MS = 100.0  # hop between frames = input segment (golden (d): 2205 samples at 22050 Hz)
 DEFAULT_WIDTH_MS = 20.0  # image width (golden file (d): 441 lags at 22050 Hz)
 DEFAULT_NUM_TRIGGERS = 4  # trigger windows per frame (golden file (d))
 TRIGGER_WINDOW_PER_WIDTH = 2  # trigger window = 2 x image width (golden file (d): 882 = 2 x 441)
@@ -171,7 +171,8 @@ def _step(state: SaiState, segment, params: SaiParams):
   fallback_peak = jnp.asarray(window_np[fallback_index], dtype)
   hop = p.trigger_window_width // 2
   # The last window ends future_lags before the buffer end, so the future lags are in the buffer.
-  first_start = p.buffer_width - p.future_lags - p.trigger_window_width - (p.num_triggers_per_frame - 1) * hop
+  first_start = (p.buffer_width - p.future_lags - p.trigger_window_width
+                 - (p.num_triggers_per_frame - 1) * hop)
   lags = jnp.arange(p.sai_width) - p.past_lags
   frame = state.frame
   for w in range(p.num_triggers_per_frame):  # static, small

@@ -1,1 +1,14 @@
-"""dal_widgets.hearing layer."""
+"""dal_widgets.hearing layer: audiograms (type, presets, files) and the listening simulator."""
+from dal_widgets.hearing.audiogram import (Audiogram, hl_to_spl, reference_threshold_db_spl,
+                                           spl_to_hl)
+from dal_widgets.hearing.audiogram_io import (dumps_audiogram, loads_audiogram, read_audiogram,
+                                              write_audiogram)
+from dal_widgets.hearing.presets import NORMAL, PRESET_NAMES, preset
+from dal_widgets.hearing.simulator import simulate_hearing_loss
+
+__all__ = [
+    "Audiogram", "hl_to_spl", "spl_to_hl", "reference_threshold_db_spl",
+    "read_audiogram", "write_audiogram", "loads_audiogram", "dumps_audiogram",
+    "NORMAL", "PRESET_NAMES", "preset",
+    "simulate_hearing_loss",
+]

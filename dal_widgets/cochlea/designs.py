@@ -1,0 +1,46 @@
+"""One-call cochleagrams: design (cached), validate, run (jitted once per design)."""
+import functools
+from functools import partial
+
+import jax
+import numpy as np
+
+from dal_widgets.cochlea import carfac
+
+
+@functools.lru_cache(maxsize=16)
+def designed(sr: float, style: str = "v3") -> carfac.Carfac:
+  """The default CARFAC design for `sr` (Hz) and `style`, cached."""
+  return carfac.design_carfac(carfac.CarfacParams(sr=float(sr), style=style))
+
+
+@functools.lru_cache(maxsize=16)
+def jitted_run(hypers: carfac.CarfacHypers, linear: bool = False):
+  """`carfac.run` jitted for one design; weights, coefficients and state stay traced."""
+  return jax.jit(partial(carfac.run, hypers=hypers, linear=linear))
+
+
+def cf_hz(sr: float) -> np.ndarray:
+  """Nominal characteristic frequencies (pole frequencies) in Hz, shape [n_ch], highest first."""
+  return np.asarray(designed(sr).coeffs.pole_hz)
+
+
+def cochleagram(x, sr: float, *, style: str = "v3", ohc_health=1.0, ihc_gain=1.0,
+                linear: bool = False) -> carfac.CarfacOutput:
+  """NAP and BM of a waveform through a (possibly impaired) CARFAC, from rest.
+
+  Args:
+    x: waveform, shape [n_samp], CARFAC units (see dal_widgets.audio.calibration).
+    sr: sample rate in Hz; the model is designed for it (8000..48000).
+    style: "v3" (synapse NAP) or "v2" (IHC NAP).
+    ohc_health, ihc_gain: scalars or shape [n_ch] arrays in [0, 1] (1 = healthy).
+  Returns:
+    CarfacOutput with nap, bm of shape [n_samp, n_ch], channel 0 the highest CF.
+  Raises:
+    ParameterError: bad input, sample rate or weights.
+  """
+  hypers, coeffs, _, state = designed(sr, style)
+  carfac.check_input(x, hypers)
+  weights = carfac.make_weights(hypers, ohc_health=ohc_health, ihc_gain=ihc_gain)
+  out, _ = jitted_run(hypers, linear)(x, coeffs=coeffs, weights=weights, state=state)
+  return out

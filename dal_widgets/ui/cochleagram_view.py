@@ -1,0 +1,245 @@
+"""Cochleagram panels: NAPs as images (CF up, time across) with one shared colour scale.
+
+The view builds its Bokeh figures and data sources once; `render()` only assigns `source.data`
+(and the shared colour range), so a slider callback sends one small image per panel.
+"""
+from collections.abc import Mapping, Sequence
+
+import ipywidgets as widgets
+import numpy as np
+from bokeh.layouts import gridplot
+from bokeh.models import (ColorBar, ColumnDataSource, CustomJSHover, FixedTicker, HoverTool,
+                          LinearColorMapper, Range1d, Span)
+from bokeh.palettes import RdBu11, Viridis256
+from bokeh.plotting import figure
+from jupyter_bokeh.widgets import BokehModel
+from traitlets import Float, HasTraits
+
+from dal_widgets.errors import ParameterError
+
+CF_TICKS_HZ = (125, 250, 500, 1000, 2000, 4000, 8000)  # octave labels audiologists read
+MAX_COLUMNS = 800  # time columns drawn per panel; more is finer than the screen and slower to send
+DISPLAY_PERCENTILE = 99.5  # colour scale top: onset spikes would otherwise darken the whole image
+DIFF_PALETTE = tuple(reversed(RdBu11))  # blue = less activity than the reference, red = more
+
+
+def hz_label(freq_hz: float) -> str:
+  """Short axis label of a frequency: 125 -> "125", 1000 -> "1k", 1500 -> "1.5k"."""
+  if freq_hz >= 1000:
+    return f"{freq_hz / 1000:g}k"
+  return f"{freq_hz:g}"
+
+
+def validate_cf_hz(cf_hz) -> np.ndarray:
+  """Returns cf_hz as float64 [n_ch], checking it is 1-D, positive and decreasing (channel 0 highest).
+
+  Raises:
+    ParameterError: if cf_hz is not a decreasing 1-D array of positive frequencies.
+  """
+  cf = np.asarray(cf_hz, dtype=np.float64)
+  if cf.ndim != 1 or cf.size < 2:
+    raise ParameterError(f"cf_hz: expected a 1-D array of at least 2 CFs in Hz, got shape {cf.shape}")
+  if not (np.all(np.isfinite(cf)) and np.all(cf > 0) and np.all(np.diff(cf) < 0)):
+    raise ParameterError("cf_hz: expected positive CFs in Hz decreasing with channel index "
+                         f"(channel 0 = highest CF), got {cf[:3]}...{cf[-3:]}")
+  return cf
+
+
+def cf_axis_ticks(cf_hz: np.ndarray, ticks_hz: Sequence[float] = CF_TICKS_HZ) -> dict[float, str]:
+  """Axis positions and labels for CF ticks on an image drawn with the highest CF at the top.
+
+  The image row r (from the bottom) holds channel n_ch - 1 - r and spans y in [r, r + 1]; each tick
+  frequency inside the CF range is placed at the centre of its nearest channel's row.
+
+  Args:
+    cf_hz: Channel CFs in Hz, shape [n_ch], decreasing (channel 0 = highest CF).
+    ticks_hz: Frequencies to label, Hz.
+
+  Returns:
+    {y position: label}, e.g. {12.5: "250", ...}.
+  """
+  n_ch = len(cf_hz)
+  ticks = {}
+  for freq in ticks_hz:
+    if not cf_hz[-1] <= freq <= cf_hz[0]:
+      continue
+    channel = int(np.argmin(np.abs(np.log(cf_hz / freq))))
+    ticks[n_ch - 1 - channel + 0.5] = hz_label(freq)
+  return ticks
+
+
+def max_pool_time(nap: np.ndarray, max_columns: int = MAX_COLUMNS) -> tuple[np.ndarray, int]:
+  """Image of a NAP for display: channels as rows (lowest CF first), time max-pooled.
+
+  Max-pooling keeps brief peaks (onsets, glottal pulses) visible after downsampling.
+
+  Args:
+    nap: Activity, shape [n_time, n_ch], channel 0 = highest CF.
+    max_columns: Most columns to keep.
+
+  Returns:
+    (image, factor): image float32 [n_ch, ceil(n_time / factor)], row 0 = lowest CF (Bokeh draws
+    row 0 at the bottom); factor = input samples per column.
+  """
+  n_time = nap.shape[0]
+  factor = max(1, -(-n_time // max_columns))
+  image = np.maximum.reduceat(nap, np.arange(0, n_time, factor), axis=0) if factor > 1 else nap
+  return np.ascontiguousarray(image.T[::-1], dtype=np.float32), factor
+
+
+def image_data(image: np.ndarray | None, duration_s: float) -> dict:
+  """Column data of one Bokeh image glyph spanning [0, duration_s] x [0, n_rows]; None -> empty."""
+  if image is None:
+    return dict(image=[], x=[], y=[], dw=[], dh=[])
+  return dict(image=[image], x=[0.0], y=[0.0], dw=[duration_s], dh=[image.shape[0]])
+
+
+def cf_hover(cf_hz: np.ndarray, value_name: str = "value", x_name: str = "time",
+             x_format: str = "$x{0.000} s") -> HoverTool:
+  """Hover tool showing the CF in Hz under the pointer (rows drawn highest CF at the top)."""
+  to_cf = CustomJSHover(args=dict(cf=[float(c) for c in cf_hz]), code="""
+    const row = Math.floor(value);
+    if (row < 0 || row >= cf.length) { return "-"; }
+    return cf[cf.length - 1 - row].toFixed(0) + " Hz";
+  """)
+  return HoverTool(tooltips=[("CF", "$y{cf}"), (x_name, x_format), (value_name, "@image{0.000}")],
+                   formatters={"$y": to_cf})
+
+
+def style_cf_axis(fig, cf_hz: np.ndarray) -> None:
+  """Label a figure's y axis with CF ticks at their channel rows."""
+  ticks = cf_axis_ticks(cf_hz)
+  fig.yaxis.ticker = FixedTicker(ticks=list(ticks))
+  fig.yaxis.major_label_overrides = ticks
+  fig.yaxis.axis_label = "CF (Hz)"
+
+
+def robust_top(images: Sequence[np.ndarray], symmetric: bool = False) -> float:
+  """Colour scale top shared by images: the DISPLAY_PERCENTILE of all values (of |values| if symmetric)."""
+  values = np.concatenate([np.abs(im).ravel() if symmetric else im.ravel() for im in images])
+  top = float(np.percentile(values, DISPLAY_PERCENTILE)) if values.size else 0.0
+  return top if top > 0 else 1.0
+
+
+class CochleagramView(HasTraits):
+  """Side-by-side NAP images with shared axes, shared colour scale and a linked time cursor.
+
+  Attributes:
+    sources: {label: ColumnDataSource} of each panel (plus "difference" if requested).
+    figures: {label: bokeh figure}.
+    model: the `jupyter_bokeh.BokehModel` holding all panels.
+    widget: an ipywidgets VBox to display.
+  """
+
+  cursor_s = Float(0.0, help="Time cursor in s, a vertical line on every panel.")
+
+  def __init__(self, cf_hz, sr: float, labels: Sequence[str] = ("normal",), *, height: int = 180,
+               width: int = 330, difference: tuple[str, str] | None = None, ncols: int | None = None,
+               max_columns: int = MAX_COLUMNS, value_range: tuple[float, float] | None = None):
+    """Builds the figures once.
+
+    Args:
+      cf_hz: Channel CFs in Hz, shape [n_ch], decreasing (channel 0 = highest CF).
+      sr: Frame rate of the NAP time axis in Hz (the audio rate unless the NAP was decimated).
+      labels: Panel names, in display order, e.g. ("normal", "impaired", "NAL-R", "DAL").
+      height: Plot frame height of each panel in pixels.
+      width: Plot frame width of each panel in pixels.
+      difference: (a, b) adds a panel showing NAP b - NAP a in a diverging palette.
+      ncols: Panels per row; default all in one row up to 3 panels, else 2 per row.
+      max_columns: Time columns kept per panel (max-pooled).
+      value_range: Fixed (low, high) of the colour scale; default: from the data at each render.
+    """
+    super().__init__()
+    self.cf_hz = validate_cf_hz(cf_hz)
+    if not sr > 0:
+      raise ParameterError(f"sr: expected a positive frame rate in Hz, got {sr!r}")
+    labels = tuple(labels)
+    if not labels or len(set(labels)) != len(labels):
+      raise ParameterError(f"labels: expected distinct panel names, got {labels!r}")
+    if difference is not None and not (len(difference) == 2 and set(difference) <= set(labels)):
+      raise ParameterError(f"difference: expected two of {labels}, got {difference!r}")
+    self.sr = float(sr)
+    self.labels = labels
+    self.difference = tuple(difference) if difference else None
+    self.max_columns = int(max_columns)
+    self.value_range = value_range
+    n_ch = len(self.cf_hz)
+    self.x_range = Range1d(0.0, 1.0)
+    self.y_range = Range1d(0.0, n_ch)
+    low, high = value_range or (0.0, 1.0)
+    self.mapper = LinearColorMapper(palette=Viridis256, low=low, high=high)
+    self.diff_mapper = LinearColorMapper(palette=DIFF_PALETTE, low=-1.0, high=1.0)
+    self.sources, self.figures, self._spans = {}, {}, []
+    for label in labels:
+      self._add_panel(label, label, self.mapper, height, width)
+    if self.difference:
+      a, b = self.difference
+      self._add_panel("difference", f"{b} \u2212 {a}", self.diff_mapper, height, width)
+      self.figures["difference"].add_layout(ColorBar(color_mapper=self.diff_mapper, width=10), "right")
+    self.figures[labels[-1]].add_layout(ColorBar(color_mapper=self.mapper, width=10), "right")
+    panels = list(self.figures.values())
+    ncols = ncols or (len(panels) if len(panels) <= 3 else 2)
+    self.layout = gridplot(panels, ncols=ncols, toolbar_location="right")
+    self.model = BokehModel(self.layout)
+    self.widget = widgets.VBox([self.model])
+    self.observe(self._on_cursor_s_changed, "cursor_s")
+
+  def _add_panel(self, key, title, mapper, height, width):
+    fig = figure(title=title, frame_height=height, frame_width=width, x_range=self.x_range,
+                 y_range=self.y_range, tools="xpan,xwheel_zoom,box_zoom,reset,save",
+                 active_scroll=None, toolbar_location=None)
+    source = ColumnDataSource(image_data(None, 0.0))
+    fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=source, color_mapper=mapper)
+    fig.add_tools(cf_hover(self.cf_hz))
+    style_cf_axis(fig, self.cf_hz)
+    fig.xaxis.axis_label = "time (s)"
+    fig.grid.visible = False
+    span = Span(location=self.cursor_s, dimension="height", line_color="white", line_alpha=0.8,
+                line_dash="dashed", line_width=1.5)
+    fig.add_layout(span)
+    self._spans.append(span)
+    self.sources[key], self.figures[key] = source, fig
+
+  def render(self, naps: Mapping[str, np.ndarray]) -> None:
+    """Shows NAPs; panels whose label is missing from `naps` are cleared.
+
+    Args:
+      naps: {label: nap}, each nap of shape [n_time, n_ch] at rate `sr`, channel 0 = highest CF.
+
+    Raises:
+      ParameterError: on an unknown label or a NAP of the wrong shape.
+    """
+    unknown = set(naps) - set(self.labels)
+    if unknown:
+      raise ParameterError(f"naps: expected labels among {self.labels}, got unknown {sorted(unknown)}")
+    images, durations = {}, {}
+    for label, nap in naps.items():
+      nap = np.asarray(nap)
+      if nap.ndim != 2 or nap.shape[1] != len(self.cf_hz) or nap.shape[0] < 1:
+        raise ParameterError(f"naps[{label!r}]: expected shape [n_time, {len(self.cf_hz)}], "
+                             f"got {nap.shape}")
+      images[label], factor = max_pool_time(nap, self.max_columns)
+      durations[label] = images[label].shape[1] * factor / self.sr
+    if self.value_range is None and images:
+      self.mapper.high = robust_top(list(images.values()))
+    for label in self.labels:
+      self.sources[label].data = image_data(images.get(label), durations.get(label, 0.0))
+    if self.difference:
+      self._render_difference(images, durations)
+    longest = max(durations.values(), default=0.0)
+    if longest > 0 and self.x_range.end != longest:
+      self.x_range.update(start=0.0, end=longest)
+
+  def _render_difference(self, images, durations):
+    a, b = self.difference
+    if a in images and b in images and images[a].shape == images[b].shape:
+      diff = images[b] - images[a]
+      top = robust_top([diff], symmetric=True)
+      self.diff_mapper.update(low=-top, high=top)
+      self.sources["difference"].data = image_data(diff, durations[a])
+    else:
+      self.sources["difference"].data = image_data(None, 0.0)
+
+  def _on_cursor_s_changed(self, change):
+    for span in self._spans:
+      span.location = change["new"]

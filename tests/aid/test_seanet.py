@@ -1,0 +1,184 @@
+"""SEANet: shapes, identity start, parameter counts, causality, FiLM, gradients, errors."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dal_widgets.aid.seanet import (CONDITION_DIM, SEANET_SIZES, SeanetConfig, apply_seanet,
+                                    condition_from_audiogram, count_params, init_seanet)
+from dal_widgets.errors import ParameterError
+from dal_widgets.hearing.audiogram import Audiogram
+
+TINY = SeanetConfig(base_channels=4, strides=(2, 3), kernel_size=7)  # hop 6, fast to run
+CAUSAL_ATOL = 1e-6  # float32 re-evaluation of identical inputs; a leak would be O(0.1)
+SMALL_PARAMS = 144_385  # pinned: changes only if the architecture changes
+PAPER_PARAMS = 11_018_241
+
+
+def _randomise(params, rng, scale=0.3, only=None):
+  """Params with leaves under keys containing `only` (or all) replaced by normal noise."""
+  flat, tree = jax.tree_util.tree_flatten_with_path(params)
+  keys = jax.random.split(rng, len(flat))
+  out = []
+  for (path, leaf), key in zip(flat, keys):
+    name = "/".join(str(getattr(p, "key", p)) for p in path)
+    if only is None or only in name:
+      leaf = scale * jax.random.normal(key, leaf.shape, leaf.dtype)
+    out.append(leaf)
+  return jax.tree_util.tree_unflatten(tree, out)
+
+
+def _noise(n, *, batch=None, seed=0):
+  shape = (n,) if batch is None else (batch, n)
+  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_samp", [1, 5, 6, 7, 25, 100])
+def test_output_shape_matches_input_for_any_length(n_samp):
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), jax.random.PRNGKey(1),
+                      only="output_conv")
+  y_batch = apply_seanet(params, TINY, _noise(n_samp, batch=2))
+  y_single = apply_seanet(params, TINY, _noise(n_samp))
+  assert y_batch.shape == (2, n_samp) and y_batch.dtype == jnp.float32
+  assert y_single.shape == (n_samp,)
+  assert bool(jnp.all(jnp.isfinite(y_batch)))
+
+
+def test_small_size_runs_on_a_length_not_multiple_of_its_hop():
+  cfg = SEANET_SIZES["small"]
+  n_samp = 3 * cfg.hop + 17
+  params = init_seanet(jax.random.PRNGKey(0), cfg)
+  assert apply_seanet(params, cfg, _noise(n_samp, batch=1)).shape == (1, n_samp)
+
+
+@pytest.mark.parametrize("cfg", [SEANET_SIZES["small"], TINY,
+                                 SeanetConfig(4, (2, 3), causal=True, film_dim=CONDITION_DIM)])
+def test_output_equals_input_exactly_at_init(cfg):
+  params = init_seanet(jax.random.PRNGKey(3), cfg)
+  x = _noise(2 * cfg.hop + 3, batch=2)
+  condition = np.ones((2, cfg.film_dim), np.float32) if cfg.film_dim else None
+  np.testing.assert_array_equal(np.asarray(apply_seanet(params, cfg, x, condition)), x)
+
+
+def test_parameter_counts_are_stable_and_small_is_much_smaller():
+  counts = {name: count_params(init_seanet(jax.random.PRNGKey(0), cfg))
+            for name, cfg in SEANET_SIZES.items()}
+  assert counts == {"small": SMALL_PARAMS, "paper": PAPER_PARAMS}
+  assert counts["small"] * 50 < counts["paper"]
+
+
+def _expected_count(cfg):
+  """Parameter count written out from the architecture description (weights + biases)."""
+  k, c, film = cfg.kernel_size, cfg.base_channels, cfg.film_dim
+  conv = lambda c_in, c_out, width: width * c_in * c_out + c_out
+  residual_units = lambda ch: len(cfg.dilations) * (conv(ch, ch, k) + conv(ch, ch, 1))
+  film_layer = lambda ch: (film * 2 * ch + 2 * ch) if film else 0
+  total = conv(1, c, k) + conv(c, 1, k)  # input and output convs
+  for stride in cfg.strides:
+    total += 2 * (residual_units(c) + film_layer(c))  # encoder and decoder blocks
+    total += conv(c, 2 * c, 2 * stride) + conv(2 * c, c, 2 * stride)  # down and up
+    c *= 2
+  return total + conv(c, c, k)  # bottleneck
+
+
+@pytest.mark.parametrize("cfg", [TINY, SEANET_SIZES["small"],
+                                 SeanetConfig(6, (4, 2), kernel_size=5, dilations=(1, 2),
+                                              film_dim=3)])
+def test_parameter_count_matches_the_architecture(cfg):
+  assert count_params(init_seanet(jax.random.PRNGKey(0), cfg)) == _expected_count(cfg)
+
+
+@pytest.mark.parametrize("t0", [9, 12, 31])
+def test_causal_output_does_not_depend_on_future_input(t0):
+  cfg = SeanetConfig(4, (2, 3), causal=True)
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), cfg), jax.random.PRNGKey(5))
+  x = _noise(48)
+  x_changed = x.copy()
+  x_changed[t0:] += _noise(48 - t0, seed=1)
+  y, y_changed = (np.asarray(apply_seanet(params, cfg, v)) for v in (x, x_changed))
+  np.testing.assert_allclose(y_changed[:t0], y[:t0], atol=CAUSAL_ATOL, rtol=0)
+  assert np.max(np.abs(y_changed[t0:] - y[t0:])) > 100 * CAUSAL_ATOL
+
+
+def test_non_causal_output_does_look_ahead():
+  """The causality test above can fail: the centred network reacts before a change."""
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), jax.random.PRNGKey(5))
+  x = _noise(48)
+  x_changed = x.copy()
+  x_changed[24:] += 1.0
+  y, y_changed = (np.asarray(apply_seanet(params, TINY, v)) for v in (x, x_changed))
+  assert np.max(np.abs(y_changed[:24] - y[:24])) > 100 * CAUSAL_ATOL
+
+
+def test_film_changes_output_only_when_its_layers_are_trained():
+  cfg = SeanetConfig(4, (2, 3), film_dim=3)
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), cfg), jax.random.PRNGKey(2),
+                      only="output_conv")
+  x = _noise(30, batch=2)
+  cond_a = np.zeros((2, 3), np.float32)
+  cond_b = np.array([[0.3, 0.5, 0.9], [0.1, 0.2, 0.0]], np.float32)
+  y_a, y_b = (np.asarray(apply_seanet(params, cfg, x, c)) for c in (cond_a, cond_b))
+  assert np.max(np.abs(y_a - x)) > 1e-3  # the net is not the identity
+  np.testing.assert_array_equal(y_a, y_b)  # gamma = 1, beta = 0 for every condition
+  trained = _randomise(params, jax.random.PRNGKey(4), only="film")
+  y_a, y_b = (np.asarray(apply_seanet(trained, cfg, x, c)) for c in (cond_a, cond_b))
+  assert np.max(np.abs(y_a - y_b)) > 1e-3
+
+
+def test_gradients_are_finite_and_reach_every_layer_once_the_output_conv_is_nonzero():
+  cfg = SEANET_SIZES["small"]
+  params = init_seanet(jax.random.PRNGKey(0), cfg)
+  x = _noise(400, batch=1)
+  loss = lambda p: jnp.mean((apply_seanet(p, cfg, x) - 0.5 * x) ** 2)
+  grads = jax.grad(loss)(params)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+  assert float(jnp.max(jnp.abs(grads["output_conv"]["kernel"]))) > 0  # identity start learns
+  stepped = _randomise(params, jax.random.PRNGKey(1), scale=0.05, only="output_conv")
+  grads = jax.grad(loss)(stepped)
+  for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+    assert bool(jnp.all(jnp.isfinite(g))), path
+    assert float(jnp.max(jnp.abs(g))) > 0, path
+
+
+def test_jit_with_static_config_matches_eager():
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), jax.random.PRNGKey(1))
+  x = _noise(40, batch=2)
+  jitted = jax.jit(apply_seanet, static_argnums=1)
+  np.testing.assert_allclose(jitted(params, TINY, x), apply_seanet(params, TINY, x),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_condition_from_audiogram_reads_thresholds_over_100():
+  # Bisgaard N3; 8 kHz lies beyond the last point (6 kHz) so it is held flat at 65 dB HL
+  n3 = Audiogram((250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000),
+                 (35, 35, 35, 35, 40, 45, 50, 55, 60, 65))
+  expected = np.array([35, 35, 40, 50, 55, 60, 65, 65], np.float32) / 100
+  condition = condition_from_audiogram(n3)
+  assert condition.shape == (CONDITION_DIM,) and condition.dtype == np.float32
+  np.testing.assert_allclose(condition, expected, rtol=1e-6)
+
+
+def test_hop_is_product_of_strides():
+  assert SEANET_SIZES["paper"].hop == math.prod((2, 4, 5, 8)) == 320
+
+
+def test_errors_name_the_argument():
+  params = init_seanet(jax.random.PRNGKey(0), TINY)
+  with pytest.raises(ParameterError, match="x: expected shape"):
+    apply_seanet(params, TINY, np.zeros((1, 2, 30), np.float32))
+  film_cfg = SeanetConfig(4, (2, 3), film_dim=3)
+  film_params = init_seanet(jax.random.PRNGKey(0), film_cfg)
+  with pytest.raises(ParameterError, match=r"condition: expected shape \(2, 3\)"):
+    apply_seanet(film_params, film_cfg, np.zeros((2, 30), np.float32))
+  with pytest.raises(ParameterError, match="condition: expected shape"):
+    apply_seanet(film_params, film_cfg, np.zeros((2, 30), np.float32), np.zeros((2, 4)))
+  with pytest.raises(ParameterError, match="config: expected a SeanetConfig"):
+    init_seanet(jax.random.PRNGKey(0), {"base_channels": 4})
+  with pytest.raises(ParameterError, match="config: expected base_channels"):
+    init_seanet(jax.random.PRNGKey(0), SeanetConfig(0, (2,)))
+  with pytest.raises(ParameterError, match="n_samples"):
+    init_seanet(jax.random.PRNGKey(0), TINY, n_samples=0)
+  with pytest.raises(ParameterError, match="audiogram: expected an Audiogram"):
+    condition_from_audiogram({"freqs_hz": (1000,), "thresholds_db_hl": (20,)})

@@ -1,0 +1,160 @@
+"""Audio I/O: save/load round trips, resampling, atomic writes, validation errors and warnings."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dal_widgets.audio import calibration, io, stimuli
+from dal_widgets.errors import AudioError, ParameterError
+
+PCM16_STEP = 1.0 / 32768  # one 16-bit quantisation step: lossless formats are exact to ~1 step
+OGG_LEVEL_TOL_DB = 1.0  # Vorbis is lossy; a steady tone's level survives to well under 1 dB
+FREQ_TOL_BINS = 1  # the FFT peak may land one bin off after resampling
+TONE_HZ = 1000.0
+
+
+def _peak_hz(x, sr):
+  spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+  return np.fft.rfftfreq(len(x), 1 / sr)[np.argmax(spectrum)], sr / len(x)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+@pytest.mark.parametrize("sr", [16000, 44100])
+def test_save_load_round_trip(tmp_path, suffix, sr):
+  x = stimuli.tone(TONE_HZ, 0.5, sr, level_db_spl=80.0)
+  path = tmp_path / f"tone{suffix}"
+  io.save(path, x, sr)
+  y, sr_read = io.load(path)
+  assert sr_read == sr and y.dtype == np.float32 and y.ndim == 1
+  if suffix == ".ogg":
+    assert abs(calibration.rms_to_db_spl(calibration.rms(y[: len(x)])) - 80.0) < OGG_LEVEL_TOL_DB
+  else:
+    np.testing.assert_allclose(y, x, atol=PCM16_STEP)
+  # Resampled on load: length scales and the tone keeps its frequency.
+  z, sr_z = io.load(path, sr=22050)
+  assert sr_z == 22050
+  assert abs(len(z) - len(y) * 22050 / sr) <= 1
+  peak_hz, bin_hz = _peak_hz(z, sr_z)
+  assert abs(peak_hz - TONE_HZ) <= FREQ_TOL_BINS * bin_hz
+
+
+def test_resample_keeps_frequency_and_length():
+  x = stimuli.tone(TONE_HZ, 1.0, 44100)
+  y = io.resample(x, 44100, 16000)
+  assert y.dtype == np.float32 and len(y) == 16000
+  peak_hz, bin_hz = _peak_hz(y, 16000)
+  assert abs(peak_hz - TONE_HZ) <= FREQ_TOL_BINS * bin_hz
+  assert calibration.rms_to_db_spl(calibration.rms(y[800:-800])) == pytest.approx(60.0, abs=0.05)
+  # Non-integer rates use a rational approximation of the ratio.
+  assert abs(len(io.resample(x, 44100.0, 16000.5)) - 16000.5) <= 1
+  with pytest.raises(ParameterError, match="sr_out"):
+    io.resample(x, 44100, 0)
+
+
+def test_stereo_is_averaged_for_mono(tmp_path):
+  left = stimuli.tone(500.0, 0.2, 16000)
+  right = stimuli.tone(1500.0, 0.2, 16000)
+  io.save(tmp_path / "st.wav", np.stack([left, right], axis=1), 16000)
+  mono, _ = io.load(tmp_path / "st.wav")
+  np.testing.assert_allclose(mono, (left + right) / 2, atol=PCM16_STEP)
+  both, _ = io.load(tmp_path / "st.wav", mono=False)
+  assert both.shape == (3200, 2)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+  path = tmp_path / "a.flac"
+  old = stimuli.tone(TONE_HZ, 0.1, 16000)
+  io.save(path, old, 16000)
+  io.save(path, 0.5 * old, 16000)  # overwrite
+  assert [p.name for p in tmp_path.iterdir()] == ["a.flac"]
+  assert oct(path.stat().st_mode & 0o777) == oct(io.NEW_FILE_MODE)
+
+  def broken_write(file, *args, **kwargs):  # writes half a file, then fails
+    if isinstance(file, (str, bytes)) or hasattr(file, "__fspath__"):
+      file = open(file, "wb")
+    file.write(b"RIFF half a header")
+    file.flush()
+    raise RuntimeError("disk full")
+  monkeypatch.setattr(sf, "write", broken_write)
+  with pytest.raises(AudioError, match="disk full"):
+    io.save(path, old, 16000)
+  assert [p.name for p in tmp_path.iterdir()] == ["a.flac"]  # no temp file left behind
+  monkeypatch.undo()
+  np.testing.assert_allclose(io.load(path)[0], 0.5 * old, atol=PCM16_STEP)  # old content intact
+
+
+def test_save_errors(tmp_path):
+  x = stimuli.tone(TONE_HZ, 0.1, 16000)
+  with pytest.raises(ParameterError, match="suffix"):
+    io.save(tmp_path / "a.mp4", x, 16000)
+  with pytest.raises(AudioError, match="does not exist"):
+    io.save(tmp_path / "missing" / "a.wav", x, 16000)
+  with pytest.raises(AudioError, match="NaN"):
+    io.save(tmp_path / "a.wav", np.full(10, np.nan), 16000)
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_and_missing_files(tmp_path):
+  bad = tmp_path / "notes.wav"
+  bad.write_text("this is not audio")
+  with pytest.raises(AudioError, match=r"notes\.wav: cannot read audio"):
+    io.load(bad)
+  with pytest.raises(AudioError, match="not found"):
+    io.load(tmp_path / "missing.flac")
+  with pytest.raises(AudioError, match="folder"):
+    io.load(tmp_path)
+
+
+def test_load_limits(tmp_path):
+  sf.write(tmp_path / "hi.wav", stimuli.tone(TONE_HZ, 2.0, 48000), 96000)  # 1 s at 96 kHz
+  with pytest.raises(ParameterError, match="pass sr"):
+    io.load(tmp_path / "hi.wav")
+  assert io.load(tmp_path / "hi.wav", sr=16000)[0].shape == (16000,)
+  with pytest.raises(AudioError, match="too long"):
+    io.load(tmp_path / "hi.wav", sr=16000, max_seconds=0.5)
+
+
+@pytest.mark.parametrize("x, sr, error, match", [
+    (np.zeros(0), 16000, AudioError, "empty"),
+    (np.array([0.1, np.nan, 0.2]), 16000, AudioError, "NaN"),
+    (np.array([0.1, np.inf]), 16000, AudioError, "NaN or inf"),
+    (np.ones(100) * 0.1, 4000, ParameterError, r"sr: expected 8000\.\.48000 Hz, got 4000"),
+    (np.ones(100) * 0.1, 96000, ParameterError, "48000"),
+    (np.ones((10, 2, 2)) * 0.1, 16000, ParameterError, r"1-D .* got shape \(10, 2, 2\)"),
+    (np.ones((10, 2)) * 0.1, 16000, ParameterError, "1-D"),
+    (np.ones(16000 * 3) * 0.1, 16000, AudioError, "too long"),
+    (np.array(["a", "b"]), 16000, ParameterError, "real numbers"),
+])
+def test_validate_errors(x, sr, error, match):
+  with pytest.raises(error, match=match):
+    io.validate(x, sr, max_seconds=2.0)
+
+
+def test_validate_accepts_and_warns():
+  out = io.validate([0.1, -0.2], 16000)
+  assert out.dtype == np.float32 and out.shape == (2,)
+  assert io.validate(np.full((5, 2), 0.1), 16000, mono=False).shape == (5, 2)
+  with pytest.warns(UserWarning, match=r"exceed \+-1"):
+    io.validate(np.array([0.5, 1.5]), 16000, name="speech")
+  with pytest.warns(UserWarning, match="digital silence"):
+    io.validate(np.zeros(10), 16000)
+
+
+def test_wav_bytes_round_trip_and_clipping():
+  x = stimuli.tone(TONE_HZ, 0.1, 16000, level_db_spl=90.0)
+  data = io.to_wav_bytes(x, 16000)
+  assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+  y, sr = io.from_bytes(data)
+  assert sr == 16000
+  np.testing.assert_allclose(y, x, atol=PCM16_STEP)
+  with pytest.warns(UserWarning, match="clip"):
+    loud = io.to_wav_bytes(np.array([0.5, 2.0, -3.0]), 16000)
+  np.testing.assert_allclose(io.from_bytes(loud)[0], [0.5, 1.0, -1.0], atol=PCM16_STEP)
+
+
+def test_from_bytes_errors():
+  with pytest.raises(AudioError, match=r"uploaded audio \(9 bytes\): cannot read"):
+    io.from_bytes(b"not audio")
+  with pytest.raises(AudioError, match="no bytes"):
+    io.from_bytes(b"")
+  with pytest.raises(ParameterError, match="expected bytes"):
+    io.from_bytes("a string")

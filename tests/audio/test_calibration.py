@@ -1,0 +1,74 @@
+"""Calibration: rms 1.0 <-> 100 dB SPL, round trips, numpy and jax."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dal_widgets.audio import calibration
+from dal_widgets.errors import AudioError, ParameterError
+
+FLOAT32_DB_TOL = 1e-4  # dB; float32 rms of a few thousand samples is good to ~1e-6 relative
+SR = 16000
+
+
+def test_full_scale_rms_is_100_db_spl():
+  assert calibration.FULL_SCALE_RMS_DB_SPL == 100.0
+  assert calibration.rms_to_db_spl(1.0) == pytest.approx(100.0)
+  assert calibration.db_spl_to_rms(100.0) == pytest.approx(1.0)
+
+
+def test_known_values():
+  assert calibration.db_spl_to_rms(65.0) == pytest.approx(0.01778, rel=2e-4)
+  # CARFAC convention: amplitude ~1e-4 is near threshold, 20-30 dB SPL.
+  assert calibration.rms_to_db_spl(1e-4) == pytest.approx(20.0)
+  assert calibration.db_spl_to_rms(0.0) == pytest.approx(1e-5)
+  assert calibration.tone_amplitude(100.0) == pytest.approx(np.sqrt(2.0))
+  assert calibration.rms_to_db_spl(0.0) == -np.inf
+
+
+def test_round_trip_numpy_and_jax():
+  levels = np.array([-10.0, 0.0, 30.0, 65.0, 94.0, 120.0])
+  back = calibration.rms_to_db_spl(calibration.db_spl_to_rms(levels))
+  np.testing.assert_allclose(back, levels, atol=1e-9)
+  back_jax = calibration.rms_to_db_spl(calibration.db_spl_to_rms(jnp.asarray(levels)))
+  assert isinstance(back_jax, jax.Array)
+  np.testing.assert_allclose(np.asarray(back_jax), levels, atol=1e-3)
+  assert isinstance(calibration.db_spl_to_rms(65.0), float)
+
+
+def test_tone_amplitude_gives_sine_of_that_rms_level():
+  t = np.arange(SR) / SR
+  x = calibration.tone_amplitude(70.0) * np.sin(2 * np.pi * 1000 * t)
+  assert calibration.rms_to_db_spl(calibration.rms(x)) == pytest.approx(70.0, abs=FLOAT32_DB_TOL)
+
+
+@pytest.mark.parametrize("to_array", [np.asarray, jnp.asarray])
+def test_set_level(to_array):
+  x = to_array(np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 3.0)
+  y = calibration.set_level(x, 65.0)
+  assert type(y) is type(x) and y.dtype == np.float32
+  assert float(calibration.rms_to_db_spl(calibration.rms(y))) == pytest.approx(65.0, abs=FLOAT32_DB_TOL)
+  np.testing.assert_allclose(np.asarray(y) / np.asarray(x), float(y[0] / x[0]), rtol=1e-5)
+
+
+def test_set_level_under_jit():
+  x = jnp.linspace(-1.0, 1.0, 1000)
+  y = jax.jit(calibration.set_level)(x, 50.0)
+  assert float(calibration.rms_to_db_spl(calibration.rms(y))) == pytest.approx(50.0, abs=FLOAT32_DB_TOL)
+
+
+def test_rms_of_integers_does_not_overflow():
+  x = np.full(100, 30000, dtype=np.int16)
+  assert float(calibration.rms(x)) == pytest.approx(30000.0)
+
+
+def test_set_level_of_silence_raises():
+  with pytest.raises(AudioError, match="silence"):
+    calibration.set_level(np.zeros(100), 65.0)
+  with pytest.raises(AudioError, match="finite"):
+    calibration.set_level(np.array([1.0, np.nan]), 65.0)
+
+
+def test_negative_rms_raises():
+  with pytest.raises(ParameterError, match="rms_value"):
+    calibration.rms_to_db_spl(-0.1)

@@ -1,0 +1,104 @@
+"""CochleagramView: figures built once, render() fills the sources with CF-up, time-pooled images."""
+import numpy as np
+import pytest
+
+from dal_widgets.errors import ParameterError
+from dal_widgets.ui.cochleagram_view import (CochleagramView, cf_axis_ticks, max_pool_time)
+
+SR = 22050
+N_CH = 71
+CF_HZ = np.geomspace(9000.0, 60.0, N_CH)  # decreasing: channel 0 = highest CF, like CARFAC
+
+
+def _nap(n_time=SR // 2, hot_channel=None, value=1.0):
+  nap = np.zeros((n_time, N_CH), np.float32)
+  if hot_channel is not None:
+    nap[:, hot_channel] = value
+  return nap
+
+
+def test_builds_one_figure_and_source_per_label_plus_difference():
+  view = CochleagramView(CF_HZ, SR, ("normal", "impaired", "NAL-R", "DAL"), difference=("normal", "DAL"))
+  assert list(view.sources) == ["normal", "impaired", "NAL-R", "DAL", "difference"]
+  assert view.model.render_bundle  # BokehModel serialised the layout
+  assert view.widget.children == (view.model,)
+  # honest comparison: every panel shares the ranges and the non-difference panels one colour mapper
+  figs = list(view.figures.values())
+  assert all(f.x_range is view.x_range and f.y_range is view.y_range for f in figs)
+  mappers = {id(f.renderers[0].glyph.color_mapper) for f in figs[:4]}
+  assert mappers == {id(view.mapper)}
+
+
+def test_render_puts_highest_cf_on_the_top_row():
+  view = CochleagramView(CF_HZ, SR, ("normal",))
+  view.render({"normal": _nap(hot_channel=0)})  # channel 0 = highest CF
+  image = view.sources["normal"].data["image"][0]
+  assert image.dtype == np.float32
+  assert image.shape[0] == N_CH and image.shape[1] <= 800
+  # Bokeh draws image row 0 at the bottom, so the top of the plot is the last row
+  assert np.all(image[-1] == 1.0) and np.all(image[:-1] == 0.0)
+
+
+def test_render_time_axis_in_seconds_and_pooling_keeps_peaks():
+  nap = _nap(n_time=SR)  # 1 s
+  nap[12345, 30] = 7.0  # a single-sample spike must survive the downsampling
+  view = CochleagramView(CF_HZ, SR, ("normal",))
+  view.render({"normal": nap})
+  data = view.sources["normal"].data
+  column_s = 1.0 / data["image"][0].shape[1]
+  assert data["dw"][0] == pytest.approx(1.0, abs=column_s)
+  assert view.x_range.end == pytest.approx(data["dw"][0])
+  assert data["image"][0].max() == 7.0
+
+
+def test_max_pool_time_factor_and_columns():
+  image, factor = max_pool_time(np.arange(10.0)[:, None] * np.ones((1, 3)), max_columns=4)
+  assert factor == 3
+  np.testing.assert_array_equal(image[0], [2.0, 5.0, 8.0, 9.0])
+
+
+def test_shared_colour_scale_is_set_by_the_louder_panel():
+  view = CochleagramView(CF_HZ, SR, ("normal", "impaired"))
+  view.render({"normal": _nap(hot_channel=10, value=4.0), "impaired": _nap(hot_channel=10, value=1.0)})
+  assert view.mapper.high == pytest.approx(4.0)
+
+
+def test_difference_panel_is_b_minus_a_on_a_symmetric_scale():
+  view = CochleagramView(CF_HZ, SR, ("normal", "impaired"), difference=("normal", "impaired"))
+  view.render({"normal": _nap(hot_channel=5, value=3.0), "impaired": _nap(hot_channel=5, value=1.0)})
+  diff = view.sources["difference"].data["image"][0]
+  assert diff[N_CH - 1 - 5].min() == pytest.approx(-2.0)
+  assert view.diff_mapper.low == pytest.approx(-view.diff_mapper.high)
+
+
+def test_missing_label_clears_its_panel():
+  view = CochleagramView(CF_HZ, SR, ("normal", "DAL"))
+  view.render({"normal": _nap(), "DAL": _nap()})
+  view.render({"normal": _nap()})
+  assert view.sources["DAL"].data["image"] == []
+  assert len(view.sources["normal"].data["image"]) == 1
+
+
+def test_cf_ticks_sit_on_the_nearest_channel_row():
+  ticks = cf_axis_ticks(CF_HZ)
+  channel_1k = int(np.argmin(np.abs(CF_HZ - 1000.0)))
+  assert ticks[N_CH - 1 - channel_1k + 0.5] == "1k"
+  assert "16k" not in ticks.values() and "125" in ticks.values()
+
+
+def test_cursor_moves_every_panel_line():
+  view = CochleagramView(CF_HZ, SR, ("normal", "impaired"), difference=("normal", "impaired"))
+  view.cursor_s = 0.25
+  assert [span.location for span in view._spans] == [0.25, 0.25, 0.25]
+
+
+def test_bad_inputs_raise_parameter_error():
+  with pytest.raises(ParameterError, match="cf_hz"):
+    CochleagramView(CF_HZ[::-1], SR)
+  with pytest.raises(ParameterError, match="difference"):
+    CochleagramView(CF_HZ, SR, ("normal",), difference=("normal", "DAL"))
+  view = CochleagramView(CF_HZ, SR, ("normal",))
+  with pytest.raises(ParameterError, match="unknown"):
+    view.render({"aided": _nap()})
+  with pytest.raises(ParameterError, match=r"naps\['normal'\]"):
+    view.render({"normal": np.zeros((100, N_CH - 1))})
