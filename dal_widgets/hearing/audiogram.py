@@ -51,7 +51,7 @@ def _as_float_array(values, name):
 def _log_interp(freqs_hz, table_freqs_hz, table_values):
   """Linear interpolation in log-frequency; flat beyond the ends of the table."""
   log_f = np.log(np.clip(freqs_hz, table_freqs_hz[0], table_freqs_hz[-1]))
-  return np.interp(log_f, np.log(np.asarray(table_freqs_hz)), np.asarray(table_values))
+  return np.asarray(np.interp(log_f, np.log(np.asarray(table_freqs_hz)), np.asarray(table_values)))
 
 
 def _check_audiometric_freqs(freqs_hz, name):

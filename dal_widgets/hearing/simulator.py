@@ -38,6 +38,8 @@ References: B. C. J. Moore & B. R. Glasberg (1993), JASA 94, 2050-2062; T. Baer 
 B. R. Glasberg & B. C. J. Moore (1990), Hear. Res. 47, 103-138; B. C. J. Moore & B. R. Glasberg
 (2004), Hear. Res. 188, 70-88.
 """
+import numbers
+
 import numpy as np
 import scipy.signal
 
@@ -132,7 +134,8 @@ def simulate_hearing_loss(x, sr, audiogram, *, ohc_fraction=DEFAULT_OHC_FRACTION
   x = validate(x, sr, _stacklevel=3)
   if not isinstance(audiogram, Audiogram):
     raise ParameterError(f"audiogram: expected an Audiogram, got {type(audiogram).__name__}")
-  if isinstance(ohc_fraction, bool) or not 0.0 <= ohc_fraction <= 1.0:
+  if (isinstance(ohc_fraction, bool) or not isinstance(ohc_fraction, numbers.Real)
+      or not 0.0 <= ohc_fraction <= 1.0):
     raise ParameterError(f"ohc_fraction: expected a number in 0..1, got {ohc_fraction!r}")
   n_window = 2 * int(round(FRAME_MS / 1000.0 * sr / 2))  # even length
   hop = int(round(n_window * (1.0 - OVERLAP_FRACTION)))

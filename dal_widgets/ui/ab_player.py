@@ -59,7 +59,8 @@ def download_link(data: bytes, filename: str, mime: str, text: str = "download")
   """HTML of a link that saves `data` as `filename` (a data URI: works in Voila, no server route)."""
   payload = base64.b64encode(data).decode("ascii")
   return (f'<a download="{html.escape(filename)}" href="data:{mime};base64,{payload}" '
-          f'title="save {html.escape(filename)}">{html.escape(text)}</a>')
+          f'title="save {html.escape(filename)}" style="color:#1f4fd6;text-decoration:underline">'
+          f"\u2b07 {html.escape(text)}</a>")
 
 
 def _file_stem(name: str) -> str:

@@ -130,16 +130,17 @@ class AudiogramEditor(widgets.VBox):
     self.ear_buttons = widgets.ToggleButtons(options=EARS[::-1], value=self.state.ear,
                                              style=widgets.ToggleButtonsStyle(button_width="60px"))
     widgets.link((self.state, "ear"), (self.ear_buttons, "value"))
-    self.upload = widgets.FileUpload(accept=".json,.csv", multiple=False, description="load",
-                                     layout=widgets.Layout(width="90px"))
+    self.upload = widgets.FileUpload(accept=".json,.csv", multiple=False, description="load file",
+                                     layout=widgets.Layout(width="120px"))
     self.upload.observe(self._on_upload_value_changed, "value")
     self.download = widgets.HTML()
     self.message = widgets.HTML()
     self.plot = AudiogramPlot()
     self.state.observe(self._on_state_changed, ["thresholds_db_hl", "ear", "name"])
     self.state.observe(self._on_state_preset_changed, "preset")
-    caption = widgets.HTML("<small>dB HL per frequency (Hz); slider up = higher threshold "
-                           "= more hearing loss. Presets: Bisgaard et al. 2010.</small>")
+    caption = widgets.HTML('<div style="font-size:11px;line-height:1.3;color:#555">Threshold in dB HL '
+                           "per frequency (Hz). Slider up = higher threshold = more loss (lower on "
+                           "the audiogram). Presets N1-N7, S1-S3: Bisgaard et al. 2010.</div>")
     controls = widgets.HBox([self.preset_dropdown, self.ear_buttons, self.upload, self.download],
                             layout=widgets.Layout(align_items="center"))
     sliders = widgets.VBox([widgets.HBox(self.sliders), caption], layout=widgets.Layout(width="380px"))

@@ -10,7 +10,7 @@ import numpy as np
 from bokeh.layouts import gridplot
 from bokeh.models import (ColorBar, ColumnDataSource, CustomJSHover, FixedTicker, HoverTool,
                           LinearColorMapper, Range1d, Span)
-from bokeh.palettes import RdBu11, Viridis256
+from bokeh.palettes import RdBu11, Viridis256, interp_palette
 from bokeh.plotting import figure
 from jupyter_bokeh.widgets import BokehModel
 from traitlets import Float, HasTraits
@@ -20,7 +20,9 @@ from dal_widgets.errors import ParameterError
 CF_TICKS_HZ = (125, 250, 500, 1000, 2000, 4000, 8000)  # octave labels audiologists read
 MAX_COLUMNS = 800  # time columns drawn per panel; more is finer than the screen and slower to send
 DISPLAY_PERCENTILE = 99.5  # colour scale top: onset spikes would otherwise darken the whole image
-DIFF_PALETTE = tuple(reversed(RdBu11))  # blue = less activity than the reference, red = more
+# Blue -> white -> red (255 colours: white sits exactly at 0): blue = less activity than the
+# reference panel, red = more.
+DIFF_PALETTE = interp_palette(RdBu11, 255)
 
 
 def hz_label(freq_hz: float) -> str:
@@ -180,6 +182,7 @@ class CochleagramView(HasTraits):
     panels = list(self.figures.values())
     ncols = ncols or (len(panels) if len(panels) <= 3 else 2)
     self.layout = gridplot(panels, ncols=ncols, toolbar_location="right")
+    self.layout.toolbar.logo = None
     self.model = BokehModel(self.layout)
     self.widget = widgets.VBox([self.model])
     self.observe(self._on_cursor_s_changed, "cursor_s")

@@ -67,6 +67,7 @@ class SAIView(HasTraits):
                                 line_alpha=0.5, line_dash="dotted"))
     self.figure.add_layout(ColorBar(color_mapper=self.mapper, width=10), "right")
     style_cf_axis(self.figure, self.cf_hz)
+    self.figure.toolbar.logo = None
     self.figure.xaxis.axis_label = "lag (ms)"
     self.figure.grid.visible = False
     self.model = BokehModel(self.figure)

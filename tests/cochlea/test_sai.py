@@ -1,8 +1,6 @@
 """Tests of dal_widgets.cochlea.sai: golden parity, transforms, gradients, known answers, errors."""
 import dataclasses
 import json
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +11,6 @@ from jax.test_util import check_grads
 from dal_widgets.cochlea import sai
 from dal_widgets.errors import ParameterError
 
-GOLDEN_DIR = pathlib.Path("/work/shared/golden")  # provenance: GOLDEN_DIR/README.md, "SAI file (d)"
 SR = 22050.0  # rate of the golden NAP, Hz
 N_FRAMES = 10  # frames in the golden SAI file
 GOLDEN_ATOL_F32 = 2e-3  # project tolerance for float32 (DESIGN.md); measured 2.9e-6
@@ -26,13 +23,9 @@ SMALL = sai.SaiParams(num_channels=8, sai_width=16, future_lags=7, num_triggers_
 
 
 @pytest.fixture(scope="module")
-def golden():
-  if not GOLDEN_DIR.is_dir():
-    pytest.skip(f"golden data not found at {GOLDEN_DIR}")
-  sys.path.insert(0, str(GOLDEN_DIR))
-  import golden_io  # pylint: disable=import-outside-toplevel
-  d = golden_io.load(GOLDEN_DIR / "carfac_golden_d_sai_a_v3.npz")
-  nap = golden_io.load(GOLDEN_DIR / "carfac_golden_a_v3_22050.npz")["nap"]  # [22050, 71] float64
+def golden(load_golden):
+  d = load_golden("carfac_golden_d_sai_a_v3.npz")  # provenance: golden README, "SAI file (d)"
+  nap = load_golden("carfac_golden_a_v3_22050.npz")["nap"]  # [22050, 71] float64
   frames = d["sai_frames_T"].T.reshape(N_FRAMES, 71, 441)
   return nap, frames, json.loads(str(d["sai_params_json"])), d
 

@@ -107,6 +107,7 @@ def test_silence_stays_silent():
     (dict(sr=1000), ParameterError, r"sr: expected 8000..48000 Hz"),
     (dict(audiogram="N3"), ParameterError, r"audiogram: expected an Audiogram, got str"),
     (dict(ohc_fraction=1.5), ParameterError, r"ohc_fraction: expected a number in 0..1, got 1.5"),
+    (dict(ohc_fraction="all"), ParameterError, r"ohc_fraction: expected a number in 0..1"),
     (dict(x=np.array([0.0, np.nan])), AudioError, r"x: contains 1 NaN"),
 ])
 def test_bad_arguments(kwargs, error, match):

@@ -1,0 +1,68 @@
+"""CARFAC forward and gradient speed: `python bench/bench_cochlea.py [--n-runs 20] [--batch 8]`.
+
+Cases (defaults as in the issue: 22050 Hz, 71 channels, v3, 1 s of noise at ~70 dB SPL):
+forward of one clip, gradient of mean(NAP) w.r.t. the input, forward of a batch (vmap), and the
+gradient of the batch. Memory is XLA's own account of the compiled program (temp + arguments +
+outputs). Paste the printed table into bench/RESULTS.md.
+"""
+import argparse
+import os
+import sys
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import TABLE_HEAD, header, row, time_call  # noqa: E402
+
+from dal_widgets.cochlea import carfac as cf  # noqa: E402
+
+
+def compiled_mb(fn, *args) -> float:
+  ma = jax.jit(fn).lower(*args).compile().memory_analysis()
+  if ma is None:
+    return float("nan")
+  return (ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes) / 1e6
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__)
+  ap.add_argument("--n-runs", type=int, default=20)
+  ap.add_argument("--lengths", type=float, nargs="+", default=[1.0], help="seconds of audio")
+  ap.add_argument("--batch", type=int, default=8)
+  ap.add_argument("--sr", type=float, default=22050.0)
+  ap.add_argument("--style", default="v3")
+  ap.add_argument("--skip-single", action="store_true", help="only the batch cases (GPU)")
+  args = ap.parse_args()
+  hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=args.sr, style=args.style))
+  run = partial(cf.run, hypers=hypers)
+  fwd = jax.jit(lambda x: run(x, coeffs=coeffs, weights=weights, state=state)[0].nap)
+  loss = lambda x: jnp.mean(run(x, coeffs=coeffs, weights=weights, state=state)[0].nap)
+  grad = jax.jit(jax.grad(loss))
+  fwd_b = jax.jit(jax.vmap(lambda x: run(x, coeffs=coeffs, weights=weights, state=state)[0].nap))
+  grad_b = jax.jit(jax.grad(lambda xs: jnp.mean(jax.vmap(loss)(xs))))
+  print(header(f"CARFAC {args.style}, {args.sr:.0f} Hz, {hypers.n_ch} channels"))
+  print(TABLE_HEAD)
+  rng = np.random.default_rng(0)
+  for seconds in args.lengths:
+    n = int(round(seconds * args.sr))
+    x = jnp.asarray(0.03 * rng.standard_normal(n), jnp.float32)  # ~70 dB SPL
+    xb = jnp.asarray(0.03 * rng.standard_normal((args.batch, n)), jnp.float32)
+    if not args.skip_single:
+      c, r = time_call(fwd, x, n_runs=args.n_runs)
+      print(row("forward", n, seconds, c, r), flush=True)
+      c, r = time_call(grad, x, n_runs=max(5, args.n_runs // 4))
+      print(row("grad mean(nap) wrt x", n, seconds, c, r, f"{compiled_mb(jax.grad(loss), x):.0f} MB"),
+            flush=True)
+    c, r = time_call(fwd_b, xb, n_runs=max(5, args.n_runs // 4))
+    print(row(f"forward batch {args.batch}", n, seconds * args.batch, c, r), flush=True)
+    gb = jax.grad(lambda xs: jnp.mean(jax.vmap(loss)(xs)))
+    c, r = time_call(grad_b, xb, n_runs=max(5, args.n_runs // 4))
+    print(row(f"grad batch {args.batch}", n, seconds * args.batch, c, r, f"{compiled_mb(gb, xb):.0f} MB"),
+          flush=True)
+
+
+if __name__ == "__main__":
+  main()
