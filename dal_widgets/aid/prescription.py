@@ -150,7 +150,8 @@ def design_nalr_fir(audiogram: Audiogram, sr: float, *, n_taps: int | None = Non
   nyquist = sr / 2.0
   grid_hz = np.linspace(0.0, nyquist, 4 * n_taps + 1)  # denser than the filter can resolve
   gains_db = nalr_gains_db(audiogram, np.maximum(grid_hz, NALR_FREQS_HZ[0]), profound=profound)
-  return scipy.signal.firwin2(n_taps, grid_hz, 10.0 ** (gains_db / 20.0), fs=sr)
+  taps = scipy.signal.firwin2(n_taps, grid_hz, 10.0 ** (gains_db / 20.0), fs=sr)
+  return 0.5 * (taps + taps[::-1])  # exactly symmetric (firwin2 is only to rounding)
 
 
 def apply_fir(x, taps) -> np.ndarray:

@@ -7,7 +7,7 @@ Signal path (offline, numpy/scipy, not differentiated):
    cut-off, every band is a non-negative band-pass.
 2. Level per band: power of the analytic signal (a steady tone reads its rms), averaged over 1 ms
    frames, in dB SPL via the project calibration, smoothed by a peak detector with separate attack
-   and release time constants (Kates 2008, "Digital Hearing Aids", ch. 8).
+   and release time constants (Kates 2008, "Digital Hearing Aids", dynamic-range compression).
 3. Gain per band (static curve): linear below the compression threshold T, slope 1/CR above it.
    A make-up gain puts the 0 dB point at the reference level, so the compressor keeps the linear
    (e.g. NAL-R) gain for conversational speech, adds gain to soft sounds, and removes it from loud
@@ -15,9 +15,10 @@ Signal path (offline, numpy/scipy, not differentiated):
 
 Compression-ratio rule (documented choice): the band's hearing loss L (dB HL at the band centre)
 shrinks the range of usable levels from [0, UCL] to [L, UCL]; mapping the normal range onto it
-(loudness-range restoration, Villchur 1973; Kates 2008 ch. 8) gives CR = UCL / (UCL - L) with a
-typical uncomfortable level UCL = 100 dB HL, clipped to 1..3 (ratios above ~3 hurt intelligibility
-with fast compression; NAL-NL2 rarely prescribes more, Keidser et al. 2012, Trends Amplif 16(4)).
+(loudness-range restoration, Villchur 1973, JASA 53(6); Kates 2008) gives CR = UCL / (UCL - L)
+with a typical uncomfortable level UCL = 100 dB HL, clipped to 1..3 (ratios above ~3 hurt
+intelligibility with fast compression; NAL-NL2 rarely prescribes more; severe/profound listeners
+prefer lower ratios, Keidser et al. 2012, Trends Amplif 16(4)).
 E.g. L = 40 -> 1.67, L = 60 -> 2.5.
 """
 import dataclasses
@@ -34,8 +35,8 @@ from dal_widgets.hearing.audiogram import Audiogram
 BAND_CENTERS_HZ = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
 MAX_CROSSOVER_FRACTION_OF_NYQUIST = 0.8  # drop crossovers the sample rate cannot support
 FILTER_ORDER = 8  # per low-pass; run forward-backward: band leakage at a band centre < -45 dB
-ATTACK_MS = 5.0  # fast ("syllabic") WDRC attack, Kates 2008 ch. 8 (typically 1-10 ms)
-RELEASE_MS = 50.0  # syllabic release, Kates 2008 ch. 8 (typically 20-100 ms)
+ATTACK_MS = 5.0  # fast ("syllabic") WDRC attack, Kates 2008 (typically 1-10 ms)
+RELEASE_MS = 50.0  # syllabic release, Kates 2008 (typically 20-100 ms)
 THRESHOLD_DB_SPL = 45.0  # per-band compression threshold (kneepoint); WDRC kneepoints 40-55 dB SPL
 REFERENCE_DB_SPL = 65.0  # per-band input level where the compressor gain is 0 dB
 UCL_DB_HL = 100.0  # typical uncomfortable loudness level used by the CR rule (module docstring)

@@ -22,7 +22,8 @@ WAV_SUBTYPE = "PCM_16"  # what every browser plays; 96 dB of range is plenty for
 def _validated_signal(x, sr, name: str = "x") -> tuple[np.ndarray, int]:
   x = np.asarray(x)
   if x.ndim != 1 or x.size == 0 or not np.issubdtype(x.dtype, np.floating):
-    raise ParameterError(f"{name}: expected a non-empty 1-D float array, got {x.dtype} of shape {x.shape}")
+    raise ParameterError(f"{name}: expected a non-empty 1-D float array, "
+                         f"got {x.dtype} of shape {x.shape}")
   if not np.all(np.isfinite(x)):
     raise ParameterError(f"{name}: expected finite samples, got NaN or inf")
   if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
@@ -63,7 +64,8 @@ def download_link(data: bytes, filename: str, mime: str, text: str = "download")
           f"\u2b07 {html.escape(text)}</a>")
 
 
-def _file_stem(name: str) -> str:
+def file_stem(name: str) -> str:
+  """`name` made safe as a file name: every character but letters and digits becomes "_"."""
   return "".join(c if c.isalnum() else "_" for c in name).strip("_") or "signal"
 
 
@@ -73,7 +75,8 @@ class ABPlayer(widgets.VBox):
   Attributes:
     players: {name: ipywidgets.Audio}.
     links: {name: ipywidgets.HTML} download links.
-    warnings: {name: ipywidgets.HTML} clipping warnings (empty when the clip is clean).
+    warnings: {name: ipywidgets.HTML} clipping warnings (empty when the clip is clean,
+      "(not computed)" when the row has no signal).
   """
 
   def __init__(self, names: Sequence[str] = DEFAULT_NAMES, *, gain_db: float = 0.0, **kwargs):
@@ -96,7 +99,7 @@ class ABPlayer(widgets.VBox):
                                          layout=widgets.Layout(height="32px", width="300px",
                                                                visibility="hidden"))
       self.links[name] = widgets.HTML("", layout=widgets.Layout(width="80px"))
-      self.warnings[name] = widgets.HTML("")
+      self.warnings[name] = widgets.HTML('<span style="color:#999">(not computed)</span>')
       rows.append(widgets.HBox([self._labels[name], self.players[name], self.links[name],
                                 self.warnings[name]], layout=widgets.Layout(align_items="center")))
     note = widgets.HTML("<small>All rows play at one shared scale (no per-clip normalisation); "
@@ -129,8 +132,10 @@ class ABPlayer(widgets.VBox):
     with player.hold_sync():
       player.value = wav
       player.layout.visibility = "visible" if wav else "hidden"
-    self.links[name].value = download_link(wav, f"{_file_stem(name)}.wav", "audio/wav") if wav else ""
-    if n_clipped:
+    self.links[name].value = download_link(wav, f"{file_stem(name)}.wav", "audio/wav") if wav else ""
+    if not wav:
+      self.warnings[name].value = '<span style="color:#999">(not computed)</span>'
+    elif n_clipped:
       peak_db_fs = 20 * np.log10(peak / FULL_SCALE)
       self.warnings[name].value = (f'<span style="color:#c0392b">\u26a0 clipped {n_clipped} samples '
                                    f"(peak {peak_db_fs:+.1f} dB FS)</span>")

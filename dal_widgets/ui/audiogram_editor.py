@@ -1,4 +1,4 @@
-"""Audiogram editor: one slider per audiometric frequency, presets, file upload/download, a clinical plot.
+"""Audiogram editor: a slider per audiometric frequency, presets, file load/save, a clinical plot.
 
 `AudiogramState` holds the thresholds (no display code); `AudiogramPlot` draws them the way
 audiologists read them (dB HL increasing downward, octave frequency axis, O right ear in red, X left
@@ -13,14 +13,14 @@ import ipywidgets as widgets
 import numpy as np
 from bokeh.models import (BoxAnnotation, ColumnDataSource, FixedTicker, HoverTool, Label, Range1d)
 from bokeh.plotting import figure
-from jupyter_bokeh.widgets import BokehModel
-from traitlets import Enum, Float, HasTraits, Instance, List, Tuple, Unicode, observe, validate
+from traitlets import Enum, Float, HasTraits, Instance, List, Tuple, Unicode, validate
 
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import (EARS, MAX_THRESHOLD_DB_HL, MIN_THRESHOLD_DB_HL, Audiogram)
 from dal_widgets.hearing.audiogram_io import dumps_audiogram, loads_audiogram
 from dal_widgets.hearing.presets import PRESET_NAMES, preset
-from dal_widgets.ui.ab_player import download_link
+from dal_widgets.ui.ab_player import download_link, file_stem
+from dal_widgets.ui.bokeh_setup import bokeh_model
 
 FREQS_HZ = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0)  # clinical test frequencies
 STEP_DB = 5.0  # clinical audiometry steps thresholds in 5 dB
@@ -63,19 +63,21 @@ class AudiogramPlot:
     self.sources = {ear: ColumnDataSource(dict(freq_hz=[], threshold_db_hl=[])) for ear in EARS}
     pad = 2 ** 0.35  # a third of an octave and a bit of margin on both sides
     self.figure = figure(title="Audiogram", frame_width=width, frame_height=height,
-                         x_axis_type="log", x_range=Range1d(AXIS_FREQS_HZ[0] / pad, AXIS_FREQS_HZ[-1] * pad),
+                         x_axis_type="log",
+                         x_range=Range1d(AXIS_FREQS_HZ[0] / pad, AXIS_FREQS_HZ[-1] * pad),
                          y_range=Range1d(MAX_THRESHOLD_DB_HL + 5, MIN_THRESHOLD_DB_HL - 5),
                          tools="", toolbar_location=None)
     fig = self.figure
     fig.add_layout(BoxAnnotation(bottom=MIN_THRESHOLD_DB_HL - 5, top=NORMAL_LIMIT_DB_HL,
                                  fill_color="#2ca02c", fill_alpha=0.08, line_alpha=0))
-    fig.add_layout(Label(x=AXIS_FREQS_HZ[0], y=NORMAL_LIMIT_DB_HL - 2, text="normal hearing",
-                         text_font_size="8pt", text_color="#2ca02c"))
+    fig.add_layout(Label(x=AXIS_FREQS_HZ[0] / pad, y=NORMAL_LIMIT_DB_HL - 1, x_offset=3, text="normal",
+                         text_font_size="8pt", text_color="#2ca02c"))  # left of 250 Hz: no overlap
     for ear, (marker, colour) in EAR_STYLE.items():
       source = self.sources[ear]
       fig.line("freq_hz", "threshold_db_hl", source=source, line_color=colour, line_width=2)
       points = fig.scatter("freq_hz", "threshold_db_hl", source=source, marker=marker, size=11,
-                           line_color=colour, line_width=2, fill_color="white" if marker == "circle" else None)
+                           line_color=colour, line_width=2,
+                           fill_color="white" if marker == "circle" else None)
       fig.add_tools(HoverTool(renderers=[points], tooltips=[
           ("frequency", "@freq_hz{0} Hz"), ("threshold", "@threshold_db_hl{0.0} dB HL")]))
     fig.xaxis.ticker = FixedTicker(ticks=list(AXIS_FREQS_HZ), minor_ticks=[750, 1500, 3000, 6000])
@@ -85,7 +87,8 @@ class AudiogramPlot:
     fig.yaxis.axis_label = "hearing level (dB HL)"
     fig.xgrid.ticker = fig.xaxis.ticker
     fig.ygrid.ticker = fig.yaxis.ticker
-    self.model = BokehModel(fig)
+    self.model = bokeh_model(fig)
+    self.model.add_class("dal-audiogram-plot")  # a handle for browser tests and app CSS
 
   def render(self, audiogram: Audiogram) -> None:
     """Draws the audiogram's points in its ear's symbol; the other ear's points are cleared."""
@@ -118,7 +121,8 @@ class AudiogramEditor(widgets.VBox):
     self._syncing = False  # True while widgets are updated from the state
     self._batch_depth = 0  # > 0 while several state traits change as one action
     self.sliders = [widgets.FloatSlider(
-        value=v, min=MIN_THRESHOLD_DB_HL, max=MAX_THRESHOLD_DB_HL, step=STEP_DB, description=_hz_label(f),
+        value=v, min=MIN_THRESHOLD_DB_HL, max=MAX_THRESHOLD_DB_HL, step=STEP_DB,
+        description=_hz_label(f),
         orientation="vertical", continuous_update=False, readout_format=".0f",
         layout=widgets.Layout(width="44px", height="250px"))
         for f, v in zip(self.state.freqs_hz, self.state.thresholds_db_hl)]
@@ -136,8 +140,7 @@ class AudiogramEditor(widgets.VBox):
     self.download = widgets.HTML()
     self.message = widgets.HTML()
     self.plot = AudiogramPlot()
-    self.state.observe(self._on_state_changed, ["thresholds_db_hl", "ear", "name"])
-    self.state.observe(self._on_state_preset_changed, "preset")
+    self.state.observe(self._on_state_changed, ["thresholds_db_hl", "ear", "name", "preset"])
     caption = widgets.HTML('<div style="font-size:11px;line-height:1.3;color:#555">Threshold in dB HL '
                            "per frequency (Hz). Slider up = higher threshold = more loss (lower on "
                            "the audiogram). Presets N1-N7, S1-S3: Bisgaard et al. 2010.</div>")
@@ -159,6 +162,14 @@ class AudiogramEditor(widgets.VBox):
       self.state.preset = audiogram.name
       self.state.name = audiogram.name
 
+  def set_audiogram(self, audiogram: Audiogram) -> None:
+    """Shows an Audiogram (interpolated to FREQS_HZ, flat beyond its ends); emits one change."""
+    with self._batch():
+      self.state.thresholds_db_hl = [float(v) for v in audiogram.at(self.state.freqs_hz)]
+      self.state.ear = audiogram.ear
+      self.state.preset = CUSTOM
+      self.state.name = audiogram.name or ""
+
   def load_file(self, data: bytes, filename: str) -> bool:
     """Loads an audiogram file (JSON or CSV by suffix); problems go to `message`, never raise.
 
@@ -170,15 +181,10 @@ class AudiogramEditor(widgets.VBox):
       if fmt not in ("json", "csv"):
         raise ParameterError(f"file: expected a .json or .csv audiogram, got {filename!r}")
       audiogram = loads_audiogram(bytes(data), fmt)
-      thresholds = [float(v) for v in audiogram.at(self.state.freqs_hz)]
     except Exception as err:  # noqa: BLE001 - any bad file must end as a message, not a traceback
       self._show_message(f"Could not load {filename}: {err}", error=True)
       return False
-    with self._batch():
-      self.state.thresholds_db_hl = thresholds
-      self.state.ear = audiogram.ear
-      self.state.preset = CUSTOM
-      self.state.name = audiogram.name or ""
+    self.set_audiogram(audiogram)
     resampled = "" if tuple(audiogram.freqs_hz) == tuple(self.state.freqs_hz) else \
         " (interpolated to the editor's frequencies)"
     self._show_message(f"Loaded {filename}{resampled}.")
@@ -206,7 +212,7 @@ class AudiogramEditor(widgets.VBox):
       self._syncing = False
     audiogram = self.state.to_audiogram()
     self.plot.render(audiogram)
-    stem = "_".join(filter(None, ["audiogram", audiogram.ear, audiogram.name])).replace(" ", "_")
+    stem = file_stem("_".join(filter(None, ["audiogram", audiogram.ear, audiogram.name])))
     self.download.value = download_link(dumps_audiogram(audiogram, "json").encode("utf-8"),
                                         f"{stem}.json", "application/json", "save JSON")
     self.audiogram = audiogram
@@ -232,10 +238,6 @@ class AudiogramEditor(widgets.VBox):
       self.state.preset = CUSTOM
     else:
       self.apply_preset(change["new"])
-
-  def _on_state_preset_changed(self, change):
-    if self._batch_depth == 0:
-      self._refresh()
 
   def _on_state_changed(self, change):
     if self._batch_depth == 0:

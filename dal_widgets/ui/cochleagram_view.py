@@ -7,15 +7,16 @@ from collections.abc import Mapping, Sequence
 
 import ipywidgets as widgets
 import numpy as np
+from bokeh.events import Tap
 from bokeh.layouts import gridplot
 from bokeh.models import (ColorBar, ColumnDataSource, CustomJSHover, FixedTicker, HoverTool,
                           LinearColorMapper, Range1d, Span)
 from bokeh.palettes import RdBu11, Viridis256, interp_palette
 from bokeh.plotting import figure
-from jupyter_bokeh.widgets import BokehModel
 from traitlets import Float, HasTraits
 
 from dal_widgets.errors import ParameterError
+from dal_widgets.ui.bokeh_setup import bokeh_model
 
 CF_TICKS_HZ = (125, 250, 500, 1000, 2000, 4000, 8000)  # octave labels audiologists read
 MAX_COLUMNS = 800  # time columns drawn per panel; more is finer than the screen and slower to send
@@ -117,7 +118,7 @@ def style_cf_axis(fig, cf_hz: np.ndarray) -> None:
 
 
 def robust_top(images: Sequence[np.ndarray], symmetric: bool = False) -> float:
-  """Colour scale top shared by images: the DISPLAY_PERCENTILE of all values (of |values| if symmetric)."""
+  """Top of a shared colour scale: DISPLAY_PERCENTILE of all values (of |values| if symmetric)."""
   values = np.concatenate([np.abs(im).ravel() if symmetric else im.ravel() for im in images])
   top = float(np.percentile(values, DISPLAY_PERCENTILE)) if values.size else 0.0
   return top if top > 0 else 1.0
@@ -133,7 +134,7 @@ class CochleagramView(HasTraits):
     widget: an ipywidgets VBox to display.
   """
 
-  cursor_s = Float(0.0, help="Time cursor in s, a vertical line on every panel.")
+  cursor_s = Float(0.0, help="Time cursor in s, a vertical line on every panel; a click sets it.")
 
   def __init__(self, cf_hz, sr: float, labels: Sequence[str] = ("normal",), *, height: int = 180,
                width: int = 330, difference: tuple[str, str] | None = None, ncols: int | None = None,
@@ -158,8 +159,10 @@ class CochleagramView(HasTraits):
     labels = tuple(labels)
     if not labels or len(set(labels)) != len(labels):
       raise ParameterError(f"labels: expected distinct panel names, got {labels!r}")
-    if difference is not None and not (len(difference) == 2 and set(difference) <= set(labels)):
-      raise ParameterError(f"difference: expected two of {labels}, got {difference!r}")
+    if difference is not None and not (len(difference) == 2 and set(difference) <= set(labels)
+                                       and "difference" not in labels):
+      raise ParameterError(f"difference: expected two of {labels} (none named 'difference'), "
+                           f"got {difference!r}")
     self.sr = float(sr)
     self.labels = labels
     self.difference = tuple(difference) if difference else None
@@ -183,7 +186,8 @@ class CochleagramView(HasTraits):
     ncols = ncols or (len(panels) if len(panels) <= 3 else 2)
     self.layout = gridplot(panels, ncols=ncols, toolbar_location="right")
     self.layout.toolbar.logo = None
-    self.model = BokehModel(self.layout)
+    self.model = bokeh_model(self.layout)
+    self.model.add_class("dal-cochleagram")  # a handle for browser tests and app CSS
     self.widget = widgets.VBox([self.model])
     self.observe(self._on_cursor_s_changed, "cursor_s")
 
@@ -197,9 +201,11 @@ class CochleagramView(HasTraits):
     style_cf_axis(fig, self.cf_hz)
     fig.xaxis.axis_label = "time (s)"
     fig.grid.visible = False
-    span = Span(location=self.cursor_s, dimension="height", line_color="white", line_alpha=0.8,
-                line_dash="dashed", line_width=1.5)
+    on_dark = mapper is self.mapper  # Viridis is dark at rest; the difference palette is white at 0
+    span = Span(location=self.cursor_s, dimension="height", line_color="white" if on_dark else "#333",
+                line_alpha=0.8, line_dash="dashed", line_width=1.5)
     fig.add_layout(span)
+    fig.on_event(Tap, self._on_tap)
     self._spans.append(span)
     self.sources[key], self.figures[key] = source, fig
 
@@ -242,6 +248,10 @@ class CochleagramView(HasTraits):
       self.sources["difference"].data = image_data(diff, durations[a])
     else:
       self.sources["difference"].data = image_data(None, 0.0)
+
+  def _on_tap(self, event):
+    if event.x is not None:
+      self.cursor_s = max(float(event.x), 0.0)
 
   def _on_cursor_s_changed(self, change):
     for span in self._spans:

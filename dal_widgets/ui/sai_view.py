@@ -8,10 +8,10 @@ import numpy as np
 from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d, Span
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
-from jupyter_bokeh.widgets import BokehModel
 from traitlets import Float, HasTraits, Int, observe
 
 from dal_widgets.errors import ParameterError
+from dal_widgets.ui.bokeh_setup import bokeh_model
 from dal_widgets.ui.cochleagram_view import cf_hover, robust_top, style_cf_axis, validate_cf_hz
 
 PLAY_INTERVAL_MS = 100  # one frame per 100 ms keeps UI updates at <= 10 Hz
@@ -46,7 +46,8 @@ class SAIView(HasTraits):
     self.cf_hz = validate_cf_hz(cf_hz)
     lag = np.asarray(lag_ms, dtype=np.float64)
     if lag.ndim != 1 or lag.size < 2 or not np.all(np.diff(lag) > 0):
-      raise ParameterError(f"lag_ms: expected an increasing 1-D array of lags in ms, got shape {lag.shape}")
+      raise ParameterError("lag_ms: expected an increasing 1-D array of lags in ms, "
+                           f"got shape {lag.shape}")
     if not hop_s > 0:
       raise ParameterError(f"hop_s: expected a positive frame hop in s, got {hop_s!r}")
     self.lag_ms, self.hop_s, self.offset_s = lag, float(hop_s), float(offset_s)
@@ -70,7 +71,8 @@ class SAIView(HasTraits):
     self.figure.toolbar.logo = None
     self.figure.xaxis.axis_label = "lag (ms)"
     self.figure.grid.visible = False
-    self.model = BokehModel(self.figure)
+    self.model = bokeh_model(self.figure)
+    self.model.add_class("dal-sai")  # a handle for browser tests and app CSS
     self.play = widgets.Play(value=0, min=0, max=0, step=1, interval=PLAY_INTERVAL_MS,
                              description="play", disabled=True)
     self.slider = widgets.IntSlider(value=0, min=0, max=0, description="frame", readout=False,
@@ -96,7 +98,8 @@ class SAIView(HasTraits):
     sai = np.asarray(sai, dtype=np.float32)
     expected = (len(self.cf_hz), self.lag_ms.size)
     if sai.ndim != 3 or sai.shape[1:] != expected or sai.shape[0] < 1:
-      raise ParameterError(f"sai: expected shape [n_frames, {expected[0]}, {expected[1]}], got {sai.shape}")
+      raise ParameterError(f"sai: expected shape [n_frames, {expected[0]}, {expected[1]}], "
+                           f"got {sai.shape}")
     self._frames = sai[:, ::-1, :]  # row 0 = lowest CF: Bokeh draws row 0 at the bottom
     self.mapper.high = robust_top([self._frames])  # one scale for all frames: Play is honest
     last = sai.shape[0] - 1

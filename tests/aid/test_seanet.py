@@ -17,15 +17,15 @@ SMALL_PARAMS = 144_385  # pinned: changes only if the architecture changes
 PAPER_PARAMS = 11_018_241
 
 
-def _randomise(params, rng, scale=0.3, only=None):
+def _randomise(params, seed, scale=0.3, only=None):
   """Params with leaves under keys containing `only` (or all) replaced by normal noise."""
   flat, tree = jax.tree_util.tree_flatten_with_path(params)
-  keys = jax.random.split(rng, len(flat))
+  rng = np.random.default_rng(seed)
   out = []
-  for (path, leaf), key in zip(flat, keys):
+  for path, leaf in flat:
     name = "/".join(str(getattr(p, "key", p)) for p in path)
     if only is None or only in name:
-      leaf = scale * jax.random.normal(key, leaf.shape, leaf.dtype)
+      leaf = jnp.asarray(scale * rng.standard_normal(leaf.shape), leaf.dtype)
     out.append(leaf)
   return jax.tree_util.tree_unflatten(tree, out)
 
@@ -35,9 +35,9 @@ def _noise(n, *, batch=None, seed=0):
   return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("n_samp", [1, 5, 6, 7, 25, 100])
+@pytest.mark.parametrize("n_samp", [1, 6, 7, 25])
 def test_output_shape_matches_input_for_any_length(n_samp):
-  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), jax.random.PRNGKey(1),
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), 1,
                       only="output_conv")
   y_batch = apply_seanet(params, TINY, _noise(n_samp, batch=2))
   y_single = apply_seanet(params, TINY, _noise(n_samp))
@@ -93,7 +93,7 @@ def test_parameter_count_matches_the_architecture(cfg):
 @pytest.mark.parametrize("t0", [9, 12, 31])
 def test_causal_output_does_not_depend_on_future_input(t0):
   cfg = SeanetConfig(4, (2, 3), causal=True)
-  params = _randomise(init_seanet(jax.random.PRNGKey(0), cfg), jax.random.PRNGKey(5))
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), cfg), 5)
   x = _noise(48)
   x_changed = x.copy()
   x_changed[t0:] += _noise(48 - t0, seed=1)
@@ -104,7 +104,7 @@ def test_causal_output_does_not_depend_on_future_input(t0):
 
 def test_non_causal_output_does_look_ahead():
   """The causality test above can fail: the centred network reacts before a change."""
-  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), jax.random.PRNGKey(5))
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), 5)
   x = _noise(48)
   x_changed = x.copy()
   x_changed[24:] += 1.0
@@ -114,7 +114,7 @@ def test_non_causal_output_does_look_ahead():
 
 def test_film_changes_output_only_when_its_layers_are_trained():
   cfg = SeanetConfig(4, (2, 3), film_dim=3)
-  params = _randomise(init_seanet(jax.random.PRNGKey(0), cfg), jax.random.PRNGKey(2),
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), cfg), 2,
                       only="output_conv")
   x = _noise(30, batch=2)
   cond_a = np.zeros((2, 3), np.float32)
@@ -122,28 +122,30 @@ def test_film_changes_output_only_when_its_layers_are_trained():
   y_a, y_b = (np.asarray(apply_seanet(params, cfg, x, c)) for c in (cond_a, cond_b))
   assert np.max(np.abs(y_a - x)) > 1e-3  # the net is not the identity
   np.testing.assert_array_equal(y_a, y_b)  # gamma = 1, beta = 0 for every condition
-  trained = _randomise(params, jax.random.PRNGKey(4), only="film")
+  trained = _randomise(params, 4, only="film")
   y_a, y_b = (np.asarray(apply_seanet(trained, cfg, x, c)) for c in (cond_a, cond_b))
   assert np.max(np.abs(y_a - y_b)) > 1e-3
 
 
 def test_gradients_are_finite_and_reach_every_layer_once_the_output_conv_is_nonzero():
-  cfg = SEANET_SIZES["small"]
+  cfg = SeanetConfig(4, (2, 3), film_dim=3)
   params = init_seanet(jax.random.PRNGKey(0), cfg)
-  x = _noise(400, batch=1)
-  loss = lambda p: jnp.mean((apply_seanet(p, cfg, x) - 0.5 * x) ** 2)
-  grads = jax.grad(loss)(params)
+  x = _noise(60, batch=2)
+  condition = np.array([[0.2, 0.4, 0.6], [0.1, 0.0, 0.5]], np.float32)
+  grad = jax.jit(jax.grad(
+      lambda p: jnp.mean((apply_seanet(p, cfg, x, condition) - 0.5 * x) ** 2)))
+  grads = grad(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
   assert float(jnp.max(jnp.abs(grads["output_conv"]["kernel"]))) > 0  # identity start learns
-  stepped = _randomise(params, jax.random.PRNGKey(1), scale=0.05, only="output_conv")
-  grads = jax.grad(loss)(stepped)
+  stepped = _randomise(params, 1, scale=0.05, only="output_conv")
+  grads = grad(stepped)
   for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
     assert bool(jnp.all(jnp.isfinite(g))), path
     assert float(jnp.max(jnp.abs(g))) > 0, path
 
 
 def test_jit_with_static_config_matches_eager():
-  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), jax.random.PRNGKey(1))
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), 1)
   x = _noise(40, batch=2)
   jitted = jax.jit(apply_seanet, static_argnums=1)
   np.testing.assert_allclose(jitted(params, TINY, x), apply_seanet(params, TINY, x),
@@ -182,3 +184,26 @@ def test_errors_name_the_argument():
     init_seanet(jax.random.PRNGKey(0), TINY, n_samples=0)
   with pytest.raises(ParameterError, match="audiogram: expected an Audiogram"):
     condition_from_audiogram({"freqs_hz": (1000,), "thresholds_db_hl": (20,)})
+
+
+def test_init_kernels_are_lecun_normal_and_biases_zero():
+  params = init_seanet(jax.random.PRNGKey(0), SEANET_SIZES["paper"])
+  kernel = np.asarray(params["bottleneck"]["kernel"])  # shape [7, 512, 512]
+  fan_in = kernel.shape[0] * kernel.shape[1]
+  assert abs(kernel.std() * math.sqrt(fan_in) - 1.0) < 0.01  # 1.8M samples: std error ~0.1%
+  assert np.max(np.abs(kernel)) <= 2.0 / 0.87962566103423978 / math.sqrt(fan_in) + 1e-9
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    name = "/".join(str(p.key) for p in path)
+    zero = name.endswith("bias") or name.startswith("output_conv")
+    assert (float(np.max(np.abs(leaf))) == 0.0) == zero, name
+
+
+@pytest.mark.slow
+def test_flax_own_init_has_zeros_exactly_where_init_seanet_has():
+  """init_seanet replaces flax's per-layer initialisers (speed); the zero set must agree."""
+  from dal_widgets.aid.seanet import Seanet  # pylint: disable=import-outside-toplevel
+  cfg = SeanetConfig(2, (2,), film_dim=2)
+  ours = init_seanet(jax.random.PRNGKey(0), cfg)
+  theirs = Seanet(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 4)), jnp.zeros((1, 2)))["params"]
+  zero = lambda tree: jax.tree_util.tree_map(lambda a: bool(np.all(np.asarray(a) == 0)), tree)
+  assert zero(ours) == zero(theirs)

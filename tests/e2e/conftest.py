@@ -23,7 +23,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 VOILA_START_S = 60  # server start on a cold 2-core machine (imports, extensions)
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 4000  # pixels; longer pages are cut
-SCROLL_HEIGHT_JS = "() => Math.max(...Array.from(document.querySelectorAll('body *'), e => e.scrollHeight))"
+SCROLL_HEIGHT_JS = ("() => Math.max(...Array.from(document.querySelectorAll('body *'), "
+                    "e => e.scrollHeight))")
 
 
 def _free_port() -> int:
@@ -40,7 +41,9 @@ def voila_url(tmp_path_factory):
   command = [sys.executable, "-m", "voila", str(APPS), "--no-browser", f"--port={port}",
              "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]
   with open(log_path, "w") as log:
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path_factory.getbasetemp())
+    # cwd outside the repository: no voila.json there, the command line is the whole configuration
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=tmp_path_factory.getbasetemp())
   url = f"http://127.0.0.1:{port}"
   deadline = time.monotonic() + VOILA_START_S
   try:
@@ -52,7 +55,8 @@ def voila_url(tmp_path_factory):
         if proc.poll() is not None:
           raise RuntimeError(f"voila exited with code {proc.returncode}; log: {log_path}") from None
         if time.monotonic() > deadline:
-          raise RuntimeError(f"voila did not answer within {VOILA_START_S} s; log: {log_path}") from None
+          raise RuntimeError(f"voila did not answer within {VOILA_START_S} s; "
+                             f"log: {log_path}") from None
         time.sleep(0.25)
     yield url
   finally:

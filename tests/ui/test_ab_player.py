@@ -77,6 +77,7 @@ def test_rows_missing_from_signals_are_emptied():
   player.set_signals({"clean": (_tone(0.1), SR)})
   assert player.players["DAL"].value == b"" and player.links["DAL"].value == ""
   assert player.players["DAL"].layout.visibility == "hidden"
+  assert "not computed" in player.warnings["DAL"].value
 
 
 def test_bad_signals_raise_parameter_error_and_change_nothing():

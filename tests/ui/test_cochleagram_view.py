@@ -1,6 +1,7 @@
 """CochleagramView: figures built once, render() fills the sources with CF-up, time-pooled images."""
 import numpy as np
 import pytest
+from bokeh.events import Tap
 
 from dal_widgets.errors import ParameterError
 from dal_widgets.ui.cochleagram_view import (CochleagramView, cf_axis_ticks, max_pool_time)
@@ -18,7 +19,8 @@ def _nap(n_time=SR // 2, hot_channel=None, value=1.0):
 
 
 def test_builds_one_figure_and_source_per_label_plus_difference():
-  view = CochleagramView(CF_HZ, SR, ("normal", "impaired", "NAL-R", "DAL"), difference=("normal", "DAL"))
+  view = CochleagramView(CF_HZ, SR, ("normal", "impaired", "NAL-R", "DAL"),
+                         difference=("normal", "DAL"))
   assert list(view.sources) == ["normal", "impaired", "NAL-R", "DAL", "difference"]
   assert view.model.render_bundle  # BokehModel serialised the layout
   assert view.widget.children == (view.model,)
@@ -90,6 +92,13 @@ def test_cursor_moves_every_panel_line():
   view = CochleagramView(CF_HZ, SR, ("normal", "impaired"), difference=("normal", "impaired"))
   view.cursor_s = 0.25
   assert [span.location for span in view._spans] == [0.25, 0.25, 0.25]
+
+
+def test_a_click_on_a_panel_sets_the_cursor():
+  view = CochleagramView(CF_HZ, SR, ("normal", "impaired"))
+  view.figures["impaired"]._trigger_event(Tap(view.figures["impaired"], x=0.4, y=10.0))
+  assert view.cursor_s == pytest.approx(0.4)
+  assert view._spans[0].location == pytest.approx(0.4)
 
 
 def test_bad_inputs_raise_parameter_error():

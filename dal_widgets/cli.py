@@ -1,0 +1,428 @@
+"""The `dal` command line: long jobs of the Differentiable Auditory Loop without a notebook.
+
+    dal fit-audiogram --preset N3 --out ear.json     fit an impaired CARFAC to an audiogram
+    dal train --config widget --steps 40             train (or resume) a DAL hearing aid
+    dal enhance in.wav out.wav --checkpoint DIR      run a trained hearing aid on a sound file
+    dal evaluate --snr 0 5 --out results.md          compare unprocessed, NAL-R+WDRC and DAL
+    dal cochleagram in.wav --out nap.npz             NAP of a sound through a (impaired) cochlea
+
+Every subcommand has --help. Errors in what the user gave (files, values) print one line,
+"dal <command>: error: ...", and exit with status 2; an interrupted run exits with 130.
+Heavy modules (JAX, CARFAC, training) are imported inside the commands, so --help is quick.
+"""
+import argparse
+import contextlib
+import dataclasses
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from dal_widgets.errors import DalError
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # argparse's status for bad arguments; we use it for every user error
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
+DEFAULT_SR = 16000  # Hz; CARFAC has 65 channels at 16 kHz (DESIGN.md)
+DEFAULT_PRESET = "N3"  # Bisgaard moderate sloping loss: the default listener everywhere
+DEFAULT_WORKDIR = "dal-run"  # training folder when --workdir is not given
+DEFAULT_SNRS_DB = (0.0, 5.0)  # evaluation SNRs, within the training range -5..10 dB
+DEFAULT_N_CLIPS = 3  # held-out clips per SNR
+PRETRAINED_FOLDER = ("data", "pretrained")  # inside the package: a bundled checkpoint, if any
+NOISE_KINDS = ("babble", "speech_shaped", "white")  # loop.config.NOISE_KINDS (not imported: slow)
+
+
+class UsageError(DalError):
+  """A command-line problem found after parsing (e.g. a missing checkpoint)."""
+
+
+class _Parser(argparse.ArgumentParser):
+  """ArgumentParser whose errors are one line (no usage block) with exit status 2."""
+
+  def error(self, message):
+    self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _one_line(message) -> str:
+  return " ".join(str(message).split())
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _add_listener_args(parser, *, default_preset=DEFAULT_PRESET, with_ear=True):
+  group = parser.add_mutually_exclusive_group()
+  group.add_argument("--preset", default=None, metavar="NAME",
+                     help=f"standard audiogram: normal, N1..N7, S1..S3 (default {default_preset})")
+  group.add_argument("--audiogram", type=Path, default=None, metavar="FILE",
+                     help="audiogram file (.json or .csv, see dal_widgets.hearing.audiogram_io)")
+  if with_ear:
+    group.add_argument("--ear", type=Path, default=None, metavar="FILE",
+                       help="fitted ear from `dal fit-audiogram --out` (skips the fit)")
+
+
+def _audiogram(args, default_preset=DEFAULT_PRESET):
+  """The Audiogram named by --preset / --audiogram (default preset when neither is given)."""
+  from dal_widgets.hearing import PRESET_NAMES, preset, read_audiogram
+  if args.audiogram is not None:
+    if not args.audiogram.is_file():
+      raise UsageError(f"--audiogram: no such file {str(args.audiogram)!r}")
+    return read_audiogram(args.audiogram)
+  name = args.preset or default_preset
+  try:
+    return preset(name)
+  except DalError as err:
+    raise UsageError(f"--preset: expected one of {', '.join(PRESET_NAMES)}, got {name!r}") from err
+
+
+def _listener_given(args) -> bool:
+  return args.preset is not None or args.audiogram is not None
+
+
+def _read_ear(path):
+  import json
+  from dal_widgets.hearing.fit import ImpairedEar
+  try:
+    return ImpairedEar.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+  except OSError as err:
+    raise UsageError(f"--ear: cannot read {str(path)!r}: {err.strerror or err}") from err
+  except (ValueError, KeyError, TypeError) as err:
+    raise UsageError(f"--ear: {str(path)!r} is not a fitted ear written by "
+                     f"`dal fit-audiogram --out`: {err}") from err
+
+
+def _fitted_ear(args, sr, style="v3", default_preset=DEFAULT_PRESET):
+  """The ImpairedEar of --ear, or a fresh fit of --preset / --audiogram (about a minute)."""
+  if getattr(args, "ear", None) is not None:
+    ear = _read_ear(args.ear)
+    if ear.sr != float(sr) or ear.style != style:
+      raise UsageError(f"--ear: fitted for sr={ear.sr:g} Hz, style={ear.style}; this run needs "
+                       f"sr={float(sr):g} Hz, style={style}")
+    return ear
+  from dal_widgets.hearing.fit import fit_cochlea
+  audiogram = _audiogram(args, default_preset)
+  _status(f"fitting CARFAC ({style}, {sr:g} Hz) to audiogram {audiogram.name or ''} "
+          f"(about a minute; save it with `dal fit-audiogram --out ear.json`)")
+  return fit_cochlea(audiogram, float(sr), style=style)
+
+
+def _status(message):
+  print(message, file=sys.stderr, flush=True)
+
+
+def _write_atomic(path, write):
+  """Calls write(file_object) on a temporary file next to `path`, then renames it over `path`."""
+  import os
+  import tempfile
+  path = Path(path)
+  if not path.parent.is_dir():
+    raise UsageError(f"--out: folder {str(path.parent)!r} does not exist")
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+  return path
+
+
+def _checkpoint_dir(args):
+  """--checkpoint, else the bundled pretrained checkpoint, else a UsageError."""
+  if args.checkpoint is not None:
+    if not args.checkpoint.is_dir():
+      raise UsageError(f"--checkpoint: no such folder {str(args.checkpoint)!r}")
+    return args.checkpoint
+  bundled = _bundled_checkpoint()
+  if bundled is None:
+    raise UsageError("no checkpoint given and no pretrained one is bundled; train one with "
+                     "`dal train --workdir DIR` and pass --checkpoint DIR")
+  return bundled
+
+
+def _bundled_checkpoint():
+  import importlib.resources
+  folder = importlib.resources.files("dal_widgets").joinpath(*PRETRAINED_FOLDER)
+  try:
+    if folder.is_dir() and any(folder.iterdir()):
+      return Path(str(folder))
+  except OSError:
+    return None
+  return None
+
+
+def _restore(checkpoint_dir):
+  """(params, TrainConfig, step) of the latest checkpoint in `checkpoint_dir`."""
+  from dal_widgets.loop import checkpoint
+  found = checkpoint.latest(checkpoint_dir)
+  if found is None:
+    raise UsageError(f"--checkpoint: no checkpoint in {str(checkpoint_dir)!r}; train with "
+                     f"`dal train --workdir {checkpoint_dir}` first")
+  return checkpoint.restore_params(found)
+
+
+def _tqdm(**kwargs):
+  from tqdm import tqdm
+  return tqdm(disable=None, dynamic_ncols=True, **kwargs)  # None: no bar when not a terminal
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_fit_audiogram(args):
+  import json
+  from dal_widgets.hearing.fit import fit_cochlea
+  audiogram = _audiogram(args)
+  _status(f"fitting CARFAC ({args.style}, {args.sr:g} Hz) to {audiogram.name or 'the audiogram'}")
+  ear = fit_cochlea(audiogram, float(args.sr), style=args.style)
+  print(ear.table())
+  if args.out is not None:
+    text = json.dumps(ear.to_dict(), indent=1) + "\n"
+    _write_atomic(args.out, lambda f: f.write(text.encode("utf-8")))
+    _status(f"wrote {args.out}")
+  return EXIT_OK
+
+
+def cmd_train(args):
+  from dal_widgets.loop import train as train_lib
+  from dal_widgets.loop.config import config_for
+  cfg = config_for(args.config)
+  changes = {}
+  if args.steps is not None:
+    changes["steps"] = args.steps
+  if args.batch_size is not None:
+    changes["batch_size"] = args.batch_size
+  if _listener_given(args):
+    audiogram = _audiogram(args)
+    changes["audiogram"] = audiogram if args.audiogram is not None else audiogram.name
+  if changes:
+    cfg = cfg.replace(**changes)
+  workdir = Path(args.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  stop = threading.Event()
+  with _stop_on_interrupt(stop):
+    result = train_lib.train(cfg, workdir, on_progress=None, should_stop=stop.is_set,
+                             resume=not args.fresh, progress=True)
+  print(_train_summary(result, workdir))
+  return EXIT_INTERRUPTED if stop.is_set() else EXIT_OK
+
+
+def _train_summary(result, workdir):
+  fields = {name: getattr(result, name) for name in ("step", "loss", "stopped")
+            if hasattr(result, name)}
+  parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()]
+  return f"checkpoints in {workdir} " + " ".join(parts)
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(stop):
+  """The first Ctrl-C sets `stop` (training saves and returns); a second one interrupts."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.getsignal(signal.SIGINT)
+
+  def handler(signum, frame):
+    if stop.is_set():
+      raise KeyboardInterrupt
+    stop.set()
+    _status("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+
+  signal.signal(signal.SIGINT, handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def cmd_enhance(args):
+  from dal_widgets import audio
+  from dal_widgets.loop import train as train_lib
+  params, cfg = _restore(_checkpoint_dir(args))[:2]
+  x, sr = audio.load(args.input, sr=cfg.data.sr)
+  if args.level_db_spl is not None:
+    x = audio.set_level(x, args.level_db_spl)
+  y = train_lib.enhance(params, cfg.model_config, x)
+  audio.save(args.output, y, sr)
+  _status(f"wrote {args.output}: {audio.rms_to_db_spl(float(audio.rms(x))):.1f} dB SPL in, "
+          f"{audio.rms_to_db_spl(float(audio.rms(y))):.1f} dB SPL out")
+  return EXIT_OK
+
+
+def cmd_evaluate(args):
+  from dal_widgets.cochlea import designs
+  from dal_widgets.loop import evaluate as ev
+  from dal_widgets.loop import losses
+  if args.n_clips < 1:
+    raise UsageError(f"--n-clips: expected >= 1, got {args.n_clips}")
+  out = args.out
+  if out is not None and out.suffix not in (".md", ".csv"):
+    raise UsageError(f"--out: expected a .md or .csv file, got {str(out)!r}")
+  checkpoint_dir = args.checkpoint if args.checkpoint is not None else _bundled_checkpoint()
+  cfg = params = None
+  if checkpoint_dir is not None:
+    if not Path(checkpoint_dir).is_dir():
+      raise UsageError(f"--checkpoint: no such folder {str(checkpoint_dir)!r}")
+    params, cfg = _restore(checkpoint_dir)[:2]
+  sr = cfg.data.sr if cfg is not None else DEFAULT_SR
+  style = cfg.style if cfg is not None else "v3"
+  default_preset = (cfg.audiogram if cfg is not None and isinstance(cfg.audiogram, str)
+                    else DEFAULT_PRESET)
+  ear = _fitted_ear(args, sr, style, default_preset)
+  clips = _evaluation_clips(sr, args.snr, args.n_clips, args.clip_s, args.noise, cfg)
+  systems = [ev.unprocessed(), ev.master_hearing_aid_system(ear.audiogram)]
+  if params is not None:
+    systems.append(ev.dal_system(params, cfg.model_config))
+  else:
+    _status("no checkpoint: evaluating unprocessed and NAL-R+WDRC only (train with `dal train`)")
+  sai_params = None
+  if cfg is not None:
+    sai_params = losses.sai_params(cfg.loss, designs.designed(float(sr), style).hypers)
+  with _tqdm(total=len(clips) * len(systems), desc="evaluate", unit="clip") as bar:
+    table = ev.evaluate(clips, sr, ear, systems, sai_params=sai_params,
+                        on_progress=lambda done, total: bar.update(done - bar.n))
+  print(table.to_markdown(), end="")
+  if out is not None:
+    if out.suffix == ".csv":
+      table.to_csv(out)
+    else:
+      ev.write_text_atomic(out, table.to_markdown())
+    _status(f"wrote {out}")
+  return EXIT_OK
+
+
+def _evaluation_clips(sr, snrs_db, n_clips, clip_s, noise, cfg):
+  """(noisy, clean, snr_db) for held-out speech at each SNR (loop.data)."""
+  from dal_widgets.loop import data
+  from dal_widgets.loop.config import DataConfig
+  data_cfg = cfg.data if cfg is not None else DataConfig(sr=int(sr))
+  if noise is not None and noise not in data_cfg.noise_kinds:
+    data_cfg = dataclasses.replace(data_cfg, noise_kinds=(noise,), noise_probs=(1.0,))
+  return data.evaluation_clips(data_cfg, snrs_db=tuple(snrs_db), n_clips=n_clips, clip_s=clip_s,
+                               noise_kind=noise)
+
+
+def cmd_cochleagram(args):
+  import numpy as np
+  from dal_widgets import audio
+  from dal_widgets.cochlea import designs
+  if args.out.suffix != ".npz":
+    raise UsageError(f"--out: expected a .npz file, got {str(args.out)!r}")
+  if not args.out.parent.is_dir():
+    raise UsageError(f"--out: folder {str(args.out.parent)!r} does not exist")
+  x, sr = audio.load(args.input, sr=args.sr)
+  if args.level_db_spl is not None:
+    x = audio.set_level(x, args.level_db_spl)
+  ohc_health = ihc_gain = 1.0
+  if args.ear is not None or _listener_given(args):
+    ear = _fitted_ear(args, sr, args.style)
+    ohc_health, ihc_gain = ear.ohc_health, ear.ihc_gain
+  out = designs.cochleagram(x, sr, style=args.style, ohc_health=ohc_health, ihc_gain=ihc_gain)
+  arrays = {"nap": np.asarray(out.nap), "cf_hz": designs.cf_hz(sr), "sr": np.asarray(float(sr)),
+            "ohc_health": np.broadcast_to(np.asarray(ohc_health, np.float32), out.nap.shape[1:]),
+            "ihc_gain": np.broadcast_to(np.asarray(ihc_gain, np.float32), out.nap.shape[1:])}
+  if args.bm:
+    arrays["bm"] = np.asarray(out.bm)
+  _write_atomic(args.out, lambda f: np.savez_compressed(f, **arrays))
+  _status(f"wrote {args.out}: nap {arrays['nap'].shape} (time, channel), channel 0 = "
+          f"{arrays['cf_hz'][0]:.0f} Hz")
+  return EXIT_OK
+
+
+# ---------------------------------------------------------------- parser and main
+
+
+def build_parser():
+  parser = _Parser(prog="dal", description="Differentiable Auditory Loop: CARFAC hearing-aid "
+                                           "training and evaluation from the command line.")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+  sub.required = True
+
+  p = sub.add_parser("fit-audiogram", help="fit an impaired CARFAC to an audiogram",
+                     description="Fit per-channel OHC health and IHC gain of CARFAC to an "
+                                 "audiogram and print target vs fitted thresholds.")
+  _add_listener_args(p, with_ear=False)
+  p.add_argument("--sr", type=float, default=DEFAULT_SR, help="model sample rate, Hz (default %(default)s)")
+  p.add_argument("--style", choices=("v3", "v2"), default="v3", help="CARFAC style (default %(default)s)")
+  p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the fitted ear (.json)")
+  p.set_defaults(run=cmd_fit_audiogram)
+
+  p = sub.add_parser("train", help="train (or resume) a DAL hearing aid",
+                     description="Train SEANet so the impaired cochlea hearing its output matches "
+                                 "a normal cochlea hearing clean speech. Resumes from the latest "
+                                 "checkpoint in --workdir; Ctrl-C saves and stops.")
+  p.add_argument("--config", default="default", metavar="NAME",
+                 help="preset configuration: widget, default or paper (default %(default)s)")
+  _add_listener_args(p, with_ear=False)
+  p.add_argument("--steps", type=int, default=None, help="total optimizer steps (overrides the config)")
+  p.add_argument("--batch-size", type=int, default=None, help="examples per step (overrides the config)")
+  p.add_argument("--workdir", type=Path, default=Path(DEFAULT_WORKDIR),
+                 help="folder for checkpoints (default %(default)s)")
+  p.add_argument("--fresh", action="store_true", help="start from scratch even if checkpoints exist")
+  p.set_defaults(run=cmd_train)
+
+  p = sub.add_parser("enhance", help="run a trained hearing aid on a sound file",
+                     description="Process a sound file with a trained DAL hearing aid. Levels "
+                                 "are absolute: digital rms 1.0 = 100 dB SPL.")
+  p.add_argument("input", type=Path, help="input sound file (wav, flac, ogg)")
+  p.add_argument("output", type=Path, help="output sound file (.wav, .flac or .ogg)")
+  p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                 help="training folder (default: the bundled pretrained model, if any)")
+  p.add_argument("--level-db-spl", type=float, default=None, metavar="DB",
+                 help="set the input to this rms level first (default: keep the file's level)")
+  p.set_defaults(run=cmd_enhance)
+
+  p = sub.add_parser("evaluate", help="compare unprocessed, NAL-R+WDRC and DAL on held-out speech",
+                     description="Evaluate hearing-aid systems on held-out noisy speech: NAP L1 "
+                                 "and correlation, SAI L1, SI-SDR, STOI, ESTOI (and HASPI v2 "
+                                 "when pyclarity is installed).")
+  p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                 help="training folder of a DAL model (default: the bundled one, if any)")
+  _add_listener_args(p)
+  p.add_argument("--snr", type=float, nargs="+", default=list(DEFAULT_SNRS_DB), metavar="DB",
+                 help="SNRs in dB (default %(default)s)")
+  p.add_argument("--n-clips", type=int, default=DEFAULT_N_CLIPS, metavar="K",
+                 help="held-out clips per SNR (default %(default)s)")
+  p.add_argument("--clip-s", type=float, default=None, metavar="S",
+                 help="cut each clip to this many seconds (default: whole clips)")
+  p.add_argument("--noise", choices=NOISE_KINDS, default=None,
+                 help="noise type (default: drawn per clip as in training)")
+  p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the table (.md or .csv)")
+  p.set_defaults(run=cmd_evaluate)
+
+  p = sub.add_parser("cochleagram", help="write the NAP of a sound file (.npz)",
+                     description="Run CARFAC on a sound file and write nap [time, channel], "
+                                 "cf_hz [channel] (channel 0 is the highest CF) and sr to .npz.")
+  p.add_argument("input", type=Path, help="input sound file (wav, flac, ogg)")
+  p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npz file")
+  p.add_argument("--sr", type=int, default=DEFAULT_SR, help="model sample rate, Hz (default %(default)s)")
+  p.add_argument("--style", choices=("v3", "v2"), default="v3", help="CARFAC style (default %(default)s)")
+  _add_listener_args(p)
+  p.add_argument("--level-db-spl", type=float, default=None, metavar="DB",
+                 help="set the input to this rms level first (default: keep the file's level)")
+  p.add_argument("--bm", action="store_true", help="also write basilar-membrane motion")
+  p.set_defaults(run=cmd_cochleagram)
+  return parser
+
+
+def main(argv=None) -> int:
+  """Runs `dal` with `argv` (default sys.argv[1:]); returns the exit status."""
+  parser = build_parser()
+  try:
+    args = parser.parse_args(argv)
+  except SystemExit as stop:  # --help (0) or a usage error (2), already printed
+    return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+  try:
+    return args.run(args)
+  except DalError as err:
+    print(f"dal {args.command}: error: {_one_line(err)}", file=sys.stderr)
+    return EXIT_USAGE
+  except KeyboardInterrupt:
+    print(f"dal {args.command}: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+  sys.exit(main())

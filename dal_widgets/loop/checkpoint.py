@@ -1,0 +1,205 @@
+"""Training checkpoints: params + optimizer state + step + config, msgpack, written atomically.
+
+A checkpoint is one file `ckpt_<step>.msgpack` in the work folder: a msgpack envelope holding a
+format tag, the sha256 of the body and the body (flax.serialization msgpack of the train state,
+the step and the TrainConfig as JSON). The file is written to a temporary name in the same folder,
+flushed to disk and renamed over the final name (os.replace is atomic), so a crash never leaves a
+half-written checkpoint under a real name. Only then is the marker `latest.json` (the last good
+checkpoint) rewritten the same way; older checkpoints beyond `keep` are then removed.
+
+We use msgpack + atomic rename rather than orbax: one host, params of a few MB, no extra deps.
+"""
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+from flax import serialization
+
+from dal_widgets.errors import DalError, ParameterError
+from dal_widgets.loop.config import TrainConfig
+
+FORMAT = "dal-checkpoint"
+VERSION = 1
+MARKER = "latest.json"  # names the last checkpoint written completely
+PATTERN = re.compile(r"^ckpt_(\d{8})\.msgpack$")
+KEEP = 3  # checkpoints kept in a work folder (the newest)
+
+
+class CheckpointError(DalError):
+  """A checkpoint that is missing, truncated, corrupt or not a DAL checkpoint."""
+
+
+class Checkpoint(NamedTuple):
+  """A restored checkpoint.
+
+  Attributes:
+    state: The train state: a TrainState when restored with a target, else nested dicts of numpy
+      arrays ({"params", "opt_state", "step"}).
+    config: The TrainConfig of the run.
+    step: The optimizer step it was saved at.
+    path: The file.
+  """
+  state: Any
+  config: TrainConfig
+  step: int
+  path: Path
+
+
+def checkpoint_path(workdir, step: int) -> Path:
+  """Path of the checkpoint of `step` in `workdir`."""
+  return Path(workdir) / f"ckpt_{int(step):08d}.msgpack"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def save(workdir, state, config: TrainConfig, *, keep: int = KEEP) -> Path:
+  """Saves a train state and its config as the newest checkpoint of `workdir`.
+
+  Args:
+    workdir: Folder (created if missing).
+    state: A TrainState (or any pytree with `params`, `opt_state` and `step`).
+    config: The TrainConfig of the run (stored as JSON).
+    keep: How many of the newest checkpoints to keep (>= 1).
+
+  Returns:
+    Path of the file written.
+
+  Raises:
+    ParameterError: bad config or keep.
+  """
+  if not isinstance(config, TrainConfig):
+    raise ParameterError(f"config: expected a TrainConfig, got {type(config).__name__}")
+  if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+    raise ParameterError(f"keep: expected an int >= 1, got {keep!r}")
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  step = int(jax.device_get(state.step))
+  body = serialization.msgpack_serialize({
+      "state": serialization.to_state_dict(jax.device_get(state)),
+      "step": step,
+      "config": json.dumps(config.to_dict()),
+  })
+  envelope = serialization.msgpack_serialize({
+      "format": FORMAT, "version": VERSION, "sha256": hashlib.sha256(body).hexdigest(),
+      "body": body})
+  path = checkpoint_path(workdir, step)
+  _write_atomic(path, envelope)
+  _write_atomic(workdir / MARKER, json.dumps({"file": path.name, "step": step}).encode())
+  for old in _checkpoints(workdir)[:-keep]:
+    if old != path:  # a restarted run may save a lower step than older files: keep the newest
+      old.unlink(missing_ok=True)
+  return path
+
+
+def _checkpoints(workdir: Path) -> list:
+  """Checkpoint files of `workdir`, oldest step first."""
+  found = [p for p in workdir.iterdir() if PATTERN.match(p.name)] if workdir.is_dir() else []
+  return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
+
+
+def latest(workdir) -> Path | None:
+  """The last good checkpoint of `workdir`, or None when it has none (or does not exist).
+
+  Reads the marker; if the marker is missing, unreadable or names a missing file, falls back to
+  the checkpoint file with the highest step (with a warning when the marker was bad).
+  """
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    return None
+  marker = workdir / MARKER
+  if marker.exists():
+    try:
+      path = workdir / json.loads(marker.read_text())["file"]
+      if PATTERN.match(path.name) and path.is_file():
+        return path
+      problem = f"names {path.name}, which is missing"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+      problem = f"is unreadable ({err})"
+    warnings.warn(f"{marker} {problem}; using the newest checkpoint file instead", stacklevel=2)
+  found = _checkpoints(workdir)
+  return found[-1] if found else None
+
+
+def _read(path) -> dict:
+  path = Path(path)
+  if path.is_dir():
+    found = latest(path)
+    if found is None:
+      raise CheckpointError(f"path: no checkpoint in the folder {str(path)!r}")
+    path = found
+  if not path.is_file():
+    raise CheckpointError(f"path: checkpoint {str(path)!r} does not exist")
+  try:
+    envelope = serialization.msgpack_restore(path.read_bytes())
+  except Exception as err:  # garbage can fail msgpack decoding in many ways; all mean "corrupt"
+    raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {err})") from err
+  if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
+    raise CheckpointError(f"{path}: not a DAL checkpoint (no {FORMAT!r} header)")
+  if envelope.get("version") != VERSION:
+    raise CheckpointError(f"{path}: checkpoint version {envelope.get('version')!r}, this code "
+                          f"reads version {VERSION}")
+  body = envelope.get("body")
+  if not isinstance(body, bytes) or hashlib.sha256(body).hexdigest() != envelope.get("sha256"):
+    raise CheckpointError(f"{path}: checksum mismatch: the checkpoint is corrupt")
+  contents = serialization.msgpack_restore(body)
+  return dict(contents, path=path)
+
+
+def restore(path, target=None) -> Checkpoint:
+  """Reads a checkpoint.
+
+  Args:
+    path: A checkpoint file, or a work folder (its `latest` checkpoint).
+    target: Optional template train state (e.g. `train.create_train_state(...)`); when given the
+      state is restored into its structure (TrainState, optax states), else as nested dicts.
+
+  Returns:
+    Checkpoint(state, config, step, path).
+
+  Raises:
+    CheckpointError: missing, truncated, corrupt or foreign file, or a target of another shape.
+  """
+  contents = _read(path)
+  config = TrainConfig.from_dict(json.loads(contents["config"]))
+  state = contents["state"]
+  if target is not None:
+    try:
+      state = serialization.from_state_dict(target, state)
+    except (ValueError, KeyError, TypeError) as err:
+      raise CheckpointError(f"{contents['path']}: does not fit the target state ({err})") from err
+    mismatched = [
+        jax.tree_util.keystr(k) for (k, a), b in zip(
+            jax.tree_util.tree_flatten_with_path(target)[0], jax.tree_util.tree_leaves(state))
+        if getattr(a, "shape", None) != getattr(b, "shape", None)]
+    if mismatched:
+      raise CheckpointError(f"{contents['path']}: array shapes differ from the target at "
+                            f"{mismatched[:3]} (another model size?)")
+  return Checkpoint(state=state, config=config, step=int(contents["step"]), path=contents["path"])
+
+
+def restore_params(path):
+  """(params, TrainConfig, step) of a checkpoint file or of a work folder's latest checkpoint.
+
+  Raises:
+    CheckpointError: as `restore`.
+  """
+  ckpt = restore(path)
+  return ckpt.state["params"], ckpt.config, ckpt.step

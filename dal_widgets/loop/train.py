@@ -1,0 +1,448 @@
+"""Training a DAL hearing aid: SEANet (flax linen) + optax, data parallel over the local devices.
+
+The library in the style of the flax examples:
+
+    state = create_train_state(rng, model_cfg, train_cfg)
+    step = make_train_step(model_cfg, train_cfg, normal, impaired)   # train_step(state, batch)
+    state, metrics = step(state, batch)
+    result = train(cfg, workdir)                                     # the whole loop
+
+One step: the normal ear's target NAP/SAI of the clean speech (no gradient), then
+value_and_grad of the DAL loss (losses.dal_loss), clipped AdamW. A step whose loss, gradients or
+new parameters are not finite is skipped inside jit (parameters and optimizer state unchanged)
+and reported as metrics["finite"] == False; `train` raises TrainingError after
+cfg.max_bad_steps such steps in a row, keeping (and saving) the last good parameters.
+
+Devices: a 1-D Mesh over the devices (all local ones by default); the batch is sharded on its
+leading axis, state and ears are replicated, so XLA averages the gradients across devices. One
+device is the same code path with a mesh of one.
+
+Compilation: the jitted step is one module-level function whose static part is (model config,
+loss config, optimizer settings, CARFAC hypers, mesh); the ears' arrays are arguments. A second
+run in the same process with another audiogram, seed or step count reuses the compiled step
+(compiling CARFAC's gradient takes tens of seconds on a laptop CPU).
+
+Randomness: SEANet has no stochastic layers, so a step needs no PRNG key; the data of step k is
+np.random.default_rng((data.seed, k)) (loop.data), the parameters come from PRNGKey(cfg.seed).
+"""
+import dataclasses
+import functools
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+from dal_widgets.aid.seanet import SeanetConfig, apply_seanet, condition_from_audiogram, init_seanet
+from dal_widgets.cochlea import carfac as cf
+from dal_widgets.cochlea import designs
+from dal_widgets.errors import ParameterError, TrainingError
+from dal_widgets.hearing.fit import fit_cochlea
+from dal_widgets.hearing.presets import preset
+from dal_widgets.loop import checkpoint, losses
+from dal_widgets.loop.config import TrainConfig
+from dal_widgets.loop.data import SpeechSource
+
+PROGRESS_INTERVAL_S = 0.1  # on_progress at most 10 Hz (DESIGN: throttle UI updates to ~10 Hz)
+DATA_AXIS = "data"  # mesh axis the batch is split over
+RESULT_LOSS_STEPS = 10  # TrainResult.loss averages the last this many finite steps
+
+logger = logging.getLogger(__name__)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes (a pytree; checkpointed as is).
+
+  Attributes:
+    params: SEANet parameters.
+    opt_state: optax state of make_optimizer(cfg).
+    step: Steps taken so far, int32 scalar (skipped non-finite steps count).
+  """
+  params: Any
+  opt_state: Any
+  step: jnp.ndarray
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train` returns.
+
+  Attributes:
+    params: Final (last good) SEANet parameters, host numpy arrays.
+    history: One dict per step of this call: "step" (1-based count after the step), "loss",
+      the loss terms ("nap", "sai", "level", "spectral"), "level_db_spl", "grad_norm",
+      "learning_rate", "finite" (False: the step was skipped), "time_s" (since the call began).
+    stopped_early: True when should_stop() ended the run before cfg.steps.
+    steps_done: Steps of the run so far (cfg.steps when it completed; includes resumed steps).
+    skipped_steps: Non-finite steps skipped in this call.
+    checkpoint: The last checkpoint written, or None.
+  """
+  params: Any
+  history: list
+  stopped_early: bool
+  steps_done: int
+  skipped_steps: int = 0
+  checkpoint: Path | None = None
+
+  @property
+  def loss(self) -> float:
+    """Mean loss of the last RESULT_LOSS_STEPS finite steps (nan when there are none)."""
+    finite = [h["loss"] for h in self.history if h["finite"]][-RESULT_LOSS_STEPS:]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def make_schedule(cfg: TrainConfig) -> optax.Schedule:
+  """Learning rate per step: linear warm-up from 0, then cosine decay (or constant)."""
+  lr, warmup = cfg.learning_rate, cfg.warmup_steps
+  if cfg.decay == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup,
+        decay_steps=max(cfg.steps, warmup + 1), end_value=lr * cfg.final_lr_fraction)
+  if warmup == 0:
+    return optax.constant_schedule(lr)
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
+                               optax.constant_schedule(lr)], [warmup])
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+  """Global-norm gradient clipping, then AdamW on make_schedule(cfg)."""
+  return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                     optax.adamw(make_schedule(cfg), weight_decay=cfg.weight_decay))
+
+
+def create_train_state(rng: jax.Array, model_cfg: SeanetConfig, train_cfg: TrainConfig) -> TrainState:
+  """A fresh state: identity-start SEANet parameters, optimizer state, step 0."""
+  if not isinstance(train_cfg, TrainConfig):
+    raise ParameterError(f"train_cfg: expected a TrainConfig, got {type(train_cfg).__name__}")
+  params = init_seanet(rng, model_cfg)
+  return TrainState(params=params, opt_state=make_optimizer(train_cfg).init(params),
+                    step=jnp.zeros((), jnp.int32))
+
+
+def _optimizer_part(cfg: TrainConfig) -> TrainConfig:
+  """The fields the optimizer depends on (others at defaults): the step's static key."""
+  names = ("steps", "learning_rate", "warmup_steps", "decay", "final_lr_fraction",
+           "weight_decay", "clip_norm")
+  return TrainConfig(**{n: getattr(cfg, n) for n in names})
+
+
+class _StepSpec(NamedTuple):
+  """Static (hashable) part of a step."""
+  model_cfg: SeanetConfig
+  loss_cfg: Any
+  opt_cfg: TrainConfig
+  hypers: cf.CarfacHypers
+  mesh: Mesh
+
+
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+@functools.partial(jax.jit, static_argnames="spec", donate_argnums=0)
+def _train_step(state, batch, ears, condition, spec: _StepSpec):
+  normal, impaired = (spec.hypers, *ears[0]), (spec.hypers, *ears[1])
+  target = losses.targets(batch.clean, normal, spec.loss_cfg)
+  loss_fn = functools.partial(losses.dal_loss, model_cfg=spec.model_cfg, loss_cfg=spec.loss_cfg,
+                              normal=normal, impaired=impaired, target=target,
+                              condition=condition)
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+  updates, opt_state = make_optimizer(spec.opt_cfg).update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
+  keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+  new_state = TrainState(params=keep(params, state.params),
+                         opt_state=keep(opt_state, state.opt_state), step=state.step + 1)
+  new_state = jax.lax.with_sharding_constraint(new_state, NamedSharding(spec.mesh, P()))
+  metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), finite=finite,
+                 learning_rate=make_schedule(spec.opt_cfg)(state.step))
+  return new_state, metrics
+
+
+class TrainStep:
+  """`train_step(state, batch) -> (state, metrics)` for one model, loss, optimizer, pair of ears.
+
+  Built by `make_train_step`. Calling it places the batch (sharded on its leading axis) and runs
+  the jitted step; the incoming state is donated (do not use it afterwards). Place a state made
+  elsewhere with `place_state` first.
+
+  Attributes:
+    mesh: The 1-D device mesh (axis "data").
+  """
+
+  def __init__(self, model_cfg, train_cfg, normal, impaired, *, condition=None, devices=None):
+    if not isinstance(model_cfg, SeanetConfig):
+      raise ParameterError(f"model_cfg: expected a SeanetConfig, got {type(model_cfg).__name__}")
+    if not isinstance(train_cfg, TrainConfig):
+      raise ParameterError(f"train_cfg: expected a TrainConfig, got {type(train_cfg).__name__}")
+    normal, impaired = _as_ear(normal, "normal"), _as_ear(impaired, "impaired")
+    if normal[0] != impaired[0]:
+      raise ParameterError("impaired: expected the same CARFAC design (hypers) as normal, got "
+                           f"sr {impaired[0].sr} / {impaired[0].n_ch} channels vs "
+                           f"sr {normal[0].sr} / {normal[0].n_ch} channels")
+    if model_cfg.film_dim and condition is None:
+      raise ParameterError(f"condition: expected a vector of {model_cfg.film_dim} values for a "
+                           "FiLM-conditioned model, got None")
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+      raise ParameterError("devices: expected at least one device, got none")
+    self.mesh = Mesh(np.asarray(devices), (DATA_AXIS,))
+    self._replicated = NamedSharding(self.mesh, P())
+    self._sharded = NamedSharding(self.mesh, P(DATA_AXIS))
+    self._spec = _StepSpec(model_cfg, train_cfg.loss, _optimizer_part(train_cfg), normal[0],
+                           self.mesh)
+    self._ears = jax.device_put((tuple(normal[1:]), tuple(impaired[1:])), self._replicated)
+    self._condition = (None if not model_cfg.film_dim else
+                       jax.device_put(jnp.asarray(condition, jnp.float32), self._replicated))
+
+  @property
+  def n_devices(self) -> int:
+    return self.mesh.devices.size
+
+  def place_state(self, state: TrainState) -> TrainState:
+    """The state replicated on every device of the mesh."""
+    return jax.device_put(state, self._replicated)
+
+  def place_batch(self, batch):
+    """The batch sharded on its leading axis (batch size must divide by the device count)."""
+    size = int(np.shape(batch.noisy)[0])
+    if size % self.n_devices:
+      raise ParameterError(f"batch_size: expected a multiple of the {self.n_devices} devices "
+                           f"(data parallel), got {size}")
+    return jax.device_put(batch, self._sharded)
+
+  def __call__(self, state: TrainState, batch):
+    return _train_step(state, self.place_batch(batch), self._ears, self._condition,
+                       spec=self._spec)
+
+
+def make_train_step(model_cfg: SeanetConfig, train_cfg: TrainConfig, normal, impaired, *,
+                    condition=None, devices=None) -> TrainStep:
+  """The training step of a run.
+
+  Args:
+    model_cfg: SeanetConfig of the hearing aid.
+    train_cfg: TrainConfig (its loss config and optimizer settings are used).
+    normal, impaired: The two ears, each a Carfac / (hypers, coeffs, weights, state) of the same
+      design; only the weights differ.
+    condition: FiLM vector [film_dim] for a conditioned model (aid.seanet.condition_from_audiogram).
+    devices: Devices to split the batch over; default all of jax.devices().
+
+  Returns:
+    TrainStep: call it as step(state, batch) -> (state, metrics); metrics are scalars "loss",
+    the loss terms, "level_db_spl", "grad_norm", "learning_rate" and "finite".
+
+  Raises:
+    ParameterError: mismatched ears or configs.
+  """
+  return TrainStep(model_cfg, train_cfg, normal, impaired, condition=condition, devices=devices)
+
+
+def _as_ear(ear, name):
+  if not (isinstance(ear, tuple) and len(ear) == 4 and isinstance(ear[0], cf.CarfacHypers)):
+    raise ParameterError(f"{name}: expected a Carfac (hypers, coeffs, weights, state), "
+                         f"got {type(ear).__name__}")
+  cf.check_weights(ear[2])
+  return ear
+
+
+def listener_audiogram(cfg: TrainConfig):
+  """The Audiogram of cfg.audiogram (a preset name or an Audiogram)."""
+  return preset(cfg.audiogram) if isinstance(cfg.audiogram, str) else cfg.audiogram
+
+
+def ears_for(cfg: TrainConfig, ear=None):
+  """(normal, impaired) Carfac models at cfg.data.sr and cfg.style.
+
+  Args:
+    cfg: TrainConfig.
+    ear: The listener: an ImpairedEar (anything with `.weights()`, e.g. hearing.fit.fit_cochlea's
+      result) or CarfacWeights; None fits CARFAC to cfg.audiogram (hearing.fit.fit_cochlea).
+
+  Raises:
+    ParameterError: an ear of another sample rate, style or channel count.
+  """
+  sr = float(cfg.data.sr)
+  normal = designs.designed(sr, cfg.style)
+  if ear is None:
+    ear = fit_cochlea(listener_audiogram(cfg), sr, style=cfg.style)
+  if isinstance(ear, cf.CarfacWeights):
+    weights = ear
+  elif callable(getattr(ear, "weights", None)):
+    ear_sr, ear_style = float(getattr(ear, "sr", sr)), getattr(ear, "style", cfg.style)
+    if ear_sr != sr or cf.STYLES.get(ear_style) != cf.STYLES[cfg.style]:
+      raise ParameterError(f"ear: fitted for sr={ear_sr:g} Hz, style {ear_style!r}; the run uses "
+                           f"sr={sr:g} Hz, style {cfg.style!r}")
+    weights = ear.weights()
+  else:
+    raise ParameterError(f"ear: expected an ImpairedEar (with .weights()), CarfacWeights or None, "
+                         f"got {type(ear).__name__}")
+  if np.shape(weights.ohc_health) != (normal.hypers.n_ch,):
+    raise ParameterError(f"ear: expected weights of {normal.hypers.n_ch} channels, got shape "
+                         f"{np.shape(weights.ohc_health)}")
+  return normal, normal._replace(weights=weights)
+
+
+def _check_run(cfg: TrainConfig, n_devices: int):
+  if not isinstance(cfg, TrainConfig):
+    raise ParameterError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
+  if cfg.batch_size % n_devices:
+    raise ParameterError(f"batch_size: expected a multiple of the {n_devices} devices "
+                         f"(data parallel), got {cfg.batch_size}")
+  if cfg.loss.w_sai > 0:
+    segment_s = cfg.loss.sai_frame_ms / 1000.0
+    if cfg.data.clip_s + 1e-9 < segment_s:
+      raise ParameterError(f"data.clip_s: expected at least one SAI frame "
+                           f"(loss.sai_frame_ms = {cfg.loss.sai_frame_ms} ms), got {cfg.data.clip_s} s")
+
+
+def _resume(workdir, cfg, template):
+  """The state to start from: the latest checkpoint of workdir if any, else the template."""
+  found = checkpoint.latest(workdir) if workdir is not None else None
+  if found is None:
+    return template
+  ckpt = checkpoint.restore(found, target=template)
+  if ckpt.config.model_config != cfg.model_config:
+    raise ParameterError(f"workdir: {found} holds a {ckpt.config.model_config} model, this run "
+                         f"trains {cfg.model_config}; use resume=False or another workdir")
+  if ckpt.config != cfg:
+    warnings.warn(f"resuming {found} (step {ckpt.step}) whose config differs from this run's; "
+                  "continuing with this run's config", stacklevel=3)
+  return ckpt.state
+
+
+def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=None,
+          should_stop=None, resume: bool = True, progress: bool = False,
+          devices=None) -> TrainResult:
+  """Trains (or resumes training) a DAL hearing aid for one listener.
+
+  Args:
+    cfg: TrainConfig.
+    workdir: Folder for checkpoints (resumed from, saved every cfg.checkpoint_every steps, at
+      the end and when stopped); None trains in memory only.
+    ear: The listener (see `ears_for`); None fits CARFAC to cfg.audiogram.
+    source: Object with make_batch(step, batch_size) -> data.Batch; default
+      data.SpeechSource(cfg.data, "train").
+    on_progress: Optional callable(step, total, metrics) called at most every
+      PROGRESS_INTERVAL_S and after the last step (from the calling thread).
+    should_stop: Optional callable() -> bool checked before every step (e.g. Event.is_set);
+      True saves a checkpoint and returns with stopped_early=True.
+    resume: Continue from the latest checkpoint of workdir if there is one.
+    progress: Show a tqdm progress bar.
+    devices: Devices to split each batch over; default all of jax.devices().
+
+  Returns:
+    TrainResult.
+
+  Raises:
+    ParameterError: bad configuration, ear, or a workdir holding another model.
+    TrainingError: cfg.max_bad_steps non-finite steps in a row; the last good parameters are
+      saved (when workdir is given) and attached as the exception's `result`.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  _check_run(cfg, len(devices))
+  workdir = None if workdir is None else Path(workdir)
+  normal, impaired = ears_for(cfg, ear)
+  model_cfg = cfg.model_config
+  condition = None
+  if model_cfg.film_dim:
+    condition = condition_from_audiogram(getattr(ear, "audiogram", None) or listener_audiogram(cfg))
+  step_fn = make_train_step(model_cfg, cfg, normal, impaired, condition=condition, devices=devices)
+  template = create_train_state(jax.random.PRNGKey(cfg.seed), model_cfg, cfg)
+  state = step_fn.place_state(_resume(workdir, cfg, template) if resume else template)
+  source = SpeechSource(cfg.data, "train") if source is None else source
+  return _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progress)
+
+
+def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progress):
+  start = int(jax.device_get(state.step))
+  history, stopped, bad_streak, skipped, saved = [], False, 0, 0, None
+  t_start, t_report = time.perf_counter(), -np.inf
+  bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step", desc="train")
+
+  def save():
+    return checkpoint.save(workdir, state, cfg) if workdir is not None else None
+
+  def result():
+    return TrainResult(params=jax.device_get(state.params), history=history,
+                       stopped_early=stopped, steps_done=int(jax.device_get(state.step)),
+                       skipped_steps=skipped, checkpoint=saved)
+
+  batch = source.make_batch(start, cfg.batch_size) if start < cfg.steps else None
+  try:
+    for step in range(start, cfg.steps):
+      if should_stop is not None and should_stop():
+        stopped = True
+        break
+      state, metrics = step_fn(state, batch)
+      if step + 1 < cfg.steps:  # made on the host while the device computes
+        batch = source.make_batch(step + 1, cfg.batch_size)
+      row = {k: (bool(v) if k == "finite" else float(v))
+             for k, v in jax.device_get(metrics).items()}
+      row.update(step=step + 1, time_s=time.perf_counter() - t_start)
+      history.append(row)
+      bad_streak = 0 if row["finite"] else bad_streak + 1
+      skipped += not row["finite"]
+      bar.update(1)
+      if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        bar.set_postfix(loss=f"{row['loss']:.4g}")
+        logger.info("step %d/%d loss %.5g nap %.4g sai %.4g level %.1f dB SPL", step + 1,
+                    cfg.steps, row["loss"], row["nap"], row["sai"], row["level_db_spl"])
+      if bad_streak >= cfg.max_bad_steps:
+        saved = save() or saved
+        err = TrainingError(f"training diverged: {bad_streak} non-finite steps in a row (up to step "
+                            f"{step + 1}); kept the parameters of the last good step"
+                            + (f", saved in {saved}" if saved else ""))
+        err.result = result()
+        raise err
+      if on_progress is not None and time.perf_counter() - t_report >= PROGRESS_INTERVAL_S:
+        on_progress(step + 1, cfg.steps, row)
+        t_report = time.perf_counter()
+      if workdir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+        saved = save()
+  finally:
+    bar.close()
+  if on_progress is not None and history and t_report < time.perf_counter() - 0.0:
+    on_progress(history[-1]["step"], cfg.steps, history[-1])
+  if workdir is not None and (saved is None or history):
+    saved = save()
+  return result()
+
+
+_apply_jit = jax.jit(apply_seanet, static_argnums=1)
+
+
+def enhance(params, model_cfg: SeanetConfig, x, condition=None) -> np.ndarray:
+  """Runs a trained hearing aid on a waveform of any length.
+
+  Args:
+    params: SEANet parameters (TrainResult.params, checkpoint.restore_params, ...).
+    model_cfg: The SeanetConfig they belong to.
+    x: Waveform, shape [n_samp] or [batch, n_samp], digital units (rms 1.0 = 100 dB SPL).
+    condition: FiLM vector for a conditioned model.
+
+  Returns:
+    Aided waveform, float32 numpy, same shape as x, digital units (levels are not normalised).
+
+  Raises:
+    ParameterError: bad shapes, non-finite samples or a wrong model_cfg.
+  """
+  if not isinstance(model_cfg, SeanetConfig):
+    raise ParameterError(f"model_cfg: expected a SeanetConfig, got {type(model_cfg).__name__}")
+  x = np.asarray(x, np.float32)
+  if x.ndim not in (1, 2) or x.shape[-1] == 0:
+    raise ParameterError(f"x: expected a waveform of shape [n_samp] or [batch, n_samp], got "
+                         f"shape {x.shape}")
+  if not np.all(np.isfinite(x)):
+    raise ParameterError("x: contains NaN or inf samples")
+  return np.asarray(_apply_jit(params, model_cfg, x, condition))

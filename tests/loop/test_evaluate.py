@@ -1,0 +1,159 @@
+"""evaluate(): table contents, known answers (oracle system, identical ears), files, errors."""
+import csv
+
+import numpy as np
+import pytest
+
+from dal_widgets.audio import load_clip, mix_at_snr, white_noise
+from dal_widgets.cochlea import designs
+from dal_widgets.errors import DalError, ParameterError
+from dal_widgets.hearing import preset
+from dal_widgets.hearing.fit import ImpairedEar
+from dal_widgets.loop import evaluate as ev
+from dal_widgets.loop import metrics
+
+SR = 16000
+CLIP_S = 0.5  # short clips keep the CARFAC pass to a fraction of a second after compilation
+SNRS_DB = (0.0, 5.0)
+N_CH = 65  # CARFAC channels at 16 kHz (DESIGN.md)
+NAP_RTOL = 1e-4  # vmapped + padded run vs a plain run of the same float32 model
+
+
+def _ear():
+  """An impaired ear without the (minute-long) audiometric fit: uniform OHC and IHC losses."""
+  return ImpairedEar(audiogram=preset("N3"), sr=float(SR), style="v3",
+                     ohc_health=np.full(N_CH, 0.3), ihc_gain=np.full(N_CH, 0.3),
+                     freqs_hz=(), target_db_hl=(), fitted_db_hl=())
+
+
+def _clips():
+  clips = []
+  for i, (name, snr_db) in enumerate(zip(("slt_04", "kal_01"), SNRS_DB)):
+    x, _ = load_clip(name)
+    speech = x[SR // 4:SR // 4 + int(CLIP_S * SR)]  # speech, past the leading silence
+    noisy, clean, _ = mix_at_snr(speech, white_noise(speech.shape[0], np.random.default_rng(i)),
+                                 snr_db)
+    clips.append((noisy, clean, snr_db))
+  return clips
+
+
+def _oracle(clips):
+  """A cheating system that knows the clean speech of each noisy clip (a known best)."""
+  by_noisy = {noisy.tobytes(): clean for noisy, clean, _ in clips}
+  return ev.System("oracle", lambda x, sr: by_noisy[np.asarray(x, np.float32).tobytes()])
+
+
+@pytest.fixture(scope="module")
+def clips():
+  return _clips()
+
+
+@pytest.fixture(scope="module")
+def run(clips):
+  ear = _ear()
+  progress = []
+  systems = [ev.unprocessed(), ev.master_hearing_aid_system(ear.audiogram), _oracle(clips)]
+  table = ev.evaluate(clips, SR, ear, systems, on_progress=lambda *a: progress.append(a))
+  return table, progress
+
+
+def test_table_has_every_metric_finite_for_every_system_and_snr(run):
+  table, _ = run
+  expected = ev.METRICS if metrics.haspi_available() else ev.METRICS[:-1]
+  assert table.metrics == expected
+  assert table.systems == ("unprocessed", "NAL-R+WDRC", "oracle")
+  assert [(r["system"], r["snr_db"], r["n_clips"]) for r in table.rows] == [
+      (name, snr, n) for name in table.systems for snr, n in ((0.0, 1), (5.0, 1), ("all", 2))]
+  assert len(table.clip_rows) == 6
+  for row in table.rows:
+    assert all(np.isfinite(row[m]) for m in table.metrics), row
+
+
+def test_all_snrs_row_is_the_mean_of_the_clips(run):
+  table, _ = run
+  for metric in table.metrics:
+    per_clip = [r[metric] for r in table.clip_rows if r["system"] == "NAL-R+WDRC"]
+    assert table.value("NAL-R+WDRC", metric) == pytest.approx(np.mean(per_clip))
+
+
+def test_oracle_wins_the_signal_metrics(run):
+  table, _ = run
+  assert table.best("si_sdr_db") == "oracle"
+  assert table.best("stoi") == "oracle"
+  assert table.value("oracle", "si_sdr_db") > 100.0  # a perfect estimate (ceiling 150 dB)
+  assert table.value("unprocessed", "si_sdr_db", snr_db=5.0) == pytest.approx(5.0, abs=0.5)
+
+
+@pytest.mark.slow  # compiles the plain (un-vmapped) CARFAC run: ~8 s
+def test_nap_metrics_equal_a_direct_carfac_run(clips, run):
+  table, _ = run
+  noisy, clean, _ = clips[0]
+  impaired = designs.cochleagram(noisy, SR, ohc_health=0.3, ihc_gain=0.3).nap
+  normal = designs.cochleagram(clean, SR).nap
+  row = next(r for r in table.clip_rows if r["system"] == "unprocessed" and r["clip"] == 0)
+  assert row["nap_l1"] == pytest.approx(float(metrics.nap_l1(impaired, normal)), rel=NAP_RTOL)
+  assert row["nap_corr"] == pytest.approx(float(metrics.nap_correlation(impaired, normal)),
+                                          rel=NAP_RTOL)
+
+
+def test_identical_ears_and_oracle_give_zero_distance(clips):
+  normal = designs.designed(float(SR), "v3")
+  table = ev.evaluate(clips, SR, _ear(), [_oracle(clips)], impaired_model=normal)
+  assert table.value("oracle", "nap_l1") == 0.0
+  assert table.value("oracle", "sai_l1") == 0.0
+  assert table.value("oracle", "nap_corr") == pytest.approx(1.0, abs=1e-5)
+
+
+def test_progress_counts_system_clip_pairs(run):
+  _, progress = run
+  assert progress[-1] == (6, 6)
+  assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+
+
+def test_markdown_and_csv(run, tmp_path):
+  table, _ = run
+  markdown = table.to_markdown()
+  assert markdown.splitlines()[0].startswith("| system | snr_db | n_clips | nap_l1 |")
+  assert len(markdown.splitlines()) == 2 + len(table.rows)
+  assert "| NAL-R+WDRC | all | 2 |" in markdown
+  path = table.to_csv(tmp_path / "results.csv")
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["system"] for r in rows] == [r["system"] for r in table.rows]
+  assert float(rows[0]["stoi"]) == pytest.approx(table.rows[0]["stoi"])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]  # no temporary left
+
+
+def test_csv_into_missing_folder_is_a_parameter_error(run, tmp_path):
+  table, _ = run
+  with pytest.raises(ParameterError, match="cannot write"):
+    table.to_csv(tmp_path / "missing" / "results.csv")
+
+
+def test_best_and_value_errors(run):
+  table, _ = run
+  with pytest.raises(ParameterError, match="metric: expected one of"):
+    table.best("pesq")
+  with pytest.raises(ParameterError, match="no row for system='DAL'"):
+    table.value("DAL", "stoi")
+
+
+def test_bad_inputs_raise(clips):
+  ear = _ear()
+  noisy, clean, snr = clips[0]
+  with pytest.raises(ParameterError, match=r"clips\[0\]: expected 1-D noisy and clean"):
+    ev.evaluate([(noisy, clean[:-1], snr)], SR, ear, [ev.unprocessed()])
+  with pytest.raises(ParameterError, match="clips: expected a non-empty list"):
+    ev.evaluate([], SR, ear, [ev.unprocessed()])
+  with pytest.raises(ParameterError, match="systems: expected distinct names"):
+    ev.evaluate(clips, SR, ear, [ev.unprocessed(), ev.unprocessed()])
+  with pytest.raises(ParameterError, match="sr: expected the normal_model design rate"):
+    ev.evaluate(clips, 22050, ear, [ev.unprocessed()], normal_model=designs.designed(16000.0))
+  with pytest.raises(ParameterError, match=r"clips\[0\]: expected at least"):
+    ev.evaluate([(noisy[:100], clean[:100], snr)], SR, ear, [ev.unprocessed()])
+
+
+def test_system_returning_another_length_is_a_dal_error(clips):
+  short = ev.System("short", lambda x, sr: x[:-10])
+  with pytest.raises(DalError, match="system 'short' returned shape"):
+    ev.evaluate(clips, SR, _ear(), [short])
