@@ -50,10 +50,11 @@ def _one_line(message) -> str:
 # ---------------------------------------------------------------- shared helpers
 
 
-def _add_listener_args(parser, *, default_preset=DEFAULT_PRESET, with_ear=True):
+def _add_listener_args(parser, default, *, with_ear=True):
+  """--preset | --audiogram (| --ear): the listener; `default` says who it is when none is given."""
   group = parser.add_mutually_exclusive_group()
   group.add_argument("--preset", default=None, metavar="NAME",
-                     help=f"standard audiogram: normal, N1..N7, S1..S3 (default {default_preset})")
+                     help=f"standard audiogram: normal, N1..N7, S1..S3 (default: {default})")
   group.add_argument("--audiogram", type=Path, default=None, metavar="FILE",
                      help="audiogram file (.json or .csv, see dal_widgets.hearing.audiogram_io)")
   if with_ear:
@@ -61,18 +62,20 @@ def _add_listener_args(parser, *, default_preset=DEFAULT_PRESET, with_ear=True):
                        help="fitted ear from `dal fit-audiogram --out` (skips the fit)")
 
 
-def _audiogram(args, default_preset=DEFAULT_PRESET):
-  """The Audiogram named by --preset / --audiogram (default preset when neither is given)."""
+def _audiogram(args, default=None):
+  """The Audiogram of --audiogram or --preset; else `default`, else the DEFAULT_PRESET."""
   from dal_widgets.hearing import PRESET_NAMES, preset, read_audiogram
   if args.audiogram is not None:
     if not args.audiogram.is_file():
       raise UsageError(f"--audiogram: no such file {str(args.audiogram)!r}")
     return read_audiogram(args.audiogram)
-  name = args.preset or default_preset
+  if args.preset is None:
+    return default if default is not None else preset(DEFAULT_PRESET)
   try:
-    return preset(name)
+    return preset(args.preset)
   except DalError as err:
-    raise UsageError(f"--preset: expected one of {', '.join(PRESET_NAMES)}, got {name!r}") from err
+    raise UsageError(f"--preset: expected one of {', '.join(PRESET_NAMES)}, "
+                     f"got {args.preset!r}") from err
 
 
 def _listener_given(args) -> bool:
@@ -91,18 +94,21 @@ def _read_ear(path):
                      f"`dal fit-audiogram --out`: {err}") from err
 
 
-def _fitted_ear(args, sr, style="v3", default_preset=DEFAULT_PRESET):
-  """The ImpairedEar of --ear, or a fresh fit of --preset / --audiogram (about a minute)."""
+def _fitted_ear(args, sr, style="v3", default_audiogram=None):
+  """The ImpairedEar of --ear, or a fresh fit of --preset / --audiogram / the default."""
   if getattr(args, "ear", None) is not None:
     ear = _read_ear(args.ear)
     if ear.sr != float(sr) or ear.style != style:
       raise UsageError(f"--ear: fitted for sr={ear.sr:g} Hz, style={ear.style}; this run needs "
                        f"sr={float(sr):g} Hz, style={style}")
     return ear
+  return _fit(_audiogram(args, default_audiogram), sr, style)
+
+
+def _fit(audiogram, sr, style):
   from dal_widgets.hearing.fit import fit_cochlea
-  audiogram = _audiogram(args, default_preset)
-  _status(f"fitting CARFAC ({style}, {sr:g} Hz) to audiogram {audiogram.name or ''} "
-          f"(about a minute; save it with `dal fit-audiogram --out ear.json`)")
+  _status(f"fitting CARFAC ({style}, {float(sr):g} Hz) to audiogram {audiogram.name or ''} "
+          f"(about a minute; keep it with `dal fit-audiogram --out ear.json`, reuse with --ear)")
   return fit_cochlea(audiogram, float(sr), style=style)
 
 
@@ -173,10 +179,7 @@ def _tqdm(**kwargs):
 
 def cmd_fit_audiogram(args):
   import json
-  from dal_widgets.hearing.fit import fit_cochlea
-  audiogram = _audiogram(args)
-  _status(f"fitting CARFAC ({args.style}, {args.sr:g} Hz) to {audiogram.name or 'the audiogram'}")
-  ear = fit_cochlea(audiogram, float(args.sr), style=args.style)
+  ear = _fit(_audiogram(args), args.sr, args.style)
   print(ear.table())
   if args.out is not None:
     text = json.dumps(ear.to_dict(), indent=1) + "\n"
@@ -189,31 +192,38 @@ def cmd_train(args):
   from dal_widgets.loop import train as train_lib
   from dal_widgets.loop.config import config_for
   cfg = config_for(args.config)
-  changes = {}
+  changes, ear = {}, None
   if args.steps is not None:
     changes["steps"] = args.steps
   if args.batch_size is not None:
     changes["batch_size"] = args.batch_size
-  if _listener_given(args):
-    audiogram = _audiogram(args)
-    changes["audiogram"] = audiogram if args.audiogram is not None else audiogram.name
+  if args.ear is not None:
+    ear = _read_ear(args.ear)
+    changes["audiogram"] = _config_audiogram(ear.audiogram)
+  elif _listener_given(args):
+    changes["audiogram"] = _config_audiogram(_audiogram(args))
   if changes:
     cfg = cfg.replace(**changes)
-  workdir = Path(args.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  if args.workdir.exists() and not args.workdir.is_dir():
+    raise UsageError(f"--workdir: {str(args.workdir)!r} is a file, expected a folder")
+  if ear is None:
+    ear = _fit(train_lib.listener_audiogram(cfg), cfg.data.sr, cfg.style)
   stop = threading.Event()
   with _stop_on_interrupt(stop):
-    result = train_lib.train(cfg, workdir, on_progress=None, should_stop=stop.is_set,
+    result = train_lib.train(cfg, args.workdir, ear=ear, should_stop=stop.is_set,
                              resume=not args.fresh, progress=True)
-  print(_train_summary(result, workdir))
-  return EXIT_INTERRUPTED if stop.is_set() else EXIT_OK
+  state = "stopped at" if result.stopped_early else "finished"
+  print(f"{state} step {result.steps_done}/{cfg.steps}, loss {result.loss:.4g}; "
+        f"checkpoint {result.checkpoint}")
+  return EXIT_INTERRUPTED if result.stopped_early else EXIT_OK
 
 
-def _train_summary(result, workdir):
-  fields = {name: getattr(result, name) for name in ("step", "loss", "stopped")
-            if hasattr(result, name)}
-  parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()]
-  return f"checkpoints in {workdir} " + " ".join(parts)
+def _config_audiogram(audiogram):
+  """A preset's name when `audiogram` is that preset (compact configs), else the Audiogram."""
+  from dal_widgets.hearing import PRESET_NAMES, preset
+  if audiogram.name in PRESET_NAMES and preset(audiogram.name, ear=audiogram.ear) == audiogram:
+    return audiogram.name
+  return audiogram
 
 
 @contextlib.contextmanager
@@ -239,16 +249,28 @@ def _stop_on_interrupt(stop):
 
 def cmd_enhance(args):
   from dal_widgets import audio
-  from dal_widgets.loop import train as train_lib
   params, cfg = _restore(_checkpoint_dir(args))[:2]
+  from dal_widgets.loop import train as train_lib
+  condition = _condition(args, cfg)
   x, sr = audio.load(args.input, sr=cfg.data.sr)
   if args.level_db_spl is not None:
     x = audio.set_level(x, args.level_db_spl)
-  y = train_lib.enhance(params, cfg.model_config, x)
+  y = train_lib.enhance(params, cfg.model_config, x, condition)
   audio.save(args.output, y, sr)
   _status(f"wrote {args.output}: {audio.rms_to_db_spl(float(audio.rms(x))):.1f} dB SPL in, "
           f"{audio.rms_to_db_spl(float(audio.rms(y))):.1f} dB SPL out")
   return EXIT_OK
+
+
+def _condition(args, cfg):
+  """FiLM vector of the listener for a conditioned model (None for an unconditioned one)."""
+  from dal_widgets.aid.seanet import condition_from_audiogram
+  from dal_widgets.loop.train import listener_audiogram
+  if not cfg.model_config.film_dim:
+    if _listener_given(args):
+      _status("note: this model is not conditioned on a listener; --preset/--audiogram ignored")
+    return None
+  return condition_from_audiogram(_audiogram(args, listener_audiogram(cfg)))
 
 
 def cmd_evaluate(args):
@@ -268,13 +290,17 @@ def cmd_evaluate(args):
     params, cfg = _restore(checkpoint_dir)[:2]
   sr = cfg.data.sr if cfg is not None else DEFAULT_SR
   style = cfg.style if cfg is not None else "v3"
-  default_preset = (cfg.audiogram if cfg is not None and isinstance(cfg.audiogram, str)
-                    else DEFAULT_PRESET)
-  ear = _fitted_ear(args, sr, style, default_preset)
+  listener = None
+  if cfg is not None:
+    from dal_widgets.loop.train import listener_audiogram
+    listener = listener_audiogram(cfg)
+  ear = _fitted_ear(args, sr, style, listener)
   clips = _evaluation_clips(sr, args.snr, args.n_clips, args.clip_s, args.noise, cfg)
   systems = [ev.unprocessed(), ev.master_hearing_aid_system(ear.audiogram)]
   if params is not None:
-    systems.append(ev.dal_system(params, cfg.model_config))
+    from dal_widgets.aid.seanet import condition_from_audiogram
+    condition = condition_from_audiogram(ear.audiogram) if cfg.model_config.film_dim else None
+    systems.append(ev.dal_system(params, cfg.model_config, condition=condition))
   else:
     _status("no checkpoint: evaluating unprocessed and NAL-R+WDRC only (train with `dal train`)")
   sai_params = None
@@ -343,7 +369,7 @@ def build_parser():
   p = sub.add_parser("fit-audiogram", help="fit an impaired CARFAC to an audiogram",
                      description="Fit per-channel OHC health and IHC gain of CARFAC to an "
                                  "audiogram and print target vs fitted thresholds.")
-  _add_listener_args(p, with_ear=False)
+  _add_listener_args(p, DEFAULT_PRESET, with_ear=False)
   p.add_argument("--sr", type=float, default=DEFAULT_SR, help="model sample rate, Hz (default %(default)s)")
   p.add_argument("--style", choices=("v3", "v2"), default="v3", help="CARFAC style (default %(default)s)")
   p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the fitted ear (.json)")
@@ -355,7 +381,7 @@ def build_parser():
                                  "checkpoint in --workdir; Ctrl-C saves and stops.")
   p.add_argument("--config", default="default", metavar="NAME",
                  help="preset configuration: widget, default or paper (default %(default)s)")
-  _add_listener_args(p, with_ear=False)
+  _add_listener_args(p, "the config's listener, N3")
   p.add_argument("--steps", type=int, default=None, help="total optimizer steps (overrides the config)")
   p.add_argument("--batch-size", type=int, default=None, help="examples per step (overrides the config)")
   p.add_argument("--workdir", type=Path, default=Path(DEFAULT_WORKDIR),
@@ -370,6 +396,7 @@ def build_parser():
   p.add_argument("output", type=Path, help="output sound file (.wav, .flac or .ogg)")
   p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
                  help="training folder (default: the bundled pretrained model, if any)")
+  _add_listener_args(p, "the checkpoint's listener; only for conditioned models", with_ear=False)
   p.add_argument("--level-db-spl", type=float, default=None, metavar="DB",
                  help="set the input to this rms level first (default: keep the file's level)")
   p.set_defaults(run=cmd_enhance)
@@ -380,7 +407,7 @@ def build_parser():
                                  "when pyclarity is installed).")
   p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
                  help="training folder of a DAL model (default: the bundled one, if any)")
-  _add_listener_args(p)
+  _add_listener_args(p, f"the checkpoint's listener, else {DEFAULT_PRESET}")
   p.add_argument("--snr", type=float, nargs="+", default=list(DEFAULT_SNRS_DB), metavar="DB",
                  help="SNRs in dB (default %(default)s)")
   p.add_argument("--n-clips", type=int, default=DEFAULT_N_CLIPS, metavar="K",
@@ -399,7 +426,7 @@ def build_parser():
   p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npz file")
   p.add_argument("--sr", type=int, default=DEFAULT_SR, help="model sample rate, Hz (default %(default)s)")
   p.add_argument("--style", choices=("v3", "v2"), default="v3", help="CARFAC style (default %(default)s)")
-  _add_listener_args(p)
+  _add_listener_args(p, "normal hearing")
   p.add_argument("--level-db-spl", type=float, default=None, metavar="DB",
                  help="set the input to this rms level first (default: keep the file's level)")
   p.add_argument("--bm", action="store_true", help="also write basilar-membrane motion")

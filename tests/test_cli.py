@@ -60,7 +60,7 @@ def test_no_command_is_a_usage_error(capsys):
 
 def test_unknown_option_is_a_one_line_usage_error(capsys):
   assert cli.main(["cochleagram", "x.wav", "--out", "x.npz", "--bogus"]) == 2
-  assert "unrecognized arguments: --bogus" in _one_line_error(capsys, "cochleagram")
+  assert "unrecognized arguments: --bogus" in _one_line_error(capsys, None)
 
 
 def test_missing_input_file_is_exit_2_with_one_line(tmp_path, capsys):
@@ -150,6 +150,7 @@ def test_subprocess_bad_input_exit_2_without_traceback(tmp_path):
   assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # compiles the batched CARFAC + SAI pass: ~10 s on 2 cores
 def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys):
   if cli._bundled_checkpoint() is not None:
     pytest.skip("a bundled checkpoint adds a DAL system; covered by the training round trip")

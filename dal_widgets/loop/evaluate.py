@@ -71,16 +71,18 @@ def master_hearing_aid_system(audiogram, *, name: str = "NAL-R+WDRC") -> System:
   return System(name, lambda x, sr: master_hearing_aid(np.asarray(x, np.float32), sr, audiogram))
 
 
-def dal_system(params, model_cfg, *, name: str = "DAL") -> System:
-  """A trained DAL hearing aid: `loop.train.enhance(params, model_cfg, x)`.
+def dal_system(params, model_cfg, *, condition=None, name: str = "DAL") -> System:
+  """A trained DAL hearing aid: `loop.train.enhance(params, model_cfg, x, condition)`.
 
   Args:
     params: SEANet parameters (from training or a checkpoint).
     model_cfg: The SeanetConfig they were built for.
+    condition: FiLM vector of the listener for a conditioned model (aid.seanet
+      .condition_from_audiogram), else None.
     name: Label in tables.
   """
-  from dal_widgets.loop.train import enhance  # train imports this layer's data and losses
-  return System(name, lambda x, sr: np.asarray(enhance(params, model_cfg, x), np.float32))
+  from dal_widgets.loop.train import enhance  # imported late: train is heavy
+  return System(name, lambda x, sr: enhance(params, model_cfg, x, condition))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,9 +18,9 @@ leading axis, state and ears are replicated, so XLA averages the gradients acros
 device is the same code path with a mesh of one.
 
 Compilation: the jitted step is one module-level function whose static part is (model config,
-loss config, optimizer settings, CARFAC hypers, mesh); the ears' arrays are arguments. A second
-run in the same process with another audiogram, seed or step count reuses the compiled step
-(compiling CARFAC's gradient takes tens of seconds on a laptop CPU).
+loss config, decay kind, CARFAC hypers, mesh); the ears' arrays and the optimizer's numbers are
+arguments. A second run in the same process with another audiogram, seed, learning rate or step
+count reuses the compiled step (compiling CARFAC's gradient takes tens of seconds on a laptop CPU).
 
 Randomness: SEANet has no stochastic layers, so a step needs no PRNG key; the data of step k is
 np.random.default_rng((data.seed, k)) (loop.data), the parameters come from PRNGKey(cfg.seed).
@@ -101,23 +101,44 @@ class TrainResult:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def make_schedule(cfg: TrainConfig) -> optax.Schedule:
+def _learning_rate(count, hp, cosine: bool):
+  """Linear warm-up from 0 over hp["warmup_steps"], then cosine decay to
+  hp["final_lr_fraction"] * peak at hp["steps"] (or constant). Works on traced hp."""
+  count = jnp.asarray(count, jnp.float32)
+  peak, warmup = hp["learning_rate"], hp["warmup_steps"]
+  warm = peak * count / jnp.maximum(warmup, 1.0)
+  if cosine:
+    done = jnp.clip((count - warmup) / jnp.maximum(hp["steps"] - warmup, 1.0), 0.0, 1.0)
+    final = hp["final_lr_fraction"]
+    after = peak * (final + (1.0 - final) * 0.5 * (1.0 + jnp.cos(jnp.pi * done)))
+  else:
+    after = peak
+  return jnp.where(count < warmup, warm, after)
+
+
+def _hyperparams(cfg: TrainConfig) -> dict:
+  """The optimizer's numbers as float32 scalars: arguments of the jitted step, so changing them
+  (or the number of steps) does not recompile it."""
+  names = ("learning_rate", "warmup_steps", "steps", "final_lr_fraction", "weight_decay",
+           "clip_norm")
+  return {n: jnp.asarray(getattr(cfg, n), jnp.float32) for n in names}
+
+
+def _optimizer(hp: dict, cosine: bool) -> optax.GradientTransformation:
+  schedule = lambda count: _learning_rate(count, hp, cosine)
+  return optax.chain(optax.clip_by_global_norm(hp["clip_norm"]),
+                     optax.adamw(schedule, weight_decay=hp["weight_decay"]))
+
+
+def make_schedule(cfg: TrainConfig):
   """Learning rate per step: linear warm-up from 0, then cosine decay (or constant)."""
-  lr, warmup = cfg.learning_rate, cfg.warmup_steps
-  if cfg.decay == "cosine":
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=lr, warmup_steps=warmup,
-        decay_steps=max(cfg.steps, warmup + 1), end_value=lr * cfg.final_lr_fraction)
-  if warmup == 0:
-    return optax.constant_schedule(lr)
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
-                               optax.constant_schedule(lr)], [warmup])
+  hp, cosine = _hyperparams(cfg), cfg.decay == "cosine"
+  return lambda count: _learning_rate(count, hp, cosine)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-  """Global-norm gradient clipping, then AdamW on make_schedule(cfg)."""
-  return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                     optax.adamw(make_schedule(cfg), weight_decay=cfg.weight_decay))
+  """Global-norm gradient clipping, then AdamW (decoupled weight decay) on make_schedule(cfg)."""
+  return _optimizer(_hyperparams(cfg), cfg.decay == "cosine")
 
 
 def create_train_state(rng: jax.Array, model_cfg: SeanetConfig, train_cfg: TrainConfig) -> TrainState:
@@ -129,18 +150,11 @@ def create_train_state(rng: jax.Array, model_cfg: SeanetConfig, train_cfg: Train
                     step=jnp.zeros((), jnp.int32))
 
 
-def _optimizer_part(cfg: TrainConfig) -> TrainConfig:
-  """The fields the optimizer depends on (others at defaults): the step's static key."""
-  names = ("steps", "learning_rate", "warmup_steps", "decay", "final_lr_fraction",
-           "weight_decay", "clip_norm")
-  return TrainConfig(**{n: getattr(cfg, n) for n in names})
-
-
 class _StepSpec(NamedTuple):
   """Static (hashable) part of a step."""
   model_cfg: SeanetConfig
   loss_cfg: Any
-  opt_cfg: TrainConfig
+  cosine: bool  # learning-rate decay kind
   hypers: cf.CarfacHypers
   mesh: Mesh
 
@@ -150,14 +164,14 @@ def _all_finite(tree):
 
 
 @functools.partial(jax.jit, static_argnames="spec", donate_argnums=0)
-def _train_step(state, batch, ears, condition, spec: _StepSpec):
+def _train_step(state, batch, ears, condition, hp, spec: _StepSpec):
   normal, impaired = (spec.hypers, *ears[0]), (spec.hypers, *ears[1])
   target = losses.targets(batch.clean, normal, spec.loss_cfg)
   loss_fn = functools.partial(losses.dal_loss, model_cfg=spec.model_cfg, loss_cfg=spec.loss_cfg,
                               normal=normal, impaired=impaired, target=target,
                               condition=condition)
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-  updates, opt_state = make_optimizer(spec.opt_cfg).update(grads, state.opt_state, state.params)
+  updates, opt_state = _optimizer(hp, spec.cosine).update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
   keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -165,7 +179,7 @@ def _train_step(state, batch, ears, condition, spec: _StepSpec):
                          opt_state=keep(opt_state, state.opt_state), step=state.step + 1)
   new_state = jax.lax.with_sharding_constraint(new_state, NamedSharding(spec.mesh, P()))
   metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), finite=finite,
-                 learning_rate=make_schedule(spec.opt_cfg)(state.step))
+                 learning_rate=_learning_rate(state.step, hp, spec.cosine))
   return new_state, metrics
 
 
@@ -199,8 +213,9 @@ class TrainStep:
     self.mesh = Mesh(np.asarray(devices), (DATA_AXIS,))
     self._replicated = NamedSharding(self.mesh, P())
     self._sharded = NamedSharding(self.mesh, P(DATA_AXIS))
-    self._spec = _StepSpec(model_cfg, train_cfg.loss, _optimizer_part(train_cfg), normal[0],
+    self._spec = _StepSpec(model_cfg, train_cfg.loss, train_cfg.decay == "cosine", normal[0],
                            self.mesh)
+    self._hp = jax.device_put(_hyperparams(train_cfg), self._replicated)
     self._ears = jax.device_put((tuple(normal[1:]), tuple(impaired[1:])), self._replicated)
     self._condition = (None if not model_cfg.film_dim else
                        jax.device_put(jnp.asarray(condition, jnp.float32), self._replicated))
@@ -222,7 +237,7 @@ class TrainStep:
     return jax.device_put(batch, self._sharded)
 
   def __call__(self, state: TrainState, batch):
-    return _train_step(state, self.place_batch(batch), self._ears, self._condition,
+    return _train_step(state, self.place_batch(batch), self._ears, self._condition, self._hp,
                        spec=self._spec)
 
 
@@ -366,12 +381,16 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
 
 def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progress):
   start = int(jax.device_get(state.step))
-  history, stopped, bad_streak, skipped, saved = [], False, 0, 0, None
+  history, stopped, bad_streak, skipped = [], False, 0, 0
+  saved, saved_step, reported_step = None, None, None
   t_start, t_report = time.perf_counter(), -np.inf
   bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step", desc="train")
 
   def save():
-    return checkpoint.save(workdir, state, cfg) if workdir is not None else None
+    nonlocal saved, saved_step
+    step = int(jax.device_get(state.step))
+    if workdir is not None and step != saved_step:
+      saved, saved_step = checkpoint.save(workdir, state, cfg), step
 
   def result():
     return TrainResult(params=jax.device_get(state.params), history=history,
@@ -399,23 +418,23 @@ def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progre
         logger.info("step %d/%d loss %.5g nap %.4g sai %.4g level %.1f dB SPL", step + 1,
                     cfg.steps, row["loss"], row["nap"], row["sai"], row["level_db_spl"])
       if bad_streak >= cfg.max_bad_steps:
-        saved = save() or saved
-        err = TrainingError(f"training diverged: {bad_streak} non-finite steps in a row (up to step "
-                            f"{step + 1}); kept the parameters of the last good step"
+        save()
+        err = TrainingError(f"training diverged: {bad_streak} non-finite steps in a row (up to "
+                            f"step {step + 1}); kept the parameters of the last good step"
                             + (f", saved in {saved}" if saved else ""))
         err.result = result()
         raise err
       if on_progress is not None and time.perf_counter() - t_report >= PROGRESS_INTERVAL_S:
         on_progress(step + 1, cfg.steps, row)
-        t_report = time.perf_counter()
-      if workdir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-        saved = save()
+        t_report, reported_step = time.perf_counter(), step + 1
+      if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+        save()
   finally:
     bar.close()
-  if on_progress is not None and history and t_report < time.perf_counter() - 0.0:
+  if on_progress is not None and history and reported_step != history[-1]["step"]:
     on_progress(history[-1]["step"], cfg.steps, history[-1])
-  if workdir is not None and (saved is None or history):
-    saved = save()
+  if history or (workdir is not None and checkpoint.latest(workdir) is None):
+    save()
   return result()
 
 
