@@ -7,7 +7,9 @@
     dal cochleagram in.wav --out nap.npz             NAP of a sound through a (impaired) cochlea
 
 Every subcommand has --help. Errors in what the user gave (files, values) print one line,
-"dal <command>: error: ...", and exit with status 2; an interrupted run exits with 130.
+"dal <command>: error: ...", and exit with status 2 (a diverged training run: status 1);
+warnings print as one line too. An interrupted run exits with 130; in `dal train` the first
+Ctrl-C saves a checkpoint and stops (run the same command again to resume).
 Heavy modules (JAX, CARFAC, training) are imported inside the commands, so --help is quick.
 """
 import argparse
@@ -16,11 +18,13 @@ import dataclasses
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
-from dal_widgets.errors import DalError
+from dal_widgets.errors import DalError, TrainingError
 
 EXIT_OK = 0
+EXIT_FAILED = 1  # a run that failed on its own (training diverged)
 EXIT_USAGE = 2  # argparse's status for bad arguments; we use it for every user error
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
 DEFAULT_SR = 16000  # Hz; CARFAC has 65 channels at 16 kHz (DESIGN.md)
@@ -29,7 +33,10 @@ DEFAULT_WORKDIR = "dal-run"  # training folder when --workdir is not given
 DEFAULT_SNRS_DB = (0.0, 5.0)  # evaluation SNRs, within the training range -5..10 dB
 DEFAULT_N_CLIPS = 3  # held-out clips per SNR
 PRETRAINED_FOLDER = ("data", "pretrained")  # inside the package: a bundled checkpoint, if any
-NOISE_KINDS = ("babble", "speech_shaped", "white")  # loop.config.NOISE_KINDS (not imported: slow)
+# Copies of lower-layer names, so that parsing and --help do not import JAX (tests keep them equal):
+NOISE_KINDS = ("babble", "speech_shaped", "white")  # loop.config.NOISE_KINDS
+CONFIG_NAMES = ("widget", "default", "paper")  # loop.config.PRESETS
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # audio.io.FORMATS
 
 
 class UsageError(DalError):
@@ -108,7 +115,7 @@ def _fitted_ear(args, sr, style="v3", default_audiogram=None):
 def _fit(audiogram, sr, style):
   from dal_widgets.hearing.fit import fit_cochlea
   _status(f"fitting CARFAC ({style}, {float(sr):g} Hz) to audiogram {audiogram.name or ''} "
-          f"(about a minute; keep it with `dal fit-audiogram --out ear.json`, reuse with --ear)")
+          f"(up to a minute; keep it with `dal fit-audiogram --out ear.json`, reuse with --ear)")
   return fit_cochlea(audiogram, float(sr), style=style)
 
 
@@ -209,9 +216,10 @@ def cmd_train(args):
   if ear is None:
     ear = _fit(train_lib.listener_audiogram(cfg), cfg.data.sr, cfg.style)
   stop = threading.Event()
-  with _stop_on_interrupt(stop):
+  bar = sys.stderr.isatty()  # a progress bar on a terminal; log lines in files and pipes
+  with _stop_on_interrupt(stop), _log_lines(train_lib.logger, enabled=not bar):
     result = train_lib.train(cfg, args.workdir, ear=ear, should_stop=stop.is_set,
-                             resume=not args.fresh, progress=True)
+                             resume=not args.fresh, progress=bar)
   state = "stopped at" if result.stopped_early else "finished"
   print(f"{state} step {result.steps_done}/{cfg.steps}, loss {result.loss:.4g}; "
         f"checkpoint {result.checkpoint}")
@@ -227,6 +235,25 @@ def _config_audiogram(audiogram):
 
 
 @contextlib.contextmanager
+def _log_lines(logger, *, enabled):
+  """Shows `logger`'s INFO lines (e.g. training steps every log_every) on stderr."""
+  import logging
+  if not enabled:
+    yield
+    return
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("dal train: %(message)s"))
+  level = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  try:
+    yield
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _stop_on_interrupt(stop):
   """The first Ctrl-C sets `stop` (training saves and returns); a second one interrupts."""
   if threading.current_thread() is not threading.main_thread():
@@ -238,7 +265,7 @@ def _stop_on_interrupt(stop):
     if stop.is_set():
       raise KeyboardInterrupt
     stop.set()
-    _status("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+    _status("dal train: stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
   signal.signal(signal.SIGINT, handler)
   try:
@@ -249,6 +276,11 @@ def _stop_on_interrupt(stop):
 
 def cmd_enhance(args):
   from dal_widgets import audio
+  if args.output.suffix.lower() not in AUDIO_SUFFIXES:
+    raise UsageError(f"output: expected a {', '.join(AUDIO_SUFFIXES)} file, "
+                     f"got {str(args.output)!r}")
+  if not args.output.parent.is_dir():
+    raise UsageError(f"output: folder {str(args.output.parent)!r} does not exist")
   params, cfg = _restore(_checkpoint_dir(args))[:2]
   from dal_widgets.loop import train as train_lib
   condition = _condition(args, cfg)
@@ -274,9 +306,7 @@ def _condition(args, cfg):
 
 
 def cmd_evaluate(args):
-  from dal_widgets.cochlea import designs
   from dal_widgets.loop import evaluate as ev
-  from dal_widgets.loop import losses
   if args.n_clips < 1:
     raise UsageError(f"--n-clips: expected >= 1, got {args.n_clips}")
   out = args.out
@@ -303,11 +333,8 @@ def cmd_evaluate(args):
     systems.append(ev.dal_system(params, cfg.model_config, condition=condition))
   else:
     _status("no checkpoint: evaluating unprocessed and NAL-R+WDRC only (train with `dal train`)")
-  sai_params = None
-  if cfg is not None:
-    sai_params = losses.sai_params(cfg.loss, designs.designed(float(sr), style).hypers)
   with _tqdm(total=len(clips) * len(systems), desc="evaluate", unit="clip") as bar:
-    table = ev.evaluate(clips, sr, ear, systems, sai_params=sai_params,
+    table = ev.evaluate(clips, sr, ear, systems,
                         on_progress=lambda done, total: bar.update(done - bar.n))
   print(table.to_markdown(), end="")
   if out is not None:
@@ -370,23 +397,29 @@ def build_parser():
                      description="Fit per-channel OHC health and IHC gain of CARFAC to an "
                                  "audiogram and print target vs fitted thresholds.")
   _add_listener_args(p, DEFAULT_PRESET, with_ear=False)
-  p.add_argument("--sr", type=float, default=DEFAULT_SR, help="model sample rate, Hz (default %(default)s)")
-  p.add_argument("--style", choices=("v3", "v2"), default="v3", help="CARFAC style (default %(default)s)")
-  p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the fitted ear (.json)")
+  p.add_argument("--sr", type=float, default=DEFAULT_SR,
+                 help="model sample rate, Hz (default %(default)s)")
+  p.add_argument("--style", choices=("v3", "v2"), default="v3",
+                 help="CARFAC style (default %(default)s)")
+  p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                 help="write the fitted ear (.json), to reuse with --ear")
   p.set_defaults(run=cmd_fit_audiogram)
 
   p = sub.add_parser("train", help="train (or resume) a DAL hearing aid",
                      description="Train SEANet so the impaired cochlea hearing its output matches "
                                  "a normal cochlea hearing clean speech. Resumes from the latest "
                                  "checkpoint in --workdir; Ctrl-C saves and stops.")
-  p.add_argument("--config", default="default", metavar="NAME",
-                 help="preset configuration: widget, default or paper (default %(default)s)")
+  p.add_argument("--config", default="default", choices=CONFIG_NAMES,
+                 help="preset configuration (default %(default)s)")
   _add_listener_args(p, "the config's listener, N3")
-  p.add_argument("--steps", type=int, default=None, help="total optimizer steps (overrides the config)")
-  p.add_argument("--batch-size", type=int, default=None, help="examples per step (overrides the config)")
+  p.add_argument("--steps", type=int, default=None,
+                 help="total optimizer steps (overrides the config)")
+  p.add_argument("--batch-size", type=int, default=None,
+                 help="examples per step (overrides the config)")
   p.add_argument("--workdir", type=Path, default=Path(DEFAULT_WORKDIR),
                  help="folder for checkpoints (default %(default)s)")
-  p.add_argument("--fresh", action="store_true", help="start from scratch even if checkpoints exist")
+  p.add_argument("--fresh", action="store_true",
+                 help="start from scratch even if checkpoints exist")
   p.set_defaults(run=cmd_train)
 
   p = sub.add_parser("enhance", help="run a trained hearing aid on a sound file",
@@ -416,7 +449,8 @@ def build_parser():
                  help="cut each clip to this many seconds (default: whole clips)")
   p.add_argument("--noise", choices=NOISE_KINDS, default=None,
                  help="noise type (default: drawn per clip as in training)")
-  p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the table (.md or .csv)")
+  p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                 help="write the table (.md or .csv)")
   p.set_defaults(run=cmd_evaluate)
 
   p = sub.add_parser("cochleagram", help="write the NAP of a sound file (.npz)",
@@ -424,14 +458,23 @@ def build_parser():
                                  "cf_hz [channel] (channel 0 is the highest CF) and sr to .npz.")
   p.add_argument("input", type=Path, help="input sound file (wav, flac, ogg)")
   p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npz file")
-  p.add_argument("--sr", type=int, default=DEFAULT_SR, help="model sample rate, Hz (default %(default)s)")
-  p.add_argument("--style", choices=("v3", "v2"), default="v3", help="CARFAC style (default %(default)s)")
+  p.add_argument("--sr", type=int, default=DEFAULT_SR,
+                 help="model sample rate, Hz; the input is resampled (default %(default)s)")
+  p.add_argument("--style", choices=("v3", "v2"), default="v3",
+                 help="CARFAC style (default %(default)s)")
   _add_listener_args(p, "normal hearing")
   p.add_argument("--level-db-spl", type=float, default=None, metavar="DB",
                  help="set the input to this rms level first (default: keep the file's level)")
   p.add_argument("--bm", action="store_true", help="also write basilar-membrane motion")
   p.set_defaults(run=cmd_cochleagram)
   return parser
+
+
+def _one_line_warning(command):
+  """A warnings.showwarning that prints "dal <command>: warning: ..." on one line."""
+  def show(message, category, filename, lineno, file=None, line=None):
+    print(f"dal {command}: warning: {_one_line(message)}", file=file or sys.stderr)
+  return show
 
 
 def main(argv=None) -> int:
@@ -442,9 +485,18 @@ def main(argv=None) -> int:
   except SystemExit as stop:  # --help (0) or a usage error (2), already printed
     return stop.code if isinstance(stop.code, int) else EXIT_USAGE
   try:
-    return args.run(args)
+    with warnings.catch_warnings():
+      warnings.showwarning = _one_line_warning(args.command)
+      return args.run(args)
+  except TrainingError as err:
+    print(f"dal {args.command}: error: {_one_line(err)}", file=sys.stderr)
+    return EXIT_FAILED
   except DalError as err:
     print(f"dal {args.command}: error: {_one_line(err)}", file=sys.stderr)
+    return EXIT_USAGE
+  except OSError as err:  # a path the user named: unwritable folder, full disk, ...
+    where = f" {err.filename!r}" if err.filename else ""
+    print(f"dal {args.command}: error:{where} {err.strerror or err}", file=sys.stderr)
     return EXIT_USAGE
   except KeyboardInterrupt:
     print(f"dal {args.command}: interrupted", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The `dal` command line: help, one-line user errors with status 2, and real runs on tiny inputs."""
+"""The `dal` command line: help, one-line user errors (status 2), real runs on tiny inputs."""
 import csv
 import json
 import subprocess
@@ -120,9 +120,18 @@ def test_evaluate_rejects_bad_values_before_any_work(tmp_path, capsys):
   assert "expected a .md or .csv" in _one_line_error(capsys, "evaluate")
 
 
-def test_noise_kinds_match_the_training_config():
-  from dal_widgets.loop.config import NOISE_KINDS
+def test_copied_names_match_the_lower_layers():
+  from dal_widgets.audio.io import FORMATS
+  from dal_widgets.loop.config import NOISE_KINDS, PRESETS
   assert cli.NOISE_KINDS == NOISE_KINDS
+  assert set(cli.CONFIG_NAMES) == set(PRESETS)
+  assert set(cli.AUDIO_SUFFIXES) == set(FORMATS)
+
+
+def test_enhance_rejects_an_unknown_output_format_first(tmp_path, capsys):
+  assert cli.main(["enhance", str(_clip_path()), str(tmp_path / "out.mp3"),
+                   "--checkpoint", str(tmp_path)]) == 2
+  assert "output: expected a .wav, .flac, .ogg file" in _one_line_error(capsys, "enhance")
 
 
 def test_cochleagram_writes_nap_of_the_clip(tmp_path, ear_file):
@@ -164,3 +173,44 @@ def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys):
   assert [(r["system"], r["snr_db"]) for r in rows] == [
       ("unprocessed", "5.0"), ("unprocessed", "all"), ("NAL-R+WDRC", "5.0"), ("NAL-R+WDRC", "all")]
   assert all(np.isfinite(float(r["stoi"])) for r in rows)
+
+
+def test_fit_audiogram_prints_the_table_and_writes_a_reusable_ear(tmp_path, capsys):
+  from dal_widgets.hearing import Audiogram, write_audiogram
+  from dal_widgets.hearing.fit import ImpairedEar
+  audiogram_path = write_audiogram(Audiogram((1000.0, 2000.0), (40.0, 50.0), name="two"),
+                                   tmp_path / "two.json")
+  ear_path = tmp_path / "ear.json"
+  assert cli.main(["fit-audiogram", "--audiogram", str(audiogram_path), "--out",
+                   str(ear_path)]) == 0
+  out = capsys.readouterr().out
+  assert out.splitlines()[0] == "| freq_hz | target_db_hl | fitted_db_hl | residual_db |"
+  assert "| 1000 | 40.0 |" in out and "| 2000 | 50.0 |" in out
+  ear = ImpairedEar.from_dict(json.loads(ear_path.read_text()))
+  assert ear.target_db_hl == (40.0, 50.0) and ear.ohc_health.shape == (N_CH,)
+  assert cli.main(["cochleagram", str(_clip_path()), "--out", str(tmp_path / "n.npz"),
+                   "--ear", str(ear_path), "--sr", "22050"]) == 2  # fitted at 16 kHz
+  assert "--ear: fitted for sr=16000 Hz" in _one_line_error(capsys, "cochleagram")
+
+
+@pytest.mark.slow  # trains 2 steps (compiles the train step: ~20 s) and evaluates
+def test_train_enhance_evaluate_round_trip(tmp_path, ear_file, capsys):
+  from dal_widgets.audio import load
+  workdir = tmp_path / "run"
+  train_args = ["train", "--config", "widget", "--steps", "2", "--batch-size", "1",
+                "--ear", str(ear_file), "--workdir", str(workdir)]
+  assert cli.main(train_args) == 0
+  assert "finished step 2/2" in capsys.readouterr().out
+  assert (workdir / "ckpt_00000002.msgpack").is_file()
+  assert cli.main(train_args[:4] + ["3"] + train_args[5:]) == 0  # resumes: one more step
+  assert "finished step 3/3" in capsys.readouterr().out
+
+  out_wav = tmp_path / "aided.wav"
+  assert cli.main(["enhance", str(_clip_path()), str(out_wav), "--checkpoint", str(workdir)]) == 0
+  y, sr = load(out_wav)
+  assert sr == 16000 and y.shape == load_clip(CLIP)[0].shape
+
+  assert cli.main(["evaluate", "--checkpoint", str(workdir), "--ear", str(ear_file),
+                   "--n-clips", "1", "--snr", "5", "--clip-s", "0.5", "--noise", "white"]) == 0
+  printed = capsys.readouterr().out
+  assert "| DAL | 5 | 1 |" in printed and "| NAL-R+WDRC | all | 1 |" in printed

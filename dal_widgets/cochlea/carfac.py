@@ -26,7 +26,9 @@ from dal_widgets.errors import ParameterError
 from dal_widgets.pytree import pytree_dataclass, static_field
 
 SR_MIN_HZ, SR_MAX_HZ = 8000.0, 48000.0  # design range we test (channel counts 65 @16k .. 84 @48k)
-SAMPLE_UNROLL = 4  # samples unrolled per step of the inner time loop (measured, bench/)
+# Loop shape per backend (measured with bench/bench_cochlea.py; see bench/RESULTS.md):
+# samples unrolled per inner-loop step, and whether blocks are rematerialised in the backward pass.
+LOOP_SETTINGS = {"cpu": (4, True), "gpu": (8, False)}
 STYLES = {"v2": "two_cap", "two_cap": "two_cap", "v3": "two_cap_with_syn",
           "two_cap_with_syn": "two_cap_with_syn"}
 
@@ -212,13 +214,14 @@ def _run_partial(x, hypers, coeffs, weights, state: CarfacState, linear):
 def _run_blocks(x_blocks, hypers, coeffs, weights, state: CarfacState, linear):
   """Runs whole AGC blocks, x_blocks shape [n_blocks, decim]; state must be at phase 0."""
   decim = hypers.agc.decimation[0]
+  unroll, remat = LOOP_SETTINGS.get(jax.default_backend(), LOOP_SETTINGS["cpu"])
   def block(carry, xb):
     car, ihc, syn, agc = carry
     def sample(c, inputs):
       nap, bm, car, ihc, syn = _sample(*inputs, coeffs, weights, *c, linear)
       return (car, ihc, syn), (nap, bm)
     (car, ihc, syn), (naps, bms) = jax.lax.scan(
-        sample, (car, ihc, syn), (xb, car_lib.ramp(car, decim)), unroll=SAMPLE_UNROLL)
+        sample, (car, ihc, syn), (xb, car_lib.ramp(car, decim)), unroll=unroll)
     # Barrier: materialise the block's outputs once. Without it XLA re-fuses the whole unrolled
     # IHC chain into every consumer of the AGC input (measured: about 2x slower on CPU).
     nap_block, bm_block, car, ihc, syn = jax.lax.optimization_barrier(
@@ -230,7 +233,8 @@ def _run_blocks(x_blocks, hypers, coeffs, weights, state: CarfacState, linear):
   carry = (state.car, state.ihc, state.syn, state.agc)
   # Rematerialise each block in the backward pass: gradient memory is then the per-block state,
   # not every intermediate of every sample (1 s at 22050 Hz: 19 MB instead of 290 MB).
-  (car, ihc, syn, agc), (nap, bm, agc1) = jax.lax.scan(jax.checkpoint(block), carry, x_blocks)
+  (car, ihc, syn, agc), (nap, bm, agc1) = jax.lax.scan(jax.checkpoint(block) if remat else block,
+                                                       carry, x_blocks)
   n_ch = hypers.n_ch
   out = CarfacOutput(nap.reshape(-1, n_ch), bm.reshape(-1, n_ch), agc1)
   return out, CarfacState(car=car, ihc=ihc, agc=agc, syn=syn)

@@ -34,6 +34,7 @@ import numpy as np
 from dal_widgets.cochlea import carfac, designs, sai
 from dal_widgets.errors import DalError, ParameterError
 from dal_widgets.loop import metrics
+from dal_widgets.loop.config import LossConfig
 
 METRICS = ("nap_l1", "nap_corr", "sai_l1", "si_sdr_db", "stoi", "estoi", "haspi")
 HIGHER_IS_BETTER = {"nap_l1": False, "nap_corr": True, "sai_l1": False, "si_sdr_db": True,
@@ -179,6 +180,12 @@ def _format(value) -> str:
   return str(value)
 
 
+def default_sai_params(sr: float, n_ch: int) -> sai.SaiParams:
+  """The SAI design of the default DAL loss (LossConfig: 25 ms frames, 20 ms wide) at `sr`."""
+  return sai.sai_params_for(sr, n_ch, frame_ms=LossConfig.sai_frame_ms,
+                            width_ms=LossConfig.sai_width_ms)
+
+
 @functools.lru_cache(maxsize=8)
 def _nap_and_sai_fn(hypers: carfac.CarfacHypers, sai_params: sai.SaiParams):
   """Jitted [batch, n_samp] -> (nap [batch, n_samp, n_ch], sai [batch, n_frames, n_ch, width])."""
@@ -204,11 +211,13 @@ def _padded(signals, length):
 
 def _check_clips(clips, min_samples):
   if not isinstance(clips, (list, tuple)) or not clips:
-    raise ParameterError(f"clips: expected a non-empty list of (noisy, clean, snr_db), got {clips!r}")
+    got = "an empty list" if isinstance(clips, (list, tuple)) else type(clips).__name__
+    raise ParameterError(f"clips: expected a non-empty list of (noisy, clean, snr_db), got {got}")
   checked = []
   for i, clip in enumerate(clips):
     if not isinstance(clip, (list, tuple)) or len(clip) != 3:
-      raise ParameterError(f"clips[{i}]: expected a tuple (noisy, clean, snr_db), got {clip!r}")
+      what = f"length {len(clip)}" if isinstance(clip, (list, tuple)) else type(clip).__name__
+      raise ParameterError(f"clips[{i}]: expected a tuple (noisy, clean, snr_db), got {what}")
     noisy, clean = np.asarray(clip[0], np.float32), np.asarray(clip[1], np.float32)
     if noisy.ndim != 1 or noisy.shape != clean.shape:
       raise ParameterError(f"clips[{i}]: expected 1-D noisy and clean of equal length, got shapes "
@@ -227,7 +236,8 @@ def _check_clips(clips, min_samples):
 
 def _check_systems(systems):
   if not isinstance(systems, (list, tuple)) or not systems:
-    raise ParameterError(f"systems: expected a non-empty list of System, got {systems!r}")
+    got = "an empty list" if isinstance(systems, (list, tuple)) else type(systems).__name__
+    raise ParameterError(f"systems: expected a non-empty list of System, got {got}")
   for i, system in enumerate(systems):
     if not isinstance(system, System):
       raise ParameterError(f"systems[{i}]: expected a System, got {type(system).__name__}")
@@ -273,7 +283,8 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
     normal_model: Carfac (hypers, coeffs, weights, state) of the normal ear; default the design
       `designs.designed(sr, ear.style)` with healthy weights.
     impaired_model: Carfac of the impaired ear; default the normal design with `ear.weights()`.
-    sai_params: SaiParams; default `sai_params_for(sr, n_ch)`.
+    sai_params: SaiParams; default `default_sai_params(sr, n_ch)`, the SAI of the default DAL
+      loss, kept fixed so tables of different runs compare.
     on_progress: Optional callable(done, total) called after each batch of clips per system;
       counts (system, clip) pairs.
 
@@ -300,7 +311,7 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
     if model.hypers.sr != float(sr):
       raise ParameterError(f"sr: expected the {label} design rate {model.hypers.sr} Hz, got {sr}")
   if sai_params is None:
-    sai_params = sai.sai_params_for(float(sr), normal_model.hypers.n_ch)
+    sai_params = default_sai_params(float(sr), normal_model.hypers.n_ch)
   clips = _check_clips(clips, sai_params.input_segment_width)
   audiogram = getattr(ear, "audiogram", None)
   metric_names = METRICS if (metrics.haspi_available() and audiogram is not None) else METRICS[:-1]

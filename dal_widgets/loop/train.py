@@ -326,14 +326,14 @@ def _resume(workdir, cfg, template):
   found = checkpoint.latest(workdir) if workdir is not None else None
   if found is None:
     return template
-  ckpt = checkpoint.restore(found, target=template)
+  ckpt = checkpoint.restore(found)  # config first: a clearer error than mismatched shapes
   if ckpt.config.model_config != cfg.model_config:
     raise ParameterError(f"workdir: {found} holds a {ckpt.config.model_config} model, this run "
                          f"trains {cfg.model_config}; use resume=False or another workdir")
-  if ckpt.config != cfg:
-    warnings.warn(f"resuming {found} (step {ckpt.step}) whose config differs from this run's; "
-                  "continuing with this run's config", stacklevel=3)
-  return ckpt.state
+  if ckpt.config.replace(steps=cfg.steps) != cfg:
+    warnings.warn(f"resuming {found} (step {ckpt.step}), whose config differs from this run's "
+                  "in more than `steps`; continuing with this run's config", stacklevel=3)
+  return checkpoint.restore(found, target=template).state
 
 
 def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=None,

@@ -51,7 +51,8 @@ def test_sai_l1_zero_for_identical_and_symmetric():
 def test_nap_correlation_identical_is_one_and_affine_invariant():
   a = _nap(4)
   assert float(metrics.nap_correlation(a, a)) == pytest.approx(1.0, abs=CORRELATION_ATOL)
-  assert float(metrics.nap_correlation(a, 3.0 * a + 1.0)) == pytest.approx(1.0, abs=CORRELATION_ATOL)
+  affine = 3.0 * a + 1.0
+  assert float(metrics.nap_correlation(a, affine)) == pytest.approx(1.0, abs=CORRELATION_ATOL)
   assert float(metrics.nap_correlation(a, -a)) == pytest.approx(-1.0, abs=CORRELATION_ATOL)
 
 
