@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dal_widgets import cli
-from dal_widgets.audio import list_clips, load_clip
+from dal_widgets.audio import load_clip
 from dal_widgets.hearing import preset
 
 COMMANDS = ("fit-audiogram", "train", "enhance", "evaluate", "cochleagram")

@@ -150,7 +150,8 @@ def _read(path) -> dict:
   try:
     envelope = serialization.msgpack_restore(path.read_bytes())
   except Exception as err:  # garbage can fail msgpack decoding in many ways; all mean "corrupt"
-    raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {err})") from err
+    problem = f"{path}: not a readable checkpoint (truncated or corrupt: {err})"
+    raise CheckpointError(problem) from err
   if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
     raise CheckpointError(f"{path}: not a DAL checkpoint (no {FORMAT!r} header)")
   if envelope.get("version") != VERSION:

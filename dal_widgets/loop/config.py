@@ -1,4 +1,4 @@
-"""Configurations of a DAL training run: loss, data and training (frozen, hashable, JSON round trip).
+"""Configurations of a DAL training run: loss, data, training (frozen, hashable, JSON round trip).
 
 `TrainConfig` holds everything a run needs (it nests a `LossConfig` and a `DataConfig`), so one
 JSON document describes a run: it is stored in every checkpoint and read by the `dal` CLI.

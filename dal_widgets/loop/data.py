@@ -166,7 +166,8 @@ def _generator(rng, seed):
   if isinstance(rng, np.random.Generator):
     return rng
   if isinstance(rng, bool) or not isinstance(rng, (int, np.integer)) or rng < 0:
-    raise ParameterError(f"rng: expected a step number (int >= 0) or a numpy Generator, got {rng!r}")
+    raise ParameterError(f"rng: expected a step number (int >= 0) or a numpy Generator, "
+                         f"got {rng!r}")
   return np.random.default_rng((seed, int(rng)))
 
 
@@ -222,7 +223,8 @@ def _held_out_examples(cfg, snrs_db, n, n_samples, noise_kind):
   if not snrs_db:
     raise ParameterError(f"snrs_db: expected at least one SNR, got {snrs_db!r}")
   if noise_kind is not None and noise_kind not in cfg.noise_kinds:
-    raise ParameterError(f"noise_kind: expected None or one of {cfg.noise_kinds}, got {noise_kind!r}")
+    raise ParameterError(f"noise_kind: expected None or one of {cfg.noise_kinds}, "
+                         f"got {noise_kind!r}")
   source = SpeechSource(cfg, "held_out")
   out = []
   for i in range(n):

@@ -1,4 +1,5 @@
-"""The DAL loss: an impaired cochlea hearing the aided sound should match a normal one hearing clean.
+"""The DAL loss: an impaired cochlea hearing the aided sound should match a normal one hearing
+clean speech.
 
     y = SEANet(noisy)
     loss = w_nap * L(c(NAP_imp(y)), c(NAP_norm(clean)))

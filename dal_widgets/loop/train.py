@@ -141,7 +141,8 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   return _optimizer(_hyperparams(cfg), cfg.decay == "cosine")
 
 
-def create_train_state(rng: jax.Array, model_cfg: SeanetConfig, train_cfg: TrainConfig) -> TrainState:
+def create_train_state(rng: jax.Array, model_cfg: SeanetConfig,
+                       train_cfg: TrainConfig) -> TrainState:
   """A fresh state: identity-start SEANet parameters, optimizer state, step 0."""
   if not isinstance(train_cfg, TrainConfig):
     raise ParameterError(f"train_cfg: expected a TrainConfig, got {type(train_cfg).__name__}")
@@ -178,7 +179,7 @@ def _train_step(state, batch, ears, condition, hp, spec: _StepSpec):
   new_state = TrainState(params=keep(params, state.params),
                          opt_state=keep(opt_state, state.opt_state), step=state.step + 1)
   new_state = jax.lax.with_sharding_constraint(new_state, NamedSharding(spec.mesh, P()))
-  metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), finite=finite,
+  metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads), finite=finite,
                  learning_rate=_learning_rate(state.step, hp, spec.cosine))
   return new_state, metrics
 
@@ -317,8 +318,8 @@ def _check_run(cfg: TrainConfig, n_devices: int):
   if cfg.loss.w_sai > 0:
     segment_s = cfg.loss.sai_frame_ms / 1000.0
     if cfg.data.clip_s + 1e-9 < segment_s:
-      raise ParameterError(f"data.clip_s: expected at least one SAI frame "
-                           f"(loss.sai_frame_ms = {cfg.loss.sai_frame_ms} ms), got {cfg.data.clip_s} s")
+      raise ParameterError(f"data.clip_s: expected at least one SAI frame (loss.sai_frame_ms = "
+                           f"{cfg.loss.sai_frame_ms} ms), got {cfg.data.clip_s} s")
 
 
 def _resume(workdir, cfg, template):

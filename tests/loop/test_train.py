@@ -24,7 +24,7 @@ from dal_widgets.errors import ParameterError, TrainingError
 from dal_widgets.hearing.presets import preset
 from dal_widgets.loop import checkpoint, train
 from dal_widgets.loop.config import PRESETS, DataConfig, LossConfig, TrainConfig, config_for
-from dal_widgets.loop.data import Batch, SpeechSource
+from dal_widgets.loop.data import SpeechSource
 
 SR = 16000
 TINY = SeanetConfig(base_channels=4, strides=(2, 4))  # a few thousand parameters
@@ -89,7 +89,8 @@ def test_config_json_round_trip_with_audiogram_and_model_objects():
   text = json.dumps(cfg.to_dict())
   assert TrainConfig.from_dict(json.loads(text)) == cfg
   for name in PRESETS:
-    assert TrainConfig.from_dict(json.loads(json.dumps(config_for(name).to_dict()))) == PRESETS[name]
+    restored = TrainConfig.from_dict(json.loads(json.dumps(config_for(name).to_dict())))
+    assert restored == PRESETS[name]
 
 
 def test_presets_are_sized_as_documented():
@@ -315,7 +316,8 @@ TWO_DEVICES = textwrap.dedent("""
       for _ in range(2):
         state, metrics = step(state, batch)
       out[n] = {"loss": float(metrics["loss"]), "nap": float(metrics["nap"]),
-                "params": [np.asarray(p).ravel().tolist() for p in jax.tree_util.tree_leaves(state.params)],
+                "params": [np.asarray(p).ravel().tolist()
+                           for p in jax.tree_util.tree_leaves(state.params)],
                 "n_shards": len(state.params["output_conv"]["kernel"].sharding.device_set)}
     try:
       step.place_batch(SpeechSource(data).make_batch(0, 3))
