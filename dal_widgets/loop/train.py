@@ -208,7 +208,7 @@ class TrainStep:
     if model_cfg.film_dim and condition is None:
       raise ParameterError(f"condition: expected a vector of {model_cfg.film_dim} values for a "
                            "FiLM-conditioned model, got None")
-    devices = list(jax.devices() if devices is None else devices)
+    devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
       raise ParameterError("devices: expected at least one device, got none")
     self.mesh = Mesh(np.asarray(devices), (DATA_AXIS,))
@@ -252,7 +252,7 @@ def make_train_step(model_cfg: SeanetConfig, train_cfg: TrainConfig, normal, imp
     normal, impaired: The two ears, each a Carfac / (hypers, coeffs, weights, state) of the same
       design; only the weights differ.
     condition: FiLM vector [film_dim] for a conditioned model (aid.seanet.condition_from_audiogram).
-    devices: Devices to split the batch over; default all of jax.devices().
+    devices: Devices to split the batch over; default all of jax.local_devices().
 
   Returns:
     TrainStep: call it as step(state, batch) -> (state, metrics); metrics are scalars "loss",
@@ -355,7 +355,7 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
       True saves a checkpoint and returns with stopped_early=True.
     resume: Continue from the latest checkpoint of workdir if there is one.
     progress: Show a tqdm progress bar.
-    devices: Devices to split each batch over; default all of jax.devices().
+    devices: Devices to split each batch over; default all of jax.local_devices().
 
   Returns:
     TrainResult.
@@ -365,7 +365,7 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
     TrainingError: cfg.max_bad_steps non-finite steps in a row; the last good parameters are
       saved (when workdir is given) and attached as the exception's `result`.
   """
-  devices = list(jax.devices() if devices is None else devices)
+  devices = list(jax.local_devices() if devices is None else devices)
   _check_run(cfg, len(devices))
   workdir = None if workdir is None else Path(workdir)
   normal, impaired = ears_for(cfg, ear)

@@ -286,6 +286,17 @@ def test_ears_are_checked_against_the_run():
   assert float(np.min(fitted.weights.ohc_health)) < 1.0
 
 
+def test_train_step_checks_its_ears_and_condition():
+  normal = designs.designed(float(SR))
+  with pytest.raises(ParameterError, match="same CARFAC design"):
+    train.make_train_step(TINY, CFG, normal, designs.designed(22050.0))
+  film = dataclasses.replace(TINY, film_dim=8)
+  with pytest.raises(ParameterError, match="condition"):
+    train.make_train_step(film, CFG, normal, normal)
+  with pytest.raises(ParameterError, match="impaired: expected a Carfac"):
+    train.make_train_step(TINY, CFG, normal, _ear())
+
+
 def test_sai_loss_needs_clips_of_at_least_one_frame():
   with pytest.raises(ParameterError, match="data.clip_s"):
     train.train(CFG.replace(data=dataclasses.replace(DATA, clip_s=0.01)), ear=_ear())
