@@ -1,0 +1,72 @@
+"""Train a DAL hearing aid for one listener, then compare it with NAL-R+WDRC on held-out speech.
+
+    python scripts/train_and_evaluate.py --preset N3 --config paper --steps 400 --out runs/n3
+
+Writes <out>/results.md (the evaluation table, per SNR), <out>/history.json (loss per step) and the
+checkpoint folder <out>/ckpt (resumable with `dal train --workdir <out>/ckpt`). Used for the GPU
+results in the DAL issue; any device count works (data parallel over local devices).
+"""
+import argparse
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from dal_widgets.hearing import fit_cochlea
+from dal_widgets.loop import data as data_lib
+from dal_widgets.loop import evaluate as ev
+from dal_widgets.loop import train as train_lib
+from dal_widgets.loop.config import config_for
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__)
+  ap.add_argument("--preset", default="N3")
+  ap.add_argument("--config", default="paper")
+  ap.add_argument("--steps", type=int, default=400)
+  ap.add_argument("--batch-size", type=int, default=None)
+  ap.add_argument("--lr", type=float, default=None)
+  ap.add_argument("--warmup", type=int, default=None)
+  ap.add_argument("--n-clips", type=int, default=6)
+  ap.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0])
+  ap.add_argument("--out", type=pathlib.Path, required=True)
+  ap.add_argument("--ckpt", type=pathlib.Path, default=None, help="checkpoint folder (default <out>/ckpt)")
+  args = ap.parse_args()
+  cfg = config_for(args.config)
+  changes = {"audiogram": args.preset, "steps": args.steps, "checkpoint_every": 0,
+             "log_every": max(1, args.steps // 20)}
+  if args.batch_size:
+    changes["batch_size"] = args.batch_size
+  if args.lr:
+    changes["learning_rate"] = args.lr
+  changes["warmup_steps"] = args.warmup if args.warmup is not None else max(1, args.steps // 20)
+  cfg = cfg.replace(**changes)
+  args.out.mkdir(parents=True, exist_ok=True)
+  ear = fit_cochlea(train_lib.listener_audiogram(cfg), cfg.data.sr, style=cfg.style)
+  print(f"devices: {jax.devices()}\nlistener {args.preset}:\n{ear.table()}", flush=True)
+  t0 = time.perf_counter()
+  result = train_lib.train(cfg, args.ckpt or args.out / "ckpt", ear=ear, resume=True, progress=False,
+                           on_progress=lambda step, total, m: print(
+                               f"step {step}/{total} loss {m.get('loss', float('nan')):.4f}", flush=True)
+                           if step % cfg.log_every == 0 else None)
+  train_s = time.perf_counter() - t0
+  (args.out / "history.json").write_text(json.dumps(result.history, default=float))
+  clips = data_lib.evaluation_clips(cfg.data, snrs_db=tuple(args.snr), n_clips=args.n_clips,
+                                    clip_s=1.0)
+  systems = [ev.unprocessed(), ev.master_hearing_aid_system(ear.audiogram),
+             ev.dal_system(result.params, cfg.model_config)]
+  table = ev.evaluate(clips, cfg.data.sr, ear, systems)
+  text = (f"listener {args.preset}, config {args.config}, {result.steps_done} steps of batch "
+          f"{cfg.batch_size} in {train_s:.0f} s on {jax.devices()[0].device_kind} x{jax.device_count()}; "
+          f"{len(clips)} held-out clips (1 s) at SNR {args.snr} dB\n\n{table.to_markdown()}")
+  ev.write_text_atomic(args.out / "results.md", text)
+  print(text)
+  first = np.mean([h["loss"] for h in result.history[:10]])
+  last = np.mean([h["loss"] for h in result.history[-10:]])
+  print(f"loss first 10 steps {first:.4f} -> last 10 steps {last:.4f}")
+
+
+if __name__ == "__main__":
+  main()
