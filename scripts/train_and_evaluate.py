@@ -7,6 +7,7 @@ checkpoint folder <out>/ckpt (resumable with `dal train --workdir <out>/ckpt`). 
 results in the DAL issue; any device count works (data parallel over local devices).
 """
 import argparse
+import dataclasses
 import json
 import pathlib
 import time
@@ -29,6 +30,7 @@ def main():
   ap.add_argument("--batch-size", type=int, default=None)
   ap.add_argument("--lr", type=float, default=None)
   ap.add_argument("--warmup", type=int, default=None)
+  ap.add_argument("--w-spectral", type=float, default=None, help="weight of the spectral term")
   ap.add_argument("--n-clips", type=int, default=6)
   ap.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0])
   ap.add_argument("--out", type=pathlib.Path, required=True)
@@ -42,6 +44,8 @@ def main():
   if args.lr:
     changes["learning_rate"] = args.lr
   changes["warmup_steps"] = args.warmup if args.warmup is not None else max(1, args.steps // 20)
+  if args.w_spectral is not None:
+    changes["loss"] = dataclasses.replace(cfg.loss, w_spectral=args.w_spectral)
   cfg = cfg.replace(**changes)
   args.out.mkdir(parents=True, exist_ok=True)
   ear = fit_cochlea(train_lib.listener_audiogram(cfg), cfg.data.sr, style=cfg.style)

@@ -35,15 +35,15 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def voila_url(tmp_path_factory):
-  """Base URL of a Voila server for apps/, configured on the command line only (no voila.json)."""
+  """Base URL of a Voila server for apps/, run from the repository root so that its voila.json
+  (sources stripped, kernel culling, timeouts) applies; tracebacks are switched back on here so a
+  failing app shows why in the screenshot."""
   port = _free_port()
   log_path = tmp_path_factory.mktemp("voila") / "voila.log"
   command = [sys.executable, "-m", "voila", str(APPS), "--no-browser", f"--port={port}",
              "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]
   with open(log_path, "w") as log:
-    # cwd outside the repository: no voila.json there, the command line is the whole configuration
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=tmp_path_factory.getbasetemp())
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
   url = f"http://127.0.0.1:{port}"
   deadline = time.monotonic() + VOILA_START_S
   try:
