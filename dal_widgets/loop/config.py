@@ -63,6 +63,8 @@ class LossConfig:
     w_level: Weight of the level regulariser ((excess dB / 10 dB)^2 per clip).
     w_spectral: Weight of the multi-resolution STFT magnitude L1 between aided and clean.
     spectral_fft_sizes: FFT sizes of that term (Hann windows, hop = size / 4).
+    spectral_ignore_fixed_gain: Remove each bin's mean log-magnitude difference over time before
+      the L1, so the term penalises noise and envelope distortion but not a fixed gain.
   """
   w_nap: float = 1.0
   w_sai: float = 0.5  # our choice: SAI values are blends of NAP values, same scale; NAP leads
@@ -76,6 +78,7 @@ class LossConfig:
   w_level: float = 1.0
   w_spectral: float = 0.0  # off by default: the DAL objective is the auditory one
   spectral_fft_sizes: tuple = (128, 256, 512, 1024)  # 8..64 ms at 16 kHz
+  spectral_ignore_fixed_gain: bool = True  # a hearing aid must be free to apply gain
 
   def __post_init__(self):
     _as_tuple(self, "spectral_fft_sizes")

@@ -120,12 +120,23 @@ def _log_stft(x, fft_size: int):
   return jnp.log(jnp.abs(jnp.fft.rfft(x[..., index] * window, axis=-1)) + SPECTRAL_EPS)
 
 
-def spectral_distance(y, clean, fft_sizes):
-  """Multi-resolution L1 distance of log STFT magnitudes, averaged over the sizes that fit."""
+def spectral_distance(y, clean, fft_sizes, *, ignore_fixed_gain: bool = False):
+  """Multi-resolution L1 distance of log STFT magnitudes, averaged over the sizes that fit.
+
+  With ignore_fixed_gain, each frequency bin's mean log-magnitude difference over time is removed
+  first: a fixed per-frequency gain (what a prescription does) costs nothing, while noise and
+  time-varying distortion of the spectro-temporal envelope (what STOI measures) still do.
+  """
   usable = [n for n in fft_sizes if n <= y.shape[-1]]
   if not usable:
     return jnp.zeros((), y.dtype)
-  return sum(jnp.mean(jnp.abs(_log_stft(y, n) - _log_stft(clean, n))) for n in usable) / len(usable)
+  total = jnp.zeros((), y.dtype)
+  for n in usable:
+    diff = _log_stft(y, n) - _log_stft(clean, n)
+    if ignore_fixed_gain:
+      diff = diff - jnp.mean(diff, axis=-2, keepdims=True)
+    total = total + jnp.mean(jnp.abs(diff))
+  return total / len(usable)
 
 
 def loss_of_aided(aided, clean, target: Target, impaired, loss_cfg):
@@ -154,7 +165,8 @@ def loss_of_aided(aided, clean, target: Target, impaired, loss_cfg):
   if loss_cfg.w_level > 0:
     terms["level"] = level_penalty(aided, loss_cfg.level_ceiling_db_spl)
   if loss_cfg.w_spectral > 0:
-    terms["spectral"] = spectral_distance(aided, clean, loss_cfg.spectral_fft_sizes)
+    terms["spectral"] = spectral_distance(aided, clean, loss_cfg.spectral_fft_sizes,
+                                          ignore_fixed_gain=loss_cfg.spectral_ignore_fixed_gain)
   loss = (loss_cfg.w_nap * terms["nap"] + loss_cfg.w_sai * terms["sai"]
           + loss_cfg.w_level * terms["level"] + loss_cfg.w_spectral * terms["spectral"])
   aux = dict(terms, level_db_spl=jnp.mean(level_db_spl(aided)))

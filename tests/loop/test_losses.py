@@ -149,3 +149,15 @@ def test_sai_term_needs_a_nap_of_at_least_one_frame(ears):
 def test_bad_loss_config_raises(field, value, match):
   with pytest.raises(ParameterError, match=match):
     dataclasses.replace(LossConfig(), **{field: value})
+
+
+def test_gain_free_spectral_term_ignores_fixed_gain_but_not_noise():
+  from dal_widgets.loop.losses import spectral_distance
+  rng = np.random.default_rng(7)
+  clean = jnp.asarray(0.02 * rng.standard_normal((1, 4000)), jnp.float32)
+  louder = 10.0 * clean
+  noisy = clean + jnp.asarray(0.02 * rng.standard_normal((1, 4000)), jnp.float32)
+  sizes = (128, 256)
+  assert float(spectral_distance(louder, clean, sizes, ignore_fixed_gain=True)) < 1e-4
+  assert float(spectral_distance(louder, clean, sizes)) > 2.0  # ln(10) per bin
+  assert float(spectral_distance(noisy, clean, sizes, ignore_fixed_gain=True)) > 0.1
