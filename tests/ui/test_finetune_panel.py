@@ -1,0 +1,173 @@
+"""FineTunePanel: a background run shows progress, can be cancelled; a failure keeps the model."""
+import dataclasses
+import threading
+import time
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+
+from dal_widgets.hearing.presets import preset
+from dal_widgets.loop.config import config_for
+from dal_widgets.ui.finetune_panel import FineTunePanel, TrainedAid
+
+WAIT_S = 10.0  # generous: threads on a loaded 2-core CI machine
+EAR = SimpleNamespace(audiogram=preset("N3"))  # the panel only reads the listener's audiogram
+BASE = config_for("widget").replace(steps=8)
+
+
+@dataclasses.dataclass
+class FakeResult:
+  """What loop.train.train returns, reduced to what the panel reads."""
+  params: dict
+  steps_done: int
+  stopped_early: bool
+  loss: float
+
+
+class FakeTrain:
+  """A train_fn that takes `cfg.steps` quick steps; optionally waits for `gate` before each step
+  after the first, or raises after `fail_after` steps."""
+
+  def __init__(self, *, gate: threading.Event | None = None, fail_after: int | None = None,
+               step_s: float = 0.0):
+    self.gate, self.fail_after, self.step_s = gate, fail_after, step_s
+    self.calls = []
+
+  def __call__(self, cfg, *, ear, on_progress, should_stop):
+    self.calls.append((cfg, ear))
+    for step in range(cfg.steps):
+      if step > 0 and self.gate is not None:
+        self.gate.wait(WAIT_S)
+      if should_stop():
+        return FakeResult({"gain": 2.0}, step, True, 1.0 / max(step, 1))
+      if self.fail_after is not None and step == self.fail_after:
+        raise RuntimeError("loss is NaN")
+      time.sleep(self.step_s)
+      on_progress(step + 1, cfg.steps, {"loss": 1.0 / (step + 1)})
+    return FakeResult({"gain": 2.0}, cfg.steps, False, 1.0 / cfg.steps)
+
+
+def _panel(train_fn, **kwargs):
+  panel = FineTunePanel(train_fn=train_fn, base_config=BASE, **kwargs)
+  panel.ear = EAR
+  return panel
+
+
+def _wait_until(predicate, timeout=WAIT_S):
+  deadline = time.monotonic() + timeout
+  while not predicate():
+    if time.monotonic() > deadline:
+      raise TimeoutError("condition not reached")
+    time.sleep(0.01)
+
+
+def test_a_run_fills_the_bar_and_the_loss_curve_then_emits_the_model():
+  train = FakeTrain()
+  panel = _panel(train)
+  observer = mock.Mock()
+  panel.observe(observer, "model")
+  assert panel.start()
+  assert panel.wait(WAIT_S)
+  assert (panel.progress.value, panel.progress.max) == (BASE.steps, BASE.steps)
+  assert panel.source.data["step"] == list(range(1, BASE.steps + 1))  # every step on the curve
+  assert panel.source.data["loss"][-1] == pytest.approx(1.0 / BASE.steps)
+  last_five = [1.0 / s for s in range(BASE.steps - 4, BASE.steps + 1)]
+  assert panel.source.data["smooth"][-1] == pytest.approx(sum(last_five) / 5)
+  assert panel.source.data["smooth"][0] == pytest.approx(1.0)  # fewer steps: mean of those
+  observer.assert_called_once()
+  model = observer.call_args.args[0]["new"]
+  assert isinstance(model, TrainedAid) and model.params == {"gain": 2.0}
+  assert model.steps_done == BASE.steps and model.audiogram == EAR.audiogram
+  assert "done: 8 steps" in panel.status.value and panel.progress.bar_style == "success"
+  assert not panel.running and not panel.start_button.disabled and panel.cancel_button.disabled
+
+
+def test_settings_reach_the_training_config():
+  train = FakeTrain()
+  panel = _panel(train)
+  panel.steps.value, panel.learning_rate.value = 3, 1e-3
+  panel.w_nap.value, panel.w_sai.value = 0.5, 0.0
+  assert panel.start() and panel.wait(WAIT_S)
+  cfg, ear = train.calls[0]
+  assert (cfg.steps, cfg.learning_rate, cfg.loss.w_nap, cfg.loss.w_sai) == (3, 1e-3, 0.5, 0.0)
+  assert cfg.model == "small" and cfg.audiogram == EAR.audiogram and ear is EAR
+
+
+def test_cancel_stops_the_run_and_keeps_the_previous_model():
+  gate = threading.Event()
+  panel = _panel(FakeTrain(gate=gate))
+  previous = TrainedAid(params={"gain": 1.0}, model_config=BASE.model_config, audiogram=None,
+                        steps_done=5, loss=0.5)
+  panel.model = previous
+  assert panel.start()
+  _wait_until(lambda: panel.progress.value >= 1)  # the first step reached the bar
+  assert panel.running and panel.start_button.disabled and not panel.cancel_button.disabled
+  panel.cancel()
+  gate.set()
+  assert panel.wait(WAIT_S)
+  assert panel.model is previous
+  assert "cancelled at step 1 of 8" in panel.status.value
+  assert panel.progress.value == 1 and not panel.running
+
+
+def test_a_failure_is_shown_in_the_panel_and_keeps_the_previous_model():
+  panel = _panel(FakeTrain(fail_after=2))
+  previous = TrainedAid(params={"gain": 1.0}, model_config=BASE.model_config, audiogram=None,
+                        steps_done=5, loss=0.5)
+  panel.model = previous
+  assert panel.start() and panel.wait(WAIT_S)
+  assert panel.model is previous
+  assert "fine-tune failed: RuntimeError: loss is NaN" in panel.status.value
+  assert "Kept the previous model" in panel.status.value and panel.progress.bar_style == "danger"
+  assert not panel.start_button.disabled  # ready for another try
+  assert panel.start() and panel.wait(WAIT_S)  # the kernel-wide lock was released
+
+
+def test_one_run_at_a_time_even_across_panels():
+  gate = threading.Event()
+  first, second = _panel(FakeTrain(gate=gate)), _panel(FakeTrain())
+  assert first.start()
+  _wait_until(lambda: first.progress.value >= 1)
+  assert not first.start() and not second.start()
+  assert "already running" in second.status.value
+  gate.set()
+  assert first.wait(WAIT_S)
+  assert second.start() and second.wait(WAIT_S)
+  assert second.model is not None
+
+
+def test_the_time_cap_stops_a_run_and_keeps_what_it_learned():
+  panel = _panel(FakeTrain(step_s=0.05), max_seconds=0.12)
+  assert panel.start() and panel.wait(WAIT_S)
+  assert panel.model is not None and 0 < panel.model.steps_done < BASE.steps
+  assert "stopped at the 0.12 s cap after" in panel.status.value  # rounding must not hide the cap
+  assert panel.progress.bar_style == "warning"
+
+
+def test_progress_updates_are_throttled_to_the_ui_rate():
+  panel = _panel(FakeTrain(), max_steps=400)
+  panel.steps.value = 400  # 400 steps in a few ms
+  updates = mock.Mock()
+  panel.progress.observe(updates, "value")
+  assert panel.start() and panel.wait(WAIT_S)
+  assert panel.progress.value == 400
+  assert updates.call_count <= 3  # first call, then the final flush (10 Hz at most in between)
+
+
+def test_missing_listener_or_zero_weights_refuse_to_start_with_a_reason():
+  panel = FineTunePanel(train_fn=FakeTrain(), base_config=BASE)
+  assert not panel.start() and "ear: expected the listener" in panel.status.value
+  panel.ear = EAR
+  panel.w_nap.value = panel.w_sai.value = 0.0
+  assert not panel.start() and "at least one loss weight" in panel.status.value
+  assert not panel.running
+
+
+def test_caps_bound_the_steps_slider():
+  panel = _panel(FakeTrain(), max_steps=5)
+  assert panel.steps.max == 5 and panel.steps.value == 5
+  with pytest.raises(ValueError, match="max_steps"):
+    FineTunePanel(train_fn=FakeTrain(), max_steps=0)
+  with pytest.raises(ValueError, match="model_sizes"):
+    FineTunePanel(train_fn=FakeTrain(), model_sizes=("huge",))

@@ -1,0 +1,295 @@
+"""Workbench: one state, changes flowing one way into bokeh sources, the player and the metrics.
+
+The science is replaced by FakeCompute: channel gains follow the audiogram at each CF, so a
+threshold change shows in exactly the NAP channels near its frequency (also used by test_app).
+"""
+import collections
+import io
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dal_widgets.audio.clips import ClipInfo
+from dal_widgets.errors import ParameterError
+from dal_widgets.loop.config import config_for
+from dal_widgets.loop.evaluate import EvaluationTable
+from dal_widgets.ui import compute as real_compute
+from dal_widgets.ui.audiogram_editor import FREQS_HZ
+from dal_widgets.ui.finetune_panel import TrainedAid
+from dal_widgets.ui.workbench import DAL, HEARD, NALR, NORMAL, UNAIDED, Workbench
+
+WAIT_S = 20.0  # generous: background threads on a loaded 2-core CI machine
+I_4K = FREQS_HZ.index(4000.0)
+
+
+class FakeCompute:
+  """The functions of dal_widgets.ui.compute, fast and transparent; counts calls by name."""
+
+  SR = 16000
+  N_CH = 16
+  NOISE_KINDS = real_compute.NOISE_KINDS
+  STIMULI = real_compute.STIMULI
+  sai_params = staticmethod(real_compute.sai_params)  # plain Python design, no compilation
+  sai_lags_ms = staticmethod(real_compute.sai_lags_ms)
+  decode = staticmethod(real_compute.decode)  # soundfile; fast
+  resample = staticmethod(real_compute.resample)
+
+  def __init__(self):
+    self.calls = collections.Counter()
+    self.cf = np.geomspace(7000.0, 100.0, self.N_CH)
+
+  def _count(self, name):
+    self.calls[name] += 1
+
+  def clips(self):
+    return [ClipInfo(name=n, file=f"{n}.flac", voice=v, text=f"sentence {n}", duration_s=0.5)
+            for n, v in (("a_01", "kal"), ("b_02", "slt"), ("c_03", "awb"))]
+
+  def load_clip(self, name, sr):
+    freq_hz = {"a_01": 500.0, "b_02": 1000.0, "c_03": 2000.0}[name]
+    t = np.arange(sr // 2) / sr
+    return (0.02 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+  def noise(self, kind, n, sr, *, talkers=(), seed=0):
+    return np.random.default_rng(seed).standard_normal(n).astype(np.float32)
+
+  def mix(self, speech, masker, snr_db):
+    scale = np.sqrt(np.mean(speech ** 2) / np.mean(masker ** 2)) * 10 ** (-snr_db / 20)
+    return (speech + scale * masker[:len(speech)]).astype(np.float32), speech
+
+  def at_speech_level(self, x):
+    return np.asarray(x, np.float32)
+
+  def stimulus(self, kind, f0_hz, dur_s, sr=16000):
+    self._count("stimulus")
+    x = np.zeros(int(dur_s * sr), np.float32)
+    x[::int(sr / f0_hz)] = 0.02  # a click train at f0
+    return x
+
+  def cf_hz(self, sr):
+    return self.cf
+
+  def fit_ear(self, audiogram, sr, *, refine=False):
+    self._count("fit_refined" if refine else "fit_fast")
+    loss_db = np.interp(np.log(self.cf), np.log(audiogram.freqs_hz), audiogram.thresholds_db_hl)
+    return SimpleNamespace(audiogram=audiogram, gain=10 ** (-loss_db / 20),
+                           residual_db=np.full(len(audiogram.freqs_hz), 0.5 if refine else 0.0))
+
+  def nap(self, x, sr, ear=None):
+    self._count("nap")
+    gain = np.ones(self.N_CH) if ear is None else ear.gain
+    return (np.abs(x)[:, None] * gain[None, :]).astype(np.float32)
+
+  def sai_frames(self, nap, params):
+    self._count("sai")
+    n = nap.shape[0] // params.input_segment_width
+    width = params.sai_width
+    return np.stack([nap[i * width:(i + 1) * width].T if (i + 1) * width <= nap.shape[0]
+                     else np.zeros((nap.shape[1], width), np.float32) for i in range(n)])
+
+  def heard(self, x, sr, audiogram):
+    return (np.asarray(x) * 10 ** (-np.mean(audiogram.thresholds_db_hl) / 20)).astype(np.float32)
+
+  def nalr(self, x, sr, audiogram):
+    self._count("nalr")
+    return (2.0 * np.asarray(x)).astype(np.float32)
+
+  def dal(self, aid, x):
+    self._count("dal")
+    return (aid.params["gain"] * np.asarray(x)).astype(np.float32)
+
+  def evaluation(self, noisy, clean, snr_db, sr, ear, aided):
+    self._count("evaluation")
+    rows = tuple({"system": name, "snr_db": "all", "n_clips": 1,
+                  "nap_l1": float(np.mean(np.abs(y - clean)))} for name, y in aided.items())
+    return EvaluationTable(rows=rows, clip_rows=(), metrics=("nap_l1",))
+
+  def train(self, cfg, *, ear, on_progress, should_stop):
+    for step in range(cfg.steps):
+      if should_stop():
+        break
+      on_progress(step + 1, cfg.steps, {"loss": 1.0 / (step + 1)})
+    return SimpleNamespace(params={"gain": 3.0}, steps_done=cfg.steps, stopped_early=False, loss=0.1)
+
+
+def _bench(**kwargs):
+  compute = FakeCompute()
+  bench = Workbench(compute=compute, finetune_options=dict(train_fn=compute.train), **kwargs)
+  assert bench.wait(WAIT_S)
+  return bench, compute
+
+
+def _image(bench, label):
+  images = bench.cochleagram.sources[label].data["image"]
+  return images[0].copy() if images else None
+
+
+def _read_wav(data):
+  x, sr = sf.read(io.BytesIO(data), dtype="float32")
+  return x, sr
+
+
+def _wav(x, sr):
+  buffer = io.BytesIO()
+  sf.write(buffer, x, sr, format="WAV", subtype="PCM_16")
+  return buffer.getvalue()
+
+
+def test_builds_and_fills_every_view_from_the_first_sound_and_audiogram():
+  bench, compute = _bench()
+  assert bench.state.sound.name == "a_01" and bench.state.audiogram is bench.editor.audiogram
+  for label in (NORMAL, UNAIDED, NALR):
+    assert _image(bench, label) is not None
+  assert _image(bench, DAL) is None  # no model yet: the DAL panel stays empty
+  assert bench.sai_view.source.data["image"]
+  assert NALR in bench.metrics.html.value and "DAL" not in bench.metrics.html.value
+  assert "refined" in bench.fit_status.value and bench.state.ear_refined
+  assert compute.calls["fit_fast"] == 1 and compute.calls["fit_refined"] == 1
+
+
+def test_player_rows_hold_valid_wav_of_the_sound():
+  bench, _ = _bench()
+  sound = bench.state.sound
+  for name in ("clean", "noisy", HEARD[UNAIDED], HEARD[NALR]):
+    x, sr = _read_wav(bench.player.players[name].value)
+    assert sr == FakeCompute.SR and len(x) == len(sound.clean)
+  assert bench.player.players[HEARD[DAL]].value == b""
+  assert "fine-tune first" in bench.player.warnings[HEARD[DAL]].value
+
+
+def test_moving_the_4k_slider_changes_the_audiogram_and_only_the_impaired_nap():
+  bench, compute = _bench()
+  normal, impaired = _image(bench, NORMAL), _image(bench, UNAIDED)
+  bench.editor.sliders[I_4K].value = 60.0
+  assert bench.state.audiogram.thresholds_db_hl[I_4K] == 60.0
+  assert bench.wait(WAIT_S)
+  np.testing.assert_array_equal(_image(bench, NORMAL), normal)
+  changed_rows = np.flatnonzero(np.any(_image(bench, UNAIDED) != impaired, axis=1))
+  # image rows are CF-up (row n_ch - 1 = channel 0 = highest CF); only CFs above 3 kHz moved
+  changed_cf = compute.cf[FakeCompute.N_CH - 1 - changed_rows]
+  assert changed_cf.size > 0 and np.all(changed_cf > 3000.0)
+  assert compute.calls["fit_fast"] == 2 and compute.calls["fit_refined"] == 2
+  assert "impaired (unaided)" in bench.readout.value
+
+
+def test_a_fine_tuned_model_fills_the_dal_rows_without_redoing_the_rest():
+  bench, compute = _bench()
+  before = dict(compute.calls)
+  bench.finetune.steps.value = 3
+  assert bench.finetune.start() and bench.finetune.wait(WAIT_S)
+  assert isinstance(bench.state.model, TrainedAid)
+  assert bench.wait(WAIT_S)
+  assert _image(bench, DAL) is not None
+  x, _ = _read_wav(bench.player.players[HEARD[DAL]].value)
+  assert len(x) == len(bench.state.sound.clean)
+  assert "DAL" in bench.metrics.html.value
+  assert compute.calls["dal"] == 1
+  assert compute.calls["nalr"] == before["nalr"]  # memoised: the NAL-R output did not change
+  assert compute.calls["nap"] == before["nap"] + 1  # only the DAL output's NAP is new
+
+
+def test_the_finetune_panel_trains_for_the_current_listener():
+  bench, _ = _bench(preset="N3")
+  assert bench.finetune.ear is bench.state.ear
+  assert bench.finetune.ear.audiogram == bench.state.audiogram
+  assert bench.finetune.config().audiogram.name == "N3"
+
+
+def test_snr_and_noise_kind_change_the_noisy_sound_only():
+  bench, _ = _bench()
+  clean, noisy = bench.state.sound.clean, bench.state.sound.noisy
+  bench.sound_picker.snr.value = 15.0
+  assert bench.state.sound.snr_db == 15.0
+  np.testing.assert_array_equal(bench.state.sound.clean, clean)
+  assert np.std(bench.state.sound.noisy - clean) < np.std(noisy - clean)
+  bench.sound_picker.noise_kind.value = "quiet"
+  assert math.isinf(bench.state.sound.snr_db) and bench.sound_picker.snr.disabled
+  np.testing.assert_array_equal(bench.state.sound.noisy, bench.state.sound.clean)
+  assert bench.wait(WAIT_S)
+
+
+def test_a_wav_upload_is_resampled_and_becomes_the_sound():
+  bench, _ = _bench()
+  t = np.arange(8000) / 8000
+  assert bench.sound_picker.load_upload(_wav(0.1 * np.sin(2 * np.pi * 300 * t), 8000), "me.wav")
+  sound = bench.state.sound
+  assert sound.name == "\u2b06 me.wav" and len(sound.clean) == FakeCompute.SR  # 1 s at 16 kHz
+  assert "resampled from 8 kHz" in bench.sound_picker.message.value
+  assert bench.sound_picker.clip.value == "\u2b06 me.wav"
+  assert bench.wait(WAIT_S)
+  assert bench.cochleagram.sources[NORMAL].data["dw"] == [pytest.approx(1.0, abs=0.01)]
+
+
+@pytest.mark.parametrize("data, name, reason", [
+    (b"RIFF\x00\x00\x00\x00WAVE" + bytes(100), "big.wav", "over the upload limit"),
+    (b"ID3\x03 not a wav at all", "song.mp3", "expected a WAV file"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt broken", "broken.wav", "cannot read audio"),
+    (_wav(np.zeros(16000, np.float32), 16000), "silent.wav", "digital silence"),
+    (_wav(np.full(100, 0.1, np.float32), 16000), "click.wav", "too short"),
+])
+def test_bad_uploads_are_refused_with_a_reason_and_keep_the_sound(data, name, reason):
+  compute = FakeCompute()
+  bench = Workbench(compute=compute, aids=(), sai=False, finetune=False, metrics=False,
+                    upload_max_bytes=50 if name == "big.wav" else 1_000_000)
+  sound = bench.state.sound
+  assert not bench.sound_picker.load_upload(data, name)
+  assert reason in bench.sound_picker.message.value and "#c0392b" in bench.sound_picker.message.value
+  assert bench.state.sound is sound
+  assert bench.wait(WAIT_S)
+
+
+def test_difference_choice_draws_that_panel_minus_normal_or_hides_it():
+  bench, _ = _bench()
+  bench.difference.value = f"{NALR} \u2212 {NORMAL}"
+  assert bench.wait(WAIT_S)
+  diff = bench.cochleagram.sources["difference"].data["image"][0]
+  np.testing.assert_allclose(diff, _image(bench, NALR) - _image(bench, NORMAL), atol=1e-6)
+  assert bench.cochleagram.figures["difference"].visible
+  bench.difference.value = "off"
+  assert bench.wait(WAIT_S)
+  assert not bench.cochleagram.figures["difference"].visible
+
+
+def test_sai_follows_the_chosen_panel_and_the_nap_cursor():
+  bench, compute = _bench()
+  sai_calls = compute.calls["sai"]
+  bench.sai_source.value = NORMAL
+  assert bench.wait(WAIT_S)
+  assert compute.calls["sai"] == sai_calls + 1 and "normal ear" in bench.sai_view.figure.title.text
+  bench.cochleagram.cursor_s = 0.1
+  assert bench.sai_view.frame == round(0.1 / bench.sai_view.hop_s)
+  assert bench.sai_view.play.value == bench.sai_view.frame  # a re-sent page state agrees
+
+
+def test_explorer_configuration_has_only_the_listener_parts():
+  compute = FakeCompute()
+  bench = Workbench(compute=compute, aids=(), sai=False, finetune=False, metrics=False,
+                    noise="quiet")
+  assert bench.wait(WAIT_S)
+  assert list(bench.cochleagram.sources) == [NORMAL, UNAIDED, "difference"]
+  assert bench.sai_view is None and bench.finetune is None and bench.metrics is None
+  assert bench.player.names == ("clean", "noisy", HEARD[UNAIDED])
+  assert compute.calls["nalr"] == 0 and compute.calls["evaluation"] == 0
+  with pytest.raises(ParameterError, match="aids: expected distinct names"):
+    Workbench(compute=compute, aids=("magic",))
+
+
+def test_a_failing_computation_is_reported_and_the_next_change_recovers():
+  bench, compute = _bench()
+  real_nap = compute.nap
+  compute.nap = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("CARFAC exploded"))
+  bench.editor.sliders[0].value = 30.0
+  assert bench.wait(WAIT_S)
+  assert "CARFAC exploded" in bench.busy.value
+  compute.nap = real_nap
+  bench.editor.sliders[0].value = 40.0
+  assert bench.wait(WAIT_S)
+  assert bench.busy.error == ""
+
+
+def test_real_widget_preset_config_is_what_the_panel_trains():
+  bench, _ = _bench()
+  assert bench.finetune.base_config == config_for("widget")
