@@ -331,15 +331,30 @@ def _resume(workdir, cfg, template):
   if ckpt.config.model_config != cfg.model_config:
     raise ParameterError(f"workdir: {found} holds a {ckpt.config.model_config} model, this run "
                          f"trains {cfg.model_config}; use resume=False or another workdir")
+  if listener_audiogram(ckpt.config) != listener_audiogram(cfg):
+    raise ParameterError(f"workdir: {found} holds a model for listener "
+                         f"{listener_audiogram(ckpt.config).name!r}, this run trains for "
+                         f"{listener_audiogram(cfg).name!r}; use resume=False or another workdir")
   if ckpt.config.replace(steps=cfg.steps) != cfg:
     warnings.warn(f"resuming {found} (step {ckpt.step}), whose config differs from this run's "
                   "in more than `steps`; continuing with this run's config", stacklevel=3)
   return checkpoint.restore(found, target=template).state
 
 
+def _start_from(template, params, cfg):
+  """template with `params` (shape-checked) and a fresh optimizer state for them."""
+  want = jax.tree.map(lambda a: (a.shape, a.dtype), template.params)
+  got = jax.tree.map(lambda a: (np.shape(a), np.asarray(a).dtype), params)
+  if jax.tree.structure(want) != jax.tree.structure(got) or jax.tree.leaves(want) != jax.tree.leaves(got):
+    raise ParameterError("init_params: parameters do not fit the model of this configuration "
+                         f"({cfg.model_config})")
+  params = jax.tree.map(jnp.asarray, params)
+  return template.replace(params=params, opt_state=make_optimizer(cfg).init(params))
+
+
 def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=None,
           should_stop=None, resume: bool = True, progress: bool = False,
-          devices=None) -> TrainResult:
+          devices=None, init_params=None) -> TrainResult:
   """Trains (or resumes training) a DAL hearing aid for one listener.
 
   Args:
@@ -356,6 +371,9 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
     resume: Continue from the latest checkpoint of workdir if there is one.
     progress: Show a tqdm progress bar.
     devices: Devices to split each batch over; default all of jax.local_devices().
+    init_params: Start from these SEANet parameters (a fine-tune, e.g. of
+      loop.pretrained.load_pretrained()) instead of the identity initialisation; ignored when a
+      checkpoint is resumed. Must have the shapes of cfg.model_config.
 
   Returns:
     TrainResult.
@@ -375,6 +393,8 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
     condition = condition_from_audiogram(getattr(ear, "audiogram", None) or listener_audiogram(cfg))
   step_fn = make_train_step(model_cfg, cfg, normal, impaired, condition=condition, devices=devices)
   template = create_train_state(jax.random.PRNGKey(cfg.seed), model_cfg, cfg)
+  if init_params is not None:
+    template = _start_from(template, init_params, cfg)
   state = step_fn.place_state(_resume(workdir, cfg, template) if resume else template)
   source = SpeechSource(cfg.data, "train") if source is None else source
   return _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progress)

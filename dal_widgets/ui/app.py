@@ -28,6 +28,7 @@ from dal_widgets.ui.bokeh_setup import load_bokeh
 from dal_widgets.ui.busy import BackgroundRunner, BusyIndicator
 from dal_widgets.ui.cochleagram_view import CochleagramView
 from dal_widgets.ui.sai_view import SAIView
+from dal_widgets.ui.finetune_panel import TrainedAid
 from dal_widgets.ui.workbench import AIDS, PLAYBACK_GAIN_DB, Workbench, keep_play_in_step
 
 KINDS = ("audiogram_explorer", "sai_explorer", "hearing_aid_lab")
@@ -215,6 +216,16 @@ def resend_state_when_shown(root: widgets.DOMWidget) -> None:
   root.observe(_on_view_count_changed, "_view_count")
 
 
+def _pretrained(compute):
+  """The bundled pretrained aid as a TrainedAid (None if the package or compute has none)."""
+  found = getattr(compute, "pretrained_aid", lambda: None)()
+  if found is None:
+    return None
+  params, model_config, audiogram, steps = found
+  return TrainedAid(params=params, model_config=model_config, audiogram=audiogram,
+                    steps_done=steps, loss=float("nan"))
+
+
 def make_app(kind: str, *, config: AppConfig | None = None, compute=compute_module) -> widgets.Widget:
   """Builds one of the apps (after loading BokehJS inline into the page, once per kernel).
 
@@ -244,7 +255,8 @@ def make_app(kind: str, *, config: AppConfig | None = None, compute=compute_modu
     base = config_for("widget")
     base = base.replace(steps=min(config.finetune_steps, config.max_steps))
     finetune = dict(base_config=base, max_steps=config.max_steps, max_seconds=config.max_seconds,
-                    model_sizes=config.model_sizes, train_fn=compute.train)
+                    model_sizes=config.model_sizes, train_fn=compute.train,
+                    initial_model=_pretrained(compute))
     app = Workbench(compute=compute, aids=AIDS, preset="N3", finetune_options=finetune, **limits)
   app.add_class("dal-app")
   root = widgets.VBox([widgets.HTML(APP_CSS), app])

@@ -181,7 +181,19 @@ def evaluation(noisy: np.ndarray, clean: np.ndarray, snr_db: float, sr: float, e
   return evaluate.evaluate([(noisy, clean, snr_db)], sr, ear, systems)
 
 
-def train(cfg, *, ear, on_progress, should_stop):
+def train(cfg, *, ear, on_progress, should_stop, init_params=None):
   """A DAL fine-tune in memory (loop.train.train); returns its TrainResult."""
   from dal_widgets.loop.train import train as train_loop
-  return train_loop(cfg, ear=ear, on_progress=on_progress, should_stop=should_stop)
+  return train_loop(cfg, ear=ear, on_progress=on_progress, should_stop=should_stop,
+                    init_params=init_params)
+
+
+def pretrained_aid():
+  """(params, SeanetConfig, audiogram name, steps) of the bundled model, or None."""
+  from dal_widgets.loop.pretrained import load_pretrained
+  from dal_widgets.loop.train import listener_audiogram
+  found = load_pretrained()
+  if found is None:
+    return None
+  params, cfg, step = found
+  return params, cfg.model_config, listener_audiogram(cfg), step

@@ -7,6 +7,7 @@ run keeps the previous model and says why in the panel.
 """
 import dataclasses
 import html
+import math
 import threading
 import time
 from typing import Any, Callable
@@ -55,7 +56,8 @@ class TrainedAid:
     """One line for people: size, steps, loss, listener."""
     size = next((k for k, v in SEANET_SIZES.items() if v == self.model_config), "custom")
     who = (self.audiogram.name or "custom audiogram") if self.audiogram else "unknown listener"
-    return f"{size} SEANet, {self.steps_done} steps, loss {self.loss:.4g}, for {who}"
+    loss = f", loss {self.loss:.4g}" if math.isfinite(self.loss) else ""
+    return f"{size} SEANet, {self.steps_done} steps{loss}, for {who}"
 
 
 def _sizes(model_sizes):
@@ -86,7 +88,7 @@ class FineTunePanel(widgets.VBox):
 
   def __init__(self, *, train_fn: Callable | None = None, base_config: TrainConfig | None = None,
                max_steps: int = MAX_STEPS, max_seconds: float = MAX_SECONDS, model_sizes=None,
-               **kwargs):
+               initial_model: "TrainedAid | None" = None, **kwargs):
     """Builds the panel.
 
     Args:
@@ -97,6 +99,8 @@ class FineTunePanel(widgets.VBox):
       max_steps: Cap on the steps of one run (the steps slider's maximum).
       max_seconds: Cap on the wall time of one run, s; a run reaching it stops and keeps its model.
       model_sizes: SEANet size names offered (keys of aid.seanet.SEANET_SIZES); default all.
+      initial_model: the aid to start from (e.g. the bundled pretrained one); a fine-tune of the
+        same model size continues from the current aid (train_fn then gets `init_params`).
     """
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
       raise ParameterError(f"max_steps: expected an int >= 1, got {max_steps!r}")
@@ -136,6 +140,8 @@ class FineTunePanel(widgets.VBox):
     self.progress.add_class("dal-finetune-progress")
     self.status = widgets.HTML("")
     self.status.add_class("dal-finetune-status")
+    if initial_model is not None:
+      self.model = initial_model
     self.model_text = widgets.HTML(self._model_html())
     self.source = ColumnDataSource(dict(step=[], loss=[], smooth=[]))
     fig = figure(title="DAL loss per step", frame_width=360, frame_height=150, tools="",
@@ -228,7 +234,11 @@ class FineTunePanel(widgets.VBox):
 
     self._training = True
     try:
-      result = self.train_fn(cfg, ear=ear, on_progress=on_progress, should_stop=should_stop)
+      start = {}
+      if self.model is not None and self.model.model_config == cfg.model_config:
+        start["init_params"] = self.model.params  # fine-tune the current aid, not a fresh one
+      result = self.train_fn(cfg, ear=ear, on_progress=on_progress, should_stop=should_stop,
+                             **start)
       self._stop_progress(show_progress)
       self._finish(cfg, result, time.monotonic() - t0)
     except Exception as err:  # noqa: BLE001 - any failure must end as a message, not a traceback

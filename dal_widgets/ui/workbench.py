@@ -299,6 +299,7 @@ class Workbench(widgets.VBox):
       self.finetune = FineTunePanel(**(finetune_options or {}))
       self.finetune.observe(self._on_finetune_model_changed, "model")
       traitlets.dlink((self.state, "ear"), (self.finetune, "ear"))
+      self.state.model = self.finetune.model  # e.g. the bundled pretrained aid
     self.metrics = MetricsTable() if metrics else None
     self._runner = BackgroundRunner(self._pipeline, busy=self.busy)
     self._refiner = BackgroundRunner(self._refine, self._on_refined,

@@ -33,9 +33,11 @@ class FakeTrain:
                step_s: float = 0.0):
     self.gate, self.fail_after, self.step_s = gate, fail_after, step_s
     self.calls = []
+    self.init_params = []
 
-  def __call__(self, cfg, *, ear, on_progress, should_stop):
+  def __call__(self, cfg, *, ear, on_progress, should_stop, init_params=None):
     self.calls.append((cfg, ear))
+    self.init_params.append(init_params)
     for step in range(cfg.steps):
       if step > 0 and self.gate is not None:
         self.gate.wait(WAIT_S)
@@ -171,3 +173,14 @@ def test_caps_bound_the_steps_slider():
     FineTunePanel(train_fn=FakeTrain(), max_steps=0)
   with pytest.raises(ValueError, match="model_sizes"):
     FineTunePanel(train_fn=FakeTrain(), model_sizes=("huge",))
+
+
+def test_a_fine_tune_continues_from_the_current_aid():
+  train = FakeTrain()
+  start = TrainedAid(params={"gain": 1.5}, model_config=BASE.model_config, audiogram=None,
+                     steps_done=320, loss=float("nan"))
+  panel = _panel(train, initial_model=start)
+  assert panel.model is start and "320 steps" in panel.model_text.value
+  assert panel.start() and panel.wait(WAIT_S)
+  assert train.init_params == [{"gain": 1.5}]
+  assert panel.model is not start and panel.model.params == {"gain": 2.0}

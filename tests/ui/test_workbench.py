@@ -107,7 +107,7 @@ class FakeCompute:
                   "nap_l1": float(np.mean(np.abs(y - clean)))} for name, y in aided.items())
     return EvaluationTable(rows=rows, clip_rows=(), metrics=("nap_l1",))
 
-  def train(self, cfg, *, ear, on_progress, should_stop):
+  def train(self, cfg, *, ear, on_progress, should_stop, init_params=None):
     for step in range(cfg.steps):
       if should_stop():
         break
