@@ -8,11 +8,9 @@ change what comes before it, and the padding is cropped off again).
 """
 import functools
 import math
-
 import warnings
 
 import jax
-
 import numpy as np
 
 from dal_widgets import audio
