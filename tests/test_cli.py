@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile
 
 from dal_widgets import cli
 from dal_widgets.audio import load_clip
@@ -100,9 +101,8 @@ def test_malformed_ear_file_is_exit_2(tmp_path, capsys):
   assert "is not a fitted ear" in _one_line_error(capsys, "cochleagram")
 
 
-def test_enhance_without_checkpoint_says_to_train_first(tmp_path, capsys):
-  if cli._bundled_checkpoint() is not None:
-    pytest.skip("a pretrained checkpoint is bundled")
+def test_enhance_without_checkpoint_says_to_train_first(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(cli, "_bundled_checkpoint", lambda: None)  # as in a package without a model
   assert cli.main(["enhance", str(_clip_path()), str(tmp_path / "out.wav")]) == 2
   assert "dal train" in _one_line_error(capsys, "enhance")
 
@@ -160,9 +160,8 @@ def test_subprocess_bad_input_exit_2_without_traceback(tmp_path):
 
 
 @pytest.mark.slow  # compiles the batched CARFAC + SAI pass: ~10 s on 2 cores
-def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys):
-  if cli._bundled_checkpoint() is not None:
-    pytest.skip("a bundled checkpoint adds a DAL system; covered by the training round trip")
+def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys, monkeypatch):
+  monkeypatch.setattr(cli, "_bundled_checkpoint", lambda: None)  # only the two baseline systems
   out = tmp_path / "results.csv"
   assert cli.main(["evaluate", "--ear", str(ear_file), "--n-clips", "1", "--snr", "5",
                    "--clip-s", "0.5", "--noise", "white", "--out", str(out)]) == 0
@@ -214,3 +213,14 @@ def test_train_enhance_evaluate_round_trip(tmp_path, ear_file, capsys):
                    "--n-clips", "1", "--snr", "5", "--clip-s", "0.5", "--noise", "white"]) == 0
   printed = capsys.readouterr().out
   assert "| DAL | 5 | 1 |" in printed and "| NAL-R+WDRC | all | 1 |" in printed
+
+
+def test_enhance_with_the_bundled_model_writes_an_amplified_file(tmp_path):
+  assert cli._bundled_checkpoint() is not None
+  out = tmp_path / "aided.wav"
+  assert cli.main(["enhance", str(_clip_path()), str(out)]) == 0
+
+  x, sr_in = soundfile.read(str(_clip_path()), dtype="float32")
+  y, sr_out = soundfile.read(str(out), dtype="float32")
+  assert sr_out == sr_in and len(y) == len(x)
+  assert np.sqrt(np.mean(y**2)) > 1.4 * np.sqrt(np.mean(x**2))  # the N3 aid adds gain

@@ -69,10 +69,10 @@ def voila_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def browser():
-  """A headless Debian chromium (skips the browser tests when chromium or playwright is absent)."""
+  """A headless Debian chromium (./dev installs it; its absence is a setup error, not a skip)."""
   if not pathlib.Path(CHROMIUM).exists():
-    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-  sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.fail(f"no chromium at {CHROMIUM}: run ./dev test (it apt-get installs chromium)")
+  from playwright import sync_api
   with sync_api.sync_playwright() as playwright:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
