@@ -172,10 +172,12 @@ def _upload(page, scope, name, mime, content):
 def test_hearing_aid_lab_fine_tune_progresses_and_cancels_and_views_answer(voila_url, page):
   _open(page, voila_url, "hearing_aid_lab")
   page.locator(".dal-metrics-table table").wait_for(timeout=LOAD_TIMEOUT_MS)  # every stage ran
-  for prefix in ("normal ear", "impaired ear · unaided", "impaired ear · NAL-R", "SAI"):
+  for prefix in ("normal ear", "impaired ear · unaided", "impaired ear · NAL-R",
+                 "impaired ear · DAL", "SAI"):
     assert _wait_for_image(page, prefix) is not None
-  _assert_playable_audio(page, n_rows=4)  # clean, noisy, unaided and NAL-R as heard (no DAL yet)
-  # The fine-tune reaches the progress bar, then Cancel stops it and keeps "no model".
+  # clean, noisy, and as heard: unaided, NAL-R, DAL (the bundled pretrained aid)
+  _assert_playable_audio(page, n_rows=5)
+  # The fine-tune reaches the progress bar, then Cancel stops it and keeps the pretrained aid.
   page.get_by_role("button", name="Start fine-tune").click()
   page.get_by_text("preparing", exact=False).wait_for(timeout=UPDATE_TIMEOUT_MS)
   page.get_by_text(re.compile(r"step [1-9]\d*/20 · loss")).wait_for(timeout=FIRST_STEP_TIMEOUT_MS)
@@ -183,7 +185,7 @@ def test_hearing_aid_lab_fine_tune_progresses_and_cancels_and_views_answer(voila
   page.get_by_text(re.compile(r"cancelled at step \d+ of 20")).wait_for(timeout=UPDATE_TIMEOUT_MS)
   width = page.locator(".dal-finetune-progress .progress-bar").evaluate("e => e.style.width")
   assert float(width.rstrip("%")) > 0
-  assert page.get_by_text("none yet (DAL rows stay empty)").count() == 1
+  assert page.get_by_text(re.compile(r"small SEANet, 320 steps, for N3")).count() == 1
   # Hover names the CF; a click on a NAP moves the SAI to that time.
   canvas = page.locator(".dal-cochleagram canvas").first
   canvas.scroll_into_view_if_needed()  # Cancel scrolled the page down
