@@ -35,9 +35,11 @@ def main():
   ap.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0])
   ap.add_argument("--out", type=pathlib.Path, required=True)
   ap.add_argument("--ckpt", type=pathlib.Path, default=None, help="checkpoint folder (default <out>/ckpt)")
+  ap.add_argument("--checkpoint-every", type=int, default=0,
+                  help="also checkpoint every N steps, so a killed run resumes (0: only at the end)")
   args = ap.parse_args()
   cfg = config_for(args.config)
-  changes = {"audiogram": args.preset, "steps": args.steps, "checkpoint_every": 0,
+  changes = {"audiogram": args.preset, "steps": args.steps, "checkpoint_every": args.checkpoint_every,
              "log_every": max(1, args.steps // 20)}
   if args.batch_size:
     changes["batch_size"] = args.batch_size
