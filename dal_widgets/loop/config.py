@@ -299,6 +299,8 @@ PRESETS = {
     # Research scale on a GPU: the SEANet paper architecture, 1 s examples, long cosine schedule.
     # Batch 64: CARFAC's time scan makes a step latency-bound, so a larger batch is nearly free
     # (measured on one H100: batch 16 0.78 s/step, batch 64 1.08 s/step = 59 s of audio per s).
+    # A short run that already beats NAL-R+WDRC for N3 and S2 (bench/RESULTS.md): steps=400,
+    # learning_rate=2e-3, warmup_steps=20, loss.w_spectral=0.1.
     "paper": TrainConfig(model="paper", steps=100_000, batch_size=64, learning_rate=3e-4,
                          warmup_steps=1000, checkpoint_every=2000, log_every=100,
                          data=DataConfig(clip_s=1.0)),
