@@ -17,7 +17,8 @@ def designed(sr: float, style: str = "v3") -> carfac.Carfac:
 @functools.lru_cache(maxsize=16)
 def jitted_run(hypers: carfac.CarfacHypers, linear: bool = False):
   """`carfac.run` jitted for one design; weights, coefficients and state stay traced."""
-  return jax.jit(partial(carfac.run, hypers=hypers, linear=linear))
+  return jax.jit(partial(carfac.run, hypers=hypers, linear=linear),
+                 compiler_options=carfac.compiler_options())
 
 
 def cf_hz(sr: float) -> np.ndarray:

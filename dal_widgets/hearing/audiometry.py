@@ -51,7 +51,8 @@ def _responses_fn(hypers: cf.CarfacHypers):
   def response(x, coeffs, weights, state):
     nap = cf.run(x, hypers, coeffs, weights, state)[0].nap
     return jnp.mean(nap[-n_measure:], axis=0)
-  return jax.jit(jax.vmap(response, in_axes=(0, None, None, None)))
+  return jax.jit(jax.vmap(response, in_axes=(0, None, None, None)),
+                 compiler_options=cf.compiler_options())
 
 
 def _crossing_db_spl(levels, response) -> float:

@@ -192,7 +192,8 @@ def _nap_and_sai_fn(hypers: carfac.CarfacHypers, sai_params: sai.SaiParams):
   def one(x, coeffs, weights, state):
     out, _ = carfac.run(x, hypers, coeffs, weights, state)
     return out.nap, sai.sai_frames(out.nap, sai_params)
-  return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+  return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)),
+                 compiler_options=carfac.compiler_options())
 
 
 def _auditory(model: carfac.Carfac, sai_params, signals):

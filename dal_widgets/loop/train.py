@@ -164,8 +164,7 @@ def _all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-@functools.partial(jax.jit, static_argnames="spec", donate_argnums=0)
-def _train_step(state, batch, ears, condition, hp, spec: _StepSpec):
+def _train_step_impl(state, batch, ears, condition, hp, spec: _StepSpec):
   normal, impaired = (spec.hypers, *ears[0]), (spec.hypers, *ears[1])
   target = losses.targets(batch.clean, normal, spec.loss_cfg)
   loss_fn = functools.partial(losses.dal_loss, model_cfg=spec.model_cfg, loss_cfg=spec.loss_cfg,
@@ -182,6 +181,13 @@ def _train_step(state, batch, ears, condition, hp, spec: _StepSpec):
   metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads), finite=finite,
                  learning_rate=_learning_rate(state.step, hp, spec.cosine))
   return new_state, metrics
+
+
+@functools.lru_cache(maxsize=None)
+def _train_step_jit(backend: str):
+  """The jitted step for `backend`, with CARFAC's compiler options (built on first use)."""
+  return jax.jit(_train_step_impl, static_argnames="spec", donate_argnums=0,
+                 compiler_options=cf.compiler_options(backend))
 
 
 class TrainStep:
@@ -238,7 +244,7 @@ class TrainStep:
     return jax.device_put(batch, self._sharded)
 
   def __call__(self, state: TrainState, batch):
-    return _train_step(state, self.place_batch(batch), self._ears, self._condition, self._hp,
+    return _train_step_jit(jax.default_backend())(state, self.place_batch(batch), self._ears, self._condition, self._hp,
                        spec=self._spec)
 
 

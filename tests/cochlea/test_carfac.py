@@ -108,6 +108,17 @@ def test_vmap_batch_equals_single_runs():
     np.testing.assert_allclose(batched[i], single.nap, atol=1e-6)
 
 
+def test_compiler_options_change_speed_not_results():
+  model = cf.design_carfac(cf.CarfacParams(sr=16000))
+  x = 0.03 * np.random.default_rng(3).standard_normal(1600).astype(np.float32)
+  plain = jax.jit(lambda x: cf.run(x, *model)[0].nap)(x)
+  tuned = designs.jitted_run(model.hypers)(x, coeffs=model.coeffs, weights=model.weights,
+                                           state=model.state)[0].nap
+  assert cf.compiler_options("cpu") == cf.COMPILER_OPTIONS["cpu"]
+  assert cf.compiler_options("no-such-backend") == {}
+  np.testing.assert_allclose(tuned, plain, atol=1e-6)
+
+
 def test_changing_weights_or_input_does_not_recompile():
   hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000))
   f = jax.jit(partial(cf.run, hypers=hypers))
