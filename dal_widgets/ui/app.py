@@ -29,7 +29,7 @@ from dal_widgets.ui.busy import BackgroundRunner, BusyIndicator
 from dal_widgets.ui.cochleagram_view import CochleagramView
 from dal_widgets.ui.sai_view import SAIView
 from dal_widgets.ui.finetune_panel import TrainedAid
-from dal_widgets.ui.workbench import AIDS, PLAYBACK_GAIN_DB, Workbench, keep_play_in_step
+from dal_widgets.ui.workbench import AIDS, PLAYBACK_GAIN_DB, Workbench
 
 KINDS = ("audiogram_explorer", "sai_explorer", "hearing_aid_lab")
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "dal_widgets" / "jax"
@@ -131,7 +131,6 @@ class SAIExplorer(widgets.VBox):
     self.sai_view = SAIView(cf_hz, compute.sai_lags_ms(params, sr),
                             hop_s=params.input_segment_width / sr, height=240, width=400)
     traitlets.link((self.cochleagram, "cursor_s"), (self.sai_view, "cursor_s"))
-    keep_play_in_step(self.sai_view)
     self.player = ABPlayer(("sound", "as the listener hears it"), gain_db=PLAYBACK_GAIN_DB)
     self._runner = BackgroundRunner(self._compute, self._show, busy=self.busy)
     for w in (self.sound, self.f0, self.listener):

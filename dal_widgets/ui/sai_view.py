@@ -128,6 +128,9 @@ class SAIView(HasTraits):
   def _on_frame_changed(self, change):
     frame = change["new"]
     self.slider.value = frame
+    # Play and the slider are linked in the browser only (jslink): keep the kernel's Play value
+    # in step too, or a page that receives the whole state again would jump to a stale frame.
+    self.play.value = frame
     self._show(frame)
     if not self._following_cursor:
       self.cursor_s = self.frame_time_s(frame)

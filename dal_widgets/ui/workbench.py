@@ -199,16 +199,6 @@ class SoundPicker(widgets.VBox):
       self.upload.value = ()  # choosing the same file again loads it again
 
 
-def keep_play_in_step(sai_view: SAIView) -> None:
-  """Keeps the kernel's copy of an SAIView's Play value equal to its frame.
-
-  Play and the frame slider are linked in the browser only (jslink), so a frame set from Python
-  (a NAP click, a new sound) leaves the kernel's Play value behind; a page that later receives the
-  whole state again (app.resend_state_when_shown) would then jump back to that stale frame.
-  """
-  sai_view.observe(lambda change: setattr(sai_view.play, "value", change["new"]), "frame")
-
-
 class WorkbenchState(HasTraits):
   """Inputs and the fitted ear of a Workbench (no display code)."""
 
@@ -287,7 +277,6 @@ class Workbench(widgets.VBox):
       self.sai_view = SAIView(cf_hz, compute.sai_lags_ms(params, self.sr),
                               hop_s=params.input_segment_width / self.sr, height=250, width=320)
       self.sai_view.slider.layout.width = "200px"  # play, slider and time fit the column
-      keep_play_in_step(self.sai_view)
       self.sai_source = widgets.Dropdown(options=self.labels, value=UNAIDED, description="SAI of",
                                          layout=widgets.Layout(width="330px"))
       traitlets.link((self.cochleagram, "cursor_s"), (self.sai_view, "cursor_s"))

@@ -38,7 +38,6 @@ from dal_widgets import audio
 from dal_widgets.cochlea import designs, sai
 from dal_widgets.ui import ABPlayer, CochleagramView, SAIView
 from dal_widgets.ui.cochleagram_view import style_cf_axis
-from dal_widgets.ui.workbench import keep_play_in_step
 
 SR = 16000               # sample rate, Hz
 DUR_S = 1.0              # every sound lasts 1 s: CARFAC and the SAI compile once
@@ -95,8 +94,6 @@ sai_view = SAIView(cf_hz, lag_ms, HOP_S, offset_s=HOP_S, width=330, height=220)
 sai_view.figure.title.text = "SAI (aligned on triggers)"
 raw_view.render(snapshots)
 sai_view.render(frames_a)
-for view in (raw_view, sai_view):
-    keep_play_in_step(view)              # frames set from Python also move the Play button
 traitlets.link((raw_view, "frame"), (sai_view, "frame"))
 W.HBox([raw_view.widget, sai_view.widget])
 """),
@@ -220,7 +217,6 @@ speech_cochleagram.render({"speech": nap_speech})
 speech_sai = SAIView(cf_hz, lag_ms, HOP_S, offset_s=HOP_S, width=420, height=240)
 frames_speech = sai_of(nap_speech)
 speech_sai.render(frames_speech)
-keep_play_in_step(speech_sai)            # frames set from Python also move the Play button
 traitlets.link((speech_cochleagram, "cursor_s"), (speech_sai, "cursor_s"))
 speech_sai.frame = int(np.argmax(frames_speech.mean(axis=(1, 2))))   # start at the liveliest frame
 speech_player = ABPlayer(names=("speech",), gain_db=PLAYBACK_GAIN_DB)

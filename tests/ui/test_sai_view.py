@@ -57,3 +57,16 @@ def test_bad_inputs_raise_parameter_error():
     SAIView(CF_HZ, LAG_MS, 0.0)
   with pytest.raises(ParameterError, match="sai"):
     SAIView(CF_HZ, LAG_MS, HOP_S).render(np.zeros((3, N_CH, 7)))
+
+
+def test_frames_set_from_python_move_the_play_button():
+  # Play and the slider are linked only in the browser, so the kernel's Play value must follow
+  # frames set from Python (a cursor, a new sound) or a re-sent page state shows a stale frame.
+  view = SAIView(CF_HZ, LAG_MS, HOP_S)
+  view.render(_sai())
+  view.frame = 12
+  assert view.play.value == view.slider.value == 12
+  view.cursor_s = view.frame_time_s(4)
+  assert view.play.value == view.frame == 4
+  view.render(_sai()[:3])  # fewer frames: the frame is clamped, Play follows
+  assert view.play.value == view.frame == 2
