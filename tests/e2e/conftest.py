@@ -2,7 +2,8 @@
 
 Uses Debian's /usr/bin/chromium through Python Playwright (no `playwright install`: no downloads).
 Every test leaves a full-page screenshot in artifacts/<test name>.png; page errors are collected in
-`page.errors` (JavaScript exceptions) and `page.console_errors` (console.error lines).
+`page.errors` (JavaScript exceptions) and `page.console_errors` (console.error lines), and every
+request that leaves the machine in `page.external_requests` (the apps must work offline).
 """
 import os
 import pathlib
@@ -79,12 +80,18 @@ def browser():
     browser.close()
 
 
+def _is_external(url: str) -> bool:
+  """True for a request that would need the network (not loopback, not inline data)."""
+  return not url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:"))
+
+
 @pytest.fixture
 def page(browser, request):
   """A fresh page; its screenshot goes to artifacts/<test name>.png whatever the outcome."""
   context = browser.new_context(viewport=VIEWPORT)
   page = context.new_page()
-  page.errors, page.console_errors = [], []
+  page.errors, page.console_errors, page.external_requests = [], [], []
+  page.on("request", lambda req: _is_external(req.url) and page.external_requests.append(req.url))
   page.on("pageerror", lambda err: page.errors.append(str(err)))
   page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
   yield page

@@ -123,6 +123,7 @@ def _assert_no_errors(page):
   assert page.get_by_text("javascript error", exact=False).count() == 0
   assert page.locator(".dal-error").count() == 0  # the busy indicator's error text
   assert page.errors == []
+  assert page.external_requests == []  # offline: BokehJS inline, no CDN stylesheet (voila.json)
 
 
 def test_audiogram_explorer_slider_redraws_the_impaired_nap(voila_url, page):
