@@ -17,6 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from common import TABLE_HEAD, header, row, time_call  # noqa: E402
 
+from dal_widgets.cochlea import batch  # noqa: E402
 from dal_widgets.cochlea import carfac as cf  # noqa: E402
 
 
@@ -59,6 +60,12 @@ def main():
             flush=True)
     c, r = time_call(fwd_b, xb, n_runs=max(5, args.n_runs // 4))
     print(row(f"forward batch {args.batch}", n, seconds * args.batch, c, r), flush=True)
+    workers = batch.default_workers()
+    if workers > 1:
+      # The same program on equal chunks, one per core (what cochlea.run_batch does).
+      c, r = time_call(lambda xs: batch.map_chunks(fwd_b, xs), xb, n_runs=max(5, args.n_runs // 4))
+      print(row(f"forward batch {args.batch}, map_chunks", n, seconds * args.batch, c, r,
+                f"{workers} threads"), flush=True)
     gb = jax.grad(lambda xs: jnp.mean(jax.vmap(loss)(xs)))
     c, r = time_call(grad_b, xb, n_runs=max(5, args.n_runs // 4))
     print(row(f"grad batch {args.batch}", n, seconds * args.batch, c, r, f"{compiled_mb(gb, xb):.0f} MB"),

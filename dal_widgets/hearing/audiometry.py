@@ -16,7 +16,7 @@ import numpy as np
 
 from dal_widgets.audio import stimuli
 from dal_widgets.cochlea import carfac as cf
-from dal_widgets.cochlea import designs
+from dal_widgets.cochlea import batch, designs
 from dal_widgets.errors import ParameterError
 
 TONE_S = 0.2  # tone duration: long enough for AGC stage 1-3 (2-32 ms) to settle
@@ -86,7 +86,8 @@ def thresholds_db_spl(freqs_hz, sr: float, weights: cf.CarfacWeights | None = No
   hypers, coeffs, healthy, state = designs.designed(sr, style)
   weights = healthy if weights is None else weights
   cf.check_weights(weights)
-  naps = np.asarray(_responses_fn(hypers)(_tone_bank(freqs, float(sr)), coeffs, weights, state))
+  naps = batch.map_chunks(_responses_fn(hypers), _tone_bank(freqs, float(sr)), coeffs, weights,
+                          state)
   naps = naps.reshape(len(freqs), len(LEVELS_DB_SPL), hypers.n_ch)
   cf_hz = np.asarray(coeffs.pole_hz)
   out = []

@@ -14,7 +14,7 @@ CARFAC's response depends on level (digital rms 1.0 = 100 dB SPL, dal_widgets.au
 The clean reference is heard by the normal cochlea at its own level (65 dB SPL for bundled clips).
 
 Speed: the CARFAC + SAI pass is one jitted `vmap` over a batch of clips, compiled once per
-design, batch size and padded length. Clips are zero-padded at the end to a multiple of
+design, chunk size and padded length, its chunks run on every CPU core (cochlea.batch). Clips are zero-padded at the end to a multiple of
 PAD_QUANTUM_S, so clips of similar length share one compilation; CARFAC and the SAI are causal,
 so the padding does not change the NAP or SAI frames of the clip itself, which are cropped back.
 """
@@ -31,7 +31,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from dal_widgets.cochlea import carfac, designs, sai
+from dal_widgets.cochlea import batch, carfac, designs, sai
 from dal_widgets.errors import DalError, ParameterError
 from dal_widgets.loop import metrics
 from dal_widgets.loop.config import LossConfig
@@ -199,15 +199,14 @@ def _nap_and_sai_fn(hypers: carfac.CarfacHypers, sai_params: sai.SaiParams):
 def _auditory(model: carfac.Carfac, sai_params, signals):
   """NAPs and SAI frames of equal-length `signals` [batch, n_samp] through `model` (numpy)."""
   hypers, coeffs, weights, state = model
-  nap, frames = _nap_and_sai_fn(hypers, sai_params)(signals, coeffs, weights, state)
-  return np.asarray(nap), np.asarray(frames)
+  return batch.map_chunks(_nap_and_sai_fn(hypers, sai_params), signals, coeffs, weights, state)
 
 
 def _padded(signals, length):
-  batch = np.zeros((len(signals), length), np.float32)
+  out = np.zeros((len(signals), length), np.float32)
   for i, x in enumerate(signals):
-    batch[i, :x.shape[0]] = x
-  return batch
+    out[i, :x.shape[0]] = x
+  return out
 
 
 def _check_clips(clips, min_samples):
