@@ -11,23 +11,18 @@ Measured on the 2-core CI machine (bench/bench_cochlea.py, 22050 Hz, 1 s clips):
 import concurrent.futures
 import functools
 import math
-import os
 
 import jax
 import numpy as np
 
+from dal_widgets import cpu_cores
 from dal_widgets.cochlea import carfac
 from dal_widgets.errors import ParameterError
 
 
 def default_workers() -> int:
   """Threads for a batch: the usable CPU cores on a CPU backend, 1 on an accelerator."""
-  if jax.default_backend() != "cpu":
-    return 1
-  try:
-    return max(1, len(os.sched_getaffinity(0)))
-  except AttributeError:  # not on Linux
-    return max(1, os.cpu_count() or 1)
+  return cpu_cores.usable_cores() if jax.default_backend() == "cpu" else 1
 
 
 def map_chunks(fn, xs, *args, workers: int | None = None):

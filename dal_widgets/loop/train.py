@@ -160,6 +160,14 @@ class _StepSpec(NamedTuple):
   mesh: Mesh
 
 
+def default_devices(batch_size: int) -> list:
+  """The most local devices (in order) whose count divides `batch_size`: every one for a batch
+  that splits evenly, fewer for one that does not (batch 1: one device)."""
+  local = jax.local_devices()
+  n = max(k for k in range(1, len(local) + 1) if batch_size % k == 0)
+  return local[:n]
+
+
 def _all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
@@ -214,7 +222,7 @@ class TrainStep:
     if model_cfg.film_dim and condition is None:
       raise ParameterError(f"condition: expected a vector of {model_cfg.film_dim} values for a "
                            "FiLM-conditioned model, got None")
-    devices = list(jax.local_devices() if devices is None else devices)
+    devices = default_devices(train_cfg.batch_size) if devices is None else list(devices)
     if not devices:
       raise ParameterError("devices: expected at least one device, got none")
     self.mesh = Mesh(np.asarray(devices), (DATA_AXIS,))
@@ -258,7 +266,7 @@ def make_train_step(model_cfg: SeanetConfig, train_cfg: TrainConfig, normal, imp
     normal, impaired: The two ears, each a Carfac / (hypers, coeffs, weights, state) of the same
       design; only the weights differ.
     condition: FiLM vector [film_dim] for a conditioned model (aid.seanet.condition_from_audiogram).
-    devices: Devices to split the batch over; default all of jax.local_devices().
+    devices: Devices to split the batch over; default `default_devices(train_cfg.batch_size)`.
 
   Returns:
     TrainStep: call it as step(state, batch) -> (state, metrics); metrics are scalars "loss",
@@ -376,7 +384,7 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
       True saves a checkpoint and returns with stopped_early=True.
     resume: Continue from the latest checkpoint of workdir if there is one.
     progress: Show a tqdm progress bar.
-    devices: Devices to split each batch over; default all of jax.local_devices().
+    devices: Devices to split each batch over; default `default_devices(cfg.batch_size)`.
     init_params: Start from these SEANet parameters (a fine-tune, e.g. of
       loop.pretrained.load_pretrained()) instead of the identity initialisation; ignored when a
       checkpoint is resumed. Must have the shapes of cfg.model_config.
@@ -389,7 +397,7 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
     TrainingError: cfg.max_bad_steps non-finite steps in a row; the last good parameters are
       saved (when workdir is given) and attached as the exception's `result`.
   """
-  devices = list(jax.local_devices() if devices is None else devices)
+  devices = default_devices(cfg.batch_size) if devices is None else list(devices)
   _check_run(cfg, len(devices))
   workdir = None if workdir is None else Path(workdir)
   normal, impaired = ears_for(cfg, ear)

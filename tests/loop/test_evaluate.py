@@ -7,7 +7,7 @@ import pytest
 from dal_widgets.audio import load_clip, mix_at_snr, white_noise
 from dal_widgets.cochlea import designs
 from dal_widgets.errors import DalError, ParameterError
-from dal_widgets.hearing import preset
+from dal_widgets.hearing import fit_cochlea, preset
 from dal_widgets.hearing.fit import ImpairedEar
 from dal_widgets.loop import evaluate as ev
 from dal_widgets.loop import metrics
@@ -157,3 +157,15 @@ def test_system_returning_another_length_is_a_dal_error(clips):
   short = ev.System("short", lambda x, sr: x[:-10])
   with pytest.raises(DalError, match="system 'short' returned shape"):
     ev.evaluate(clips, SR, _ear(), [short])
+
+
+@pytest.mark.parametrize("listener", ["N3", "S2"])
+def test_prescriptive_aid_brings_the_impaired_sai_closer_to_normal_in_quiet(clips, listener):
+  # A sanity check of the baseline: in noise NAL-R+WDRC amplifies (and compresses) the noise too
+  # and can score worse than no aid on NAP L1, but for speech in quiet the prescribed gain must
+  # make the fitted impaired ear's auditory image more like the normal one.
+  ear = fit_cochlea(preset(listener), SR)
+  quiet = [(clean, clean, 99.0) for _, clean, _ in clips]
+  systems = [ev.unprocessed(), ev.master_hearing_aid_system(ear.audiogram)]
+  table = ev.evaluate(quiet, SR, ear, systems)
+  assert table.value("NAL-R+WDRC", "sai_l1") < 0.95 * table.value("unprocessed", "sai_l1")
