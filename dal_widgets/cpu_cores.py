@@ -4,15 +4,16 @@ XLA:CPU runs one program on one core, and CARFAC's time loop is made of kernels 
 spread over threads. With one CPU device per core, `loop.train` splits each batch over the cores
 (measured on the 2-core CI machine, bench/bench_train_step.py --batch 2: a small-SEANet step of
 2 x 1 s takes 569 ms instead of 994 ms). The XLA flag only acts before JAX starts, so `dal_widgets`
-sets it when imported, unless JAX is already imported or XLA_FLAGS already sets a device count.
-DAL_CPU_DEVICES=N chooses the count (1 leaves JAX as it is). On a GPU machine the flag only shapes
-the CPU backend, which nothing here uses.
+sets it when imported, unless JAX is already imported, XLA_FLAGS already sets a device count, or
+the machine has an NVIDIA GPU (JAX then computes there; JAX_PLATFORMS without "cpu" counts too).
+DAL_CPU_DEVICES=N chooses the count (1 leaves JAX as it is).
 """
 import os
 import sys
 
 ENV_VAR = "DAL_CPU_DEVICES"
 XLA_FLAG = "--xla_force_host_platform_device_count"
+NVIDIA_DEVICE = "/dev/nvidiactl"  # present wherever an NVIDIA driver serves a GPU
 
 
 def usable_cores() -> int:
@@ -33,6 +34,11 @@ def configure() -> int | None:
   if "jax" in sys.modules or XLA_FLAG in flags:
     return None
   wanted = os.environ.get(ENV_VAR, "").strip()
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  on_accelerator = (platforms and "cpu" not in platforms) or (
+      not platforms and os.path.exists(NVIDIA_DEVICE))
+  if on_accelerator and not wanted:
+    return None
   n = int(wanted) if wanted.isdigit() else usable_cores()
   if n <= 1:
     return None

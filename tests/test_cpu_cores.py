@@ -54,3 +54,18 @@ def test_training_splits_a_batch_over_the_most_devices_that_divide_it(batch_size
   assert devices == jax.local_devices()[:len(devices)]
   assert batch_size % len(devices) == 0
   assert all(batch_size % k for k in range(len(devices) + 1, n_local + 1))
+
+
+@pytest.mark.parametrize("platforms,wanted,expected", [
+    ("cuda", "", None),    # an accelerator computes: leave the CPU backend alone
+    ("cuda", "2", 2),      # unless asked
+    ("cpu", "4", 4),
+])
+def test_configure_before_jax_starts(monkeypatch, platforms, wanted, expected):
+  monkeypatch.delitem(sys.modules, "jax")  # as if JAX were not imported yet (restored after)
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.setenv("JAX_PLATFORMS", platforms)
+  monkeypatch.setenv(cpu_cores.ENV_VAR, wanted)
+  assert cpu_cores.configure() == expected
+  assert os.environ.get("XLA_FLAGS", "") == ("" if expected is None else
+                                             f"{cpu_cores.XLA_FLAG}={expected}")
