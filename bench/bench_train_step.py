@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+import dal_widgets  # noqa: F401  first: one CPU device per core (dal_widgets/cpu_cores.py)
 import jax
 
 sys.path.insert(0, os.path.dirname(__file__))

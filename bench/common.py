@@ -3,6 +3,7 @@ import statistics
 import subprocess
 import time
 
+import dal_widgets  # noqa: F401  first: one CPU device per core (dal_widgets/cpu_cores.py)
 import jax
 import numpy as np
 

@@ -8,6 +8,7 @@ import os
 import sys
 from functools import partial
 
+import dal_widgets  # noqa: F401  first: one CPU device per core (dal_widgets/cpu_cores.py)
 import jax
 import jax.numpy as jnp
 import numpy as np
