@@ -3,7 +3,7 @@
 XLA:CPU runs one program on one core, and CARFAC's time loop is made of kernels too small to be
 spread over threads. With one CPU device per core, `loop.train` splits each batch over the cores
 (measured on the 2-core CI machine, bench/bench_train_step.py --batch 2: a small-SEANet step of
-2 x 1 s takes 569 ms instead of 994 ms). The XLA flag only acts before JAX starts, so `dal_widgets`
+2 x 1 s takes 674 ms on two devices instead of 1158 ms on one). The XLA flag only acts before JAX starts, so `dal_widgets`
 sets it when imported, unless JAX is already imported, XLA_FLAGS already sets a device count, or
 the machine has an NVIDIA GPU (JAX then computes there; JAX_PLATFORMS without "cpu" counts too).
 DAL_CPU_DEVICES=N chooses the count (1 leaves JAX as it is).

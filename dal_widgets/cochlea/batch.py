@@ -6,7 +6,7 @@ runs the same jitted, vmapped program on its own Python thread (JAX releases the
 runs). On a GPU the whole batch is one vmapped call.
 
 Measured on the 2-core CI machine (bench/bench_cochlea.py, 22050 Hz, 1 s clips): a batch of 8 takes
-2.8x the single-clip time on two threads, against 5.9x as one vmapped call.
+2.4-3.4x the single-clip time on two threads, against about 6x as one vmapped call.
 """
 import concurrent.futures
 import functools
@@ -56,7 +56,8 @@ def map_chunks(fn, xs, *args, workers: int | None = None):
 @functools.lru_cache(maxsize=16)
 def _vmapped_run(hypers: carfac.CarfacHypers, linear: bool):
   """jitted xs [batch, n_samp], coeffs, weights, state -> (CarfacOutput, CarfacState), batched."""
-  one = lambda x, coeffs, weights, state: carfac.run(x, hypers, coeffs, weights, state, linear=linear)
+  def one(x, coeffs, weights, state):
+    return carfac.run(x, hypers, coeffs, weights, state, linear=linear)
   return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)),
                  compiler_options=carfac.compiler_options())
 

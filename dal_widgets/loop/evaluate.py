@@ -13,9 +13,9 @@ made it: nothing is normalised per clip, because amplification is what a hearing
 CARFAC's response depends on level (digital rms 1.0 = 100 dB SPL, dal_widgets.audio.calibration).
 The clean reference is heard by the normal cochlea at its own level (65 dB SPL for bundled clips).
 
-Speed: the CARFAC + SAI pass is one jitted `vmap` over a batch of clips, compiled once per
-design, chunk size and padded length, its chunks run on every CPU core (cochlea.batch). Clips are zero-padded at the end to a multiple of
-PAD_QUANTUM_S, so clips of similar length share one compilation; CARFAC and the SAI are causal,
+Speed: the CARFAC + SAI pass is one jitted `vmap` over a chunk of clips, compiled once per
+design, chunk size and padded length; the chunks run on every CPU core (cochlea.batch). Clips are
+zero-padded at the end to a multiple of PAD_QUANTUM_S, so clips of similar length share one compilation; CARFAC and the SAI are causal,
 so the padding does not change the NAP or SAI frames of the clip itself, which are cropped back.
 """
 import csv

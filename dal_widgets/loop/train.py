@@ -252,8 +252,9 @@ class TrainStep:
     return jax.device_put(batch, self._sharded)
 
   def __call__(self, state: TrainState, batch):
-    return _train_step_jit(jax.default_backend())(state, self.place_batch(batch), self._ears, self._condition, self._hp,
-                       spec=self._spec)
+    step = _train_step_jit(jax.default_backend())
+    return step(state, self.place_batch(batch), self._ears, self._condition, self._hp,
+                spec=self._spec)
 
 
 def make_train_step(model_cfg: SeanetConfig, train_cfg: TrainConfig, normal, impaired, *,
