@@ -21,6 +21,7 @@ import numpy as np
 from dal_widgets.cochlea import agc as agc_lib
 from dal_widgets.cochlea import car as car_lib
 from dal_widgets.cochlea import ihc as ihc_lib
+from dal_widgets.cochlea import native as native_lib
 from dal_widgets.cochlea import synapse as syn_lib
 from dal_widgets.errors import ParameterError
 from dal_widgets.pytree import pytree_dataclass, static_field
@@ -252,7 +253,7 @@ def _run_blocks(x_blocks, hypers, coeffs, weights, state: CarfacState, linear):
 
 
 def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
-        state: CarfacState, *, linear: bool = False):
+        state: CarfacState, *, linear: bool = False, native: Optional[bool] = None):
   """Runs CARFAC on a mono waveform; pure and jit-able with `hypers` static.
 
   Successive calls with the returned state give exactly the result of one call on the joined
@@ -264,6 +265,8 @@ def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
     hypers, coeffs, weights, state: from `design_carfac` (weights may be replaced, e.g. by
       `make_weights(hypers, ohc_health=...)`; state from a previous call to continue a stream).
     linear: bypass the OHC velocity nonlinearity (AGC still acts).
+    native: run the compiled CPU kernel (cochlea/native.py): None = when JAX's default backend is
+      the CPU and the kernel builds; False = the pure-JAX loop (also differentiates coefficients).
   Returns:
     (CarfacOutput, CarfacState): nap and bm of shape [n_samp, n_ch], channel 0 the highest CF.
   Raises:
@@ -272,6 +275,11 @@ def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
   check_input(x, hypers)
   check_weights(weights)
   x = jnp.asarray(x, coeffs.car.r1.dtype)
+  if native is None:
+    native = jax.default_backend() == "cpu" and native_lib.available(x.dtype)
+  if native:
+    (nap, bm, agc1), state = native_lib.run(x, hypers, coeffs, weights, state, linear)
+    return CarfacOutput(nap, bm, agc1), state
   decim = hypers.agc.decimation[0]
   n = x.shape[0]
   head = min((decim - state.agc.phase) % decim, n)

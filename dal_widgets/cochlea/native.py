@@ -1,0 +1,355 @@
+"""CARFAC's CPU fast path: the model as one compiled C loop, called from JAX.
+
+XLA:CPU runs CARFAC's per-sample work as dozens of tiny kernels and dispatch sets the pace
+(bench/RESULTS.md). On the CPU `carfac.run` therefore calls native/carfac_kernel.c through
+`jax.pure_callback`: the same model sample by sample (the ripple as a serial loop over channels),
+with a hand-written adjoint under `jax.custom_vjp`, so `jit`, `vmap` and `grad` work as before.
+Gradients reach the input, `ohc_health`, `ihc_gain` and the initial state; designed coefficients
+are constants here (run with `native=False` to differentiate them).
+
+The C source is compiled on first use with the system C compiler into a per-user cache
+(`DAL_NATIVE_CACHE`, default ~/.cache/dal_widgets) and loaded with ctypes; without a compiler the
+pure-JAX path runs. `DAL_NATIVE=0` turns the fast path off.
+"""
+import ctypes
+import dataclasses
+import functools
+import hashlib
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dal_widgets import cpu_cores
+from dal_widgets.cochlea import ihc as ihc_lib
+from dal_widgets.errors import ParameterError
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("native") / "carfac_kernel.c"
+MAX_STAGES = 8  # AGC stages the kernel supports (CARFAC has 4)
+# Row layouts shared with the C source (prepended to it as #defines at build time).
+COEF_ROWS = ("r1", "a0", "c0", "h", "zr", "ga", "gb", "gc", "ohc_health", "ihc_gain",
+             "nf0", "nf1", "nf2")
+STATE_ROWS = ("z1", "z2", "za", "zb", "g", "ac", "cap1", "cap2", "ilpf",
+              "res0", "res1", "res2", "slpf0", "slpf1", "slpf2")
+SCALARS = ("velocity_scale", "v_offset", "ac_coeff", "ihc_lpf", "out1_rate", "in1_rate",
+           "out2_rate", "in2_rate", "output_gain", "rest_output", "rest_cap1",
+           "v_half0", "v_half1", "v_half2", "v_width0", "v_width1", "v_width2", "a1", "a2",
+           "agc_w0", "agc_w1", "agc_w2", "spont_sub", "res_coeff", "syn_lpf", "detect_scale",
+           "stage_gain")
+SEG = 64  # samples per gradient checkpoint (SEG in the C source)
+# -O3 and fast math let the compiler vectorise the channel loops (exp included, via libmvec).
+CFLAGS = ("-O3", "-ffast-math", "-fPIC", "-shared", "-std=c99")
+ARCH_FLAGS = ("-march=native",)  # tuned for this CPU; the cache key includes the CPU's flags
+_TYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def _defines() -> str:
+  lines = [f"#define DETECT_OFFSET {ihc_lib.DETECT_OFFSET!r}", f"#define MAX_STAGES {MAX_STAGES}",
+           f"#define N_STATE_ROWS {len(STATE_ROWS)}", f"#define N_COEF_ROWS {len(COEF_ROWS)}"]
+  lines += [f"#define CO_{name.upper()} {i}" for i, name in enumerate(COEF_ROWS)]
+  lines += [f"#define ROW_{name.upper()} {i}" for i, name in enumerate(STATE_ROWS)]
+  lines += [f"#define SC_{name.upper()} {i}" for i, name in enumerate(SCALARS)]
+  return "\n".join(lines) + "\n"
+
+
+def _cpu_signature() -> str:
+  try:
+    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith(("flags", "Features")))
+  except (OSError, StopIteration):
+    flags = platform.processor()
+  return platform.machine() + flags
+
+
+def _cache_dir() -> Path:
+  root = os.environ.get("DAL_NATIVE_CACHE") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dal_widgets")
+  return Path(root)
+
+
+def _compiler() -> str | None:
+  for cc in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc", "clang"):
+    if cc and shutil.which(cc.split()[0]):
+      return cc
+  return None
+
+
+def _compile(cc: str, source: str, out: Path, arch: tuple) -> None:
+  """Compiles the kernel twice (float32 and float64) into one shared library at `out`."""
+  with tempfile.TemporaryDirectory() as tmp:
+    src = Path(tmp) / "carfac_kernel.c"
+    src.write_text(source)
+    objs = []
+    for real, exp, suffix in (("float", "expf", "f32"), ("double", "exp", "f64")):
+      obj = Path(tmp) / f"kernel_{suffix}.o"
+      subprocess.run([*cc.split(), *CFLAGS, *arch, "-c", f"-DREAL={real}", f"-DEXP={exp}",
+                      f"-DSUFFIX={suffix}",
+                      str(src), "-o", str(obj)], check=True, capture_output=True, text=True)
+      objs.append(str(obj))
+    tmp_lib = out.with_name(out.name + f".{os.getpid()}.tmp")
+    for libs in (["-lmvec", "-lm"], ["-lm"]):  # libmvec: glibc's vector exp
+      res = subprocess.run([*cc.split(), *CFLAGS, *arch, *objs, *libs, "-o", str(tmp_lib)],
+                           capture_output=True, text=True)
+      if res.returncode == 0:
+        break
+    else:
+      raise RuntimeError(res.stderr)
+    os.replace(tmp_lib, out)  # atomic: concurrent builders never see half a library
+
+
+@functools.lru_cache(maxsize=1)
+def library():
+  """The compiled kernel (ctypes.CDLL), or None when disabled or it cannot be built."""
+  if os.environ.get("DAL_NATIVE", "1") == "0":
+    return None
+  cc = _compiler()
+  if cc is None:
+    log.warning("dal_widgets: no C compiler found; CARFAC runs as pure JAX on the CPU (slower)")
+    return None
+  source = _defines() + SOURCE.read_text()
+  key = hashlib.sha256("\0".join([source, cc, *CFLAGS, _cpu_signature()]).encode()).hexdigest()
+  out = _cache_dir() / f"carfac_kernel_{key[:16]}.so"
+  try:
+    if not out.exists():
+      out.parent.mkdir(parents=True, exist_ok=True)
+      try:
+        _compile(cc, source, out, ARCH_FLAGS)
+      except (subprocess.CalledProcessError, RuntimeError):
+        _compile(cc, source, out, ())  # a compiler without -march=native
+    lib = ctypes.CDLL(str(out))
+  except (OSError, subprocess.CalledProcessError, RuntimeError) as err:
+    detail = getattr(err, "stderr", "") or err
+    log.warning("dal_widgets: building the CARFAC kernel failed (%s); using pure JAX", detail)
+    return None
+  ptr = ctypes.c_void_p
+  for suffix in _TYPES.values():
+    fwd = getattr(lib, f"carfac_forward_{suffix}")
+    fwd.restype = ctypes.c_int
+    fwd.argtypes = [ctypes.c_int] * 3 + [ptr] * 12
+    adj = getattr(lib, f"carfac_adjoint_{suffix}")
+    adj.restype = None
+    adj.argtypes = [ctypes.c_int] * 3 + [ptr] * 15
+  return lib
+
+
+def available(dtype=jnp.float32) -> bool:
+  """Whether `carfac.run` takes the native path on the CPU for arrays of `dtype`."""
+  return np.dtype(dtype) in _TYPES and library() is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """Static shape of one native call (hashable: it keys the traced callbacks)."""
+  n_samp: int
+  n_ch: int
+  use_synapse: bool
+  linear: bool
+  decimation: tuple
+  n_taps: tuple
+  iterations: tuple
+  phase: int  # AGC phase at the start
+  dtype: str
+
+  @property
+  def n_updates(self) -> int:
+    return (self.phase + self.n_samp) // self.decimation[0]
+
+  @property
+  def checkpoint_size(self) -> int:
+    n_stages = len(self.decimation)
+    per = (len(STATE_ROWS) + 2 * n_stages + 2) * self.n_ch + 1
+    return -(-self.n_samp // SEG) * per
+
+  def ints(self) -> np.ndarray:
+    return np.asarray([self.use_synapse, self.linear, *self.decimation, *self.n_taps,
+                       *self.iterations], np.int32)
+
+
+def pack(coeffs, weights, state, use_synapse: bool):
+  """Arrays the kernel reads, from CARFAC pytrees (jnp, traceable).
+
+  Returns (consts, weights [2, n_ch], state_rows [N_STATE_ROWS, n_ch], agc_rows
+  [2 n_stages + 2, n_ch], count []): consts = (coef_rows [11, n_ch], scalars, agc_coeffs).
+  """
+  car, ihc, syn, agc = coeffs.car, coeffs.ihc, coeffs.syn, coeffs.agc
+  dtype = car.r1.dtype
+  n_ch = car.r1.shape[-1]
+  zeros3 = jnp.zeros((3, n_ch), dtype)
+  nf = syn.n_fibers if use_synapse else zeros3
+  coef = jnp.stack([car.r1, car.a0, car.c0, car.h, car.zr, car.ga, car.gb, car.gc, *nf])
+  s = lambda v: jnp.reshape(jnp.asarray(v, dtype), (-1,))
+  if use_synapse:
+    syn_scalars = [s(syn.v_halfs), s(syn.v_widths), s(syn.a1), s(syn.a2), s(syn.agc_weights),
+                   s(syn.spont_sub), s(syn.res_coeff), s(syn.lpf_coeff)]
+  else:
+    syn_scalars = [jnp.ones((6,), dtype), jnp.zeros((8,), dtype)]  # unused by v2
+  scalars = jnp.concatenate(
+      [s(car.velocity_scale), s(car.v_offset), s(car.ac_coeff), s(ihc.lpf_coeff), s(ihc.out1_rate),
+       s(ihc.in1_rate), s(ihc.out2_rate), s(ihc.in2_rate), s(ihc.output_gain), s(ihc.rest_output),
+       s(ihc.rest_cap1), *syn_scalars, s(agc.detect_scale), s(agc.stage_gain)])
+  agc_coeffs = jnp.concatenate([agc.epsilon, jnp.reshape(agc.fir, (-1,))])
+  consts = jax.tree.map(jax.lax.stop_gradient, (coef, scalars, agc_coeffs))
+  w = jnp.stack([weights.ohc_health, weights.ihc_gain])
+  sstate = state.syn
+  rows = [state.car.z1, state.car.z2, state.car.za, state.car.zb, state.car.g,
+          state.car.ac_coupler, state.ihc.cap1, state.ihc.cap2, state.ihc.lpf,
+          *(sstate.reservoirs if use_synapse else zeros3), *(sstate.lpf if use_synapse else zeros3)]
+  agc_rows = jnp.concatenate([state.agc.memory, state.agc.accum,
+                              state.car.dzb[None], state.car.dg[None]])
+  return consts, w, jnp.stack(rows), agc_rows, state.agc.n_updates
+
+
+def unpack(state, state_rows, agc_rows, count, phase: int, use_synapse: bool):
+  """The CARFAC state pytree after a native call (inverse of `pack`'s state part)."""
+  n_stages = state.agc.memory.shape[0]
+  r = dict(zip(STATE_ROWS, state_rows))
+  car = dataclasses.replace(state.car, z1=r["z1"], z2=r["z2"], za=r["za"], zb=r["zb"], g=r["g"],
+                            ac_coupler=r["ac"], dzb=agc_rows[2 * n_stages],
+                            dg=agc_rows[2 * n_stages + 1])
+  ihc = dataclasses.replace(state.ihc, cap1=r["cap1"], cap2=r["cap2"], lpf=r["ilpf"])
+  syn = state.syn
+  if use_synapse:
+    syn = dataclasses.replace(syn, reservoirs=state_rows[9:12], lpf=state_rows[12:15])
+  agc = dataclasses.replace(state.agc, memory=agc_rows[:n_stages],
+                            accum=agc_rows[n_stages:2 * n_stages], n_updates=count, phase=phase)
+  return dataclasses.replace(state, car=car, ihc=ihc, agc=agc, syn=syn)
+
+
+def _ptr(a):
+  return None if a is None else a.ctypes.data_as(ctypes.c_void_p)
+
+
+def _coefficients(spec: Spec, coef, scalars, agc_coeffs, w):
+  """Contiguous kernel inputs: coefficient rows with the weights spliced in (COEF_ROWS)."""
+  dt = np.dtype(spec.dtype)
+  coef = np.concatenate([coef[:8], w, coef[8:]]).astype(dt, copy=False)
+  return coef, np.ascontiguousarray(scalars, dt), np.ascontiguousarray(agc_coeffs, dt)
+
+
+def _forward_into(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, state_rows, agc_rows, count):
+  """One waveform through the kernel, writing into `outs` (nap, bm, agc_out, state_rows,
+  agc_rows, count, checkpoints; numpy views; an empty checkpoints array skips them)."""
+  nap, bm, agc_out, state, agc, count_out, cps = outs
+  coef, scalars, agc_coeffs = _coefficients(spec, coef, scalars, agc_coeffs, w)
+  x = np.ascontiguousarray(x, spec.dtype)
+  np.copyto(state, state_rows)  # the kernel updates the state in place
+  np.copyto(agc, agc_rows)
+  counters = np.asarray([spec.phase, int(count)], np.int32)
+  ints = spec.ints()  # every array handed to C stays referenced until the call returns
+  fn = getattr(library(), f"carfac_forward_{_TYPES[np.dtype(spec.dtype)]}")
+  n_up = fn(spec.n_samp, spec.n_ch, len(spec.decimation), _ptr(ints), _ptr(coef),
+            _ptr(scalars), _ptr(agc_coeffs), _ptr(x), _ptr(state), _ptr(agc), _ptr(counters),
+            _ptr(nap), _ptr(bm), _ptr(agc_out), _ptr(cps) if cps.size else None)
+  assert n_up == spec.n_updates and counters[0] == (spec.phase + spec.n_samp) % spec.decimation[0]
+  count_out[...] = counters[1]
+
+
+def _adjoint_into(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, count, cps, nap_b, bm_b,
+                  agc_out_b, state_b, agc_b):
+  """The kernel's adjoint for one waveform, writing (x_b, w_b, state_b, agc_b) into `outs`."""
+  x_b, w_b, state_b_out, agc_b_out = outs
+  dt = np.dtype(spec.dtype)
+  coef, scalars, agc_coeffs = _coefficients(spec, coef, scalars, agc_coeffs, w)
+  c = lambda a: np.ascontiguousarray(a, dt)
+  np.copyto(state_b_out, state_b)  # bars of the final state in, of the initial state out
+  np.copyto(agc_b_out, agc_b)
+  counters = np.asarray([spec.phase, int(count)], np.int32)
+  ints, x, cps, nap_b, bm_b = spec.ints(), c(x), c(cps), c(nap_b), c(bm_b)
+  agc_out_b = c(agc_out_b) if spec.n_updates else None
+  fn = getattr(library(), f"carfac_adjoint_{_TYPES[dt]}")
+  fn(spec.n_samp, spec.n_ch, len(spec.decimation), _ptr(ints), _ptr(coef), _ptr(scalars),
+     _ptr(agc_coeffs), _ptr(x), _ptr(counters), _ptr(cps), _ptr(nap_b), _ptr(bm_b),
+     _ptr(agc_out_b), _ptr(state_b_out), _ptr(agc_b_out), _ptr(x_b), _ptr(w_b[0]), _ptr(w_b[1]))
+
+
+def _host_map(fn, shapes, *args):
+  """Runs `fn(outs, *args)` for every waveform of a batch (leading axes of `args[0]`, the
+  waveform; `broadcast_all` gives every argument them) into preallocated outputs of `shapes`
+  (per-waveform ShapeDtypeStructs), one thread per core; the kernel releases the GIL."""
+  batch_shape = args[0].shape[:-1]
+  outs = [np.empty(batch_shape + tuple(s.shape), s.dtype) for s in shapes]
+  if not batch_shape:
+    fn(outs, *args)
+    return tuple(outs)
+  size = math.prod(batch_shape)
+  flat_args = [np.reshape(a, (size,) + a.shape[len(batch_shape):]) for a in args]
+  flat_outs = [np.reshape(o, (size,) + o.shape[len(batch_shape):]) for o in outs]
+  item = lambda i: fn([o[i, ...] for o in flat_outs], *(a[i] for a in flat_args))  # views
+  with ThreadPoolExecutor(min(size, cpu_cores.usable_cores())) as pool:
+    list(pool.map(item, range(size)))
+  return tuple(outs)
+
+
+def _forward_shapes(spec: Spec, checkpoints: bool):
+  dt, sds = np.dtype(spec.dtype), jax.ShapeDtypeStruct
+  n, c, n_stages = spec.n_samp, spec.n_ch, len(spec.decimation)
+  return (sds((n, c), dt), sds((n, c), dt), sds((spec.n_updates, c), dt),
+          sds((len(STATE_ROWS), c), dt), sds((2 * n_stages + 2, c), dt), sds((), np.int32),
+          sds((spec.checkpoint_size if checkpoints else 0,), dt))
+
+
+def _forward_callback(spec: Spec, checkpoints: bool, x, consts, w, state_rows, agc_rows, count):
+  shapes = _forward_shapes(spec, checkpoints)
+  host = lambda *args: _host_map(functools.partial(_forward_into, spec), shapes, *args)
+  return jax.pure_callback(host, shapes, x, *consts, w, state_rows, agc_rows, count,
+                           vmap_method="broadcast_all")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _run(spec, x, consts, w, state_rows, agc_rows, count):
+  return _forward_callback(spec, False, x, consts, w, state_rows, agc_rows, count)[:6]
+
+
+def _run_fwd(spec, x, consts, w, state_rows, agc_rows, count):
+  out = _forward_callback(spec, True, x, consts, w, state_rows, agc_rows, count)
+  return out[:6], (x, consts, w, count, out[6])
+
+
+def _run_bwd(spec, res, bars):
+  x, consts, w, count, cps = res
+  nap_b, bm_b, agc_out_b, state_b, agc_b, _ = bars
+  sds = jax.ShapeDtypeStruct
+  shapes = (sds(x.shape, x.dtype), sds(w.shape, w.dtype), sds(state_b.shape, state_b.dtype),
+            sds(agc_b.shape, agc_b.dtype))
+  host = lambda *args: _host_map(functools.partial(_adjoint_into, spec), shapes, *args)
+  x_b, w_b, s_b, a_b = jax.pure_callback(
+      host, shapes, x, *consts, w, count, cps, nap_b, bm_b, agc_out_b, state_b, agc_b,
+      vmap_method="broadcast_all")
+  return x_b, None, w_b, s_b, a_b, None
+
+
+_run.defvjp(_run_fwd, _run_bwd)
+
+
+def run(x, hypers, coeffs, weights, state, linear: bool):
+  """`carfac.run` through the kernel: (CarfacOutput fields nap, bm, agc; new CarfacState).
+
+  Raises:
+    ParameterError: the kernel is unavailable here or `x`'s dtype is not float32/float64.
+  """
+  if not available(x.dtype):
+    raise ParameterError(f"the native CARFAC kernel is unavailable for {np.dtype(x.dtype).name} "
+                         "input (DAL_NATIVE=0, no C compiler, or not float32/float64); "
+                         "use native=False")
+  agc_h = hypers.agc
+  spec = Spec(n_samp=int(x.shape[0]), n_ch=hypers.n_ch, use_synapse=hypers.use_synapse,
+              linear=bool(linear), decimation=tuple(agc_h.decimation), n_taps=tuple(agc_h.n_taps),
+              iterations=tuple(agc_h.iterations), phase=int(state.agc.phase),
+              dtype=np.dtype(x.dtype).name)
+  consts, w, state_rows, agc_rows, count = pack(coeffs, weights, state, hypers.use_synapse)
+  nap, bm, agc_out, state_rows, agc_rows, count = _run(spec, x, consts, w, state_rows, agc_rows,
+                                                       count)
+  phase = (spec.phase + spec.n_samp) % spec.decimation[0]
+  return (nap, bm, agc_out), unpack(state, state_rows, agc_rows, count, phase, hypers.use_synapse)

@@ -1,0 +1,495 @@
+/* CARFAC forward and adjoint (reverse-mode gradient) on the CPU, one waveform per call.
+ *
+ * The same model as dal_widgets/cochlea/{car,ihc,synapse,agc,carfac}.py, sample by sample:
+ * CAR (OHC nonlinearity, within-sample ripple as a serial loop over channels, AC coupler),
+ * two-cap IHC, optional three-class synapse (v3), and the four-stage AGC every decim[0] samples.
+ * Layouts and row indices come from dal_widgets/cochlea/native.py, which prepends them as
+ * #defines (ROW_*, SC_*, N_STATE_ROWS, ...) before compiling; REAL, EXP (exp or expf) and SUFFIX
+ * pick the precision.
+ * Arrays are row-major [rows, n_ch], so every channel loop is contiguous and vectorises.
+ *
+ * Gradient: the forward pass keeps the state at the start of every segment of SEG samples; the
+ * adjoint walks segments backwards, recomputes each from its checkpoint keeping every sample's
+ * state, then runs the exact adjoint of each sample and AGC update in reverse order.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CAT2(a, b) a##_##b
+#define CAT(a, b) CAT2(a, b)
+#define FN(name) CAT(name, SUFFIX)
+#define SEG 64 /* samples per gradient checkpoint */
+#define WORK_ROWS (3 + MAX_STAGES) /* scratch rows of n_ch */
+
+typedef struct {
+  int n_ch, n_stages, use_syn, linear;
+  const int *decim, *taps, *iters; /* [n_stages] */
+  const REAL *coef;                /* [N_COEF_ROWS, n_ch] per-channel coefficients and weights */
+  const REAL *scal;                /* [N_SCALARS] */
+  const REAL *eps, *fir;           /* [n_stages], [n_stages, 3] AGC */
+} Model;
+
+/* The AGC part of the state: changes only at updates (accum[0] also every sample). */
+typedef struct {
+  REAL *mem, *acc; /* [n_stages, n_ch] */
+  REAL *dzb, *dg;  /* [n_ch] ramps of zb and g toward the AGC target */
+  int count;       /* stage-1 updates modulo the slowest stage's period */
+} Agc;
+
+#define COEF(m, row) ((m)->coef + (size_t)(row) * (m)->n_ch)
+#define ROW(s, row, n_ch) ((s) + (size_t)(row) * (n_ch))
+
+#define R REAL *restrict
+#define CR const REAL *restrict
+
+/* IHC receptor conductance z^3 / (z^3 + z^2 + 0.1), z = max(0, u + DETECT_OFFSET), and its
+ * slope d/du; branch-free so that channel loops vectorise. */
+static inline REAL detect(REAL u, REAL *slope) {
+  REAL z = u + (REAL)DETECT_OFFSET;
+  z = z > 0 ? z : 0;
+  REAL z2 = z * z, den = z2 * z + z2 + (REAL)0.1;
+  *slope = (z2 * z2 + (REAL)0.3 * z2) / (den * den);
+  return z2 * z / den;
+}
+
+/* The velocity nonlinearity's input scale and offset; both 0 for a linear CAR (nlf = 1). */
+static void nlf_scale(const Model *m, REAL *vs, REAL *vo) {
+  *vs = m->linear ? 0 : m->scal[SC_VELOCITY_SCALE];
+  *vo = m->linear ? 0 : m->scal[SC_V_OFFSET];
+}
+
+/* One sample: state s -> s1 (both [N_STATE_ROWS, n_ch]); y is scratch [n_ch]. */
+static void sample_fwd(const Model *m, REAL x, const REAL *s, REAL *s1, const Agc *a,
+                       REAL *restrict nap, REAL *restrict bm, REAL *restrict y) {
+  const int n = m->n_ch;
+  const REAL *sc = m->scal;
+  REAL vs, vo;
+  nlf_scale(m, &vs, &vo);
+  CR r1 = COEF(m, CO_R1); CR a0 = COEF(m, CO_A0); CR c0 = COEF(m, CO_C0); CR h = COEF(m, CO_H);
+  CR z1 = ROW(s, ROW_Z1, n); CR z2 = ROW(s, ROW_Z2, n); CR za = ROW(s, ROW_ZA, n);
+  CR zb = ROW(s, ROW_ZB, n); CR g = ROW(s, ROW_G, n); CR dzb = a->dzb; CR dg = a->dg;
+  R z1n = ROW(s1, ROW_Z1, n); R z2n = ROW(s1, ROW_Z2, n); R zan = ROW(s1, ROW_ZA, n);
+  R zbn = ROW(s1, ROW_ZB, n); R gn = ROW(s1, ROW_G, n);
+  for (int c = 0; c < n; c++) {
+    zbn[c] = zb[c] + dzb[c];
+    gn[c] = g[c] + dg[c];
+    REAL u = (z2[c] - za[c]) * vs + vo;
+    REAL r = r1[c] + zbn[c] / (1 + u * u);
+    z1n[c] = r * (a0[c] * z1[c] - c0[c] * z2[c]);
+    z2n[c] = r * (c0[c] * z1[c] + a0[c] * z2[c]);
+    zan[c] = z2[c];
+  }
+  REAL prev = x;
+  for (int c = 0; c < n; c++) { /* the ripple: y[c] = g[c] * (y[c-1] + h[c] * z2[c]) */
+    z1n[c] += prev;
+    prev = gn[c] * (prev + h[c] * z2n[c]);
+    y[c] = prev;
+  }
+  const REAL ac_coeff = sc[SC_AC_COEFF], out1 = sc[SC_OUT1_RATE], in1 = sc[SC_IN1_RATE];
+  const REAL out2 = sc[SC_OUT2_RATE], in2 = sc[SC_IN2_RATE], lpf_c = sc[SC_IHC_LPF];
+  const REAL gain = sc[SC_OUTPUT_GAIN], rest = sc[SC_REST_OUTPUT];
+  CR ac = ROW(s, ROW_AC, n); CR ihc_gain = COEF(m, CO_IHC_GAIN);
+  CR cap1 = ROW(s, ROW_CAP1, n); CR cap2 = ROW(s, ROW_CAP2, n); CR lpf = ROW(s, ROW_ILPF, n);
+  R acn = ROW(s1, ROW_AC, n); R cap1n = ROW(s1, ROW_CAP1, n); R cap2n = ROW(s1, ROW_CAP2, n);
+  R lpfn = ROW(s1, ROW_ILPF, n);
+  for (int c = 0; c < n; c++) {
+    REAL b = y[c] - ac[c], slope;
+    bm[c] = b;
+    acn[c] = ac[c] + ac_coeff * b;
+    REAL rc = detect(b * ihc_gain[c], &slope) * cap1[c];
+    REAL k1 = cap1[c] - rc * out1 + (1 - cap1[c]) * in1;
+    REAL tr = (1 - k1) * cap2[c];
+    cap1n[c] = k1;
+    cap2n[c] = cap2[c] - tr * out2 + (1 - cap2[c]) * in2;
+    lpfn[c] = lpf[c] + lpf_c * (tr * gain - lpf[c]);
+    nap[c] = lpfn[c] - rest;
+  }
+  if (!m->use_syn) return;
+  const REAL rest_cap1 = sc[SC_REST_CAP1], syn_lpf = sc[SC_SYN_LPF], a1 = sc[SC_A1];
+  const REAL a2 = sc[SC_A2], res_c = sc[SC_RES_COEFF], spont = sc[SC_SPONT_SUB];
+  for (int c = 0; c < n; c++) nap[c] = -spont;
+  for (int k = 0; k < 3; k++) {
+    CR res = ROW(s, ROW_RES0 + k, n); CR sl = ROW(s, ROW_SLPF0 + k, n); CR nf = COEF(m, CO_NF0 + k);
+    R resn = ROW(s1, ROW_RES0 + k, n); R sln = ROW(s1, ROW_SLPF0 + k, n);
+    const REAL vh = sc[SC_V_HALF0 + k], inv_w = 1 / sc[SC_V_WIDTH0 + k], w = sc[SC_AGC_W0 + k];
+    for (int c = 0; c < n; c++) {
+      REAL rel = 1 / (1 + EXP(-(rest_cap1 - cap1n[c] - vh) * inv_w));
+      REAL rr = (1 - res[c]) * rel;
+      sln[c] = sl[c] + syn_lpf * (a2 * rr - sl[c]);
+      resn[c] = res[c] + res_c * (a1 * rr - res[c]);
+      nap[c] += nf[c] * sln[c] * w;
+    }
+  }
+}
+
+/* Reverse of sample_fwd: given the bars of s1 (sb, in place -> bars of s), of nap and bm,
+ * accumulates into x_bar (returned), ohc/ihc bars, dzb/dg bars. Recomputes intermediates. */
+static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, REAL *sb,
+                       const REAL *nap_b, const REAL *bm_b, REAL *ihc_gain_b, REAL *dzb_b,
+                       REAL *dg_b, REAL *w) {
+  const int n = m->n_ch;
+  const REAL *sc = m->scal;
+  const REAL *r1 = COEF(m, CO_R1), *a0 = COEF(m, CO_A0), *c0 = COEF(m, CO_C0), *h = COEF(m, CO_H);
+  const REAL *ihc_gain = COEF(m, CO_IHC_GAIN);
+  REAL vs, vo;
+  nlf_scale(m, &vs, &vo);
+  REAL *vr_b = w, *y_b = w + n, *bmt_b = w + 2 * n; /* scratch [3, n_ch] */
+  const REAL *cap1 = ROW(s, ROW_CAP1, n), *cap2 = ROW(s, ROW_CAP2, n);
+  const REAL *cap1n = ROW(s1, ROW_CAP1, n);
+  REAL *cap1_b = ROW(sb, ROW_CAP1, n), *cap2_b = ROW(sb, ROW_CAP2, n), *lpf_b = ROW(sb, ROW_ILPF, n);
+  /* Synapse (or the v2 output) -> bars of the receptor potential and the IHC low-pass. */
+  for (int c = 0; c < n; c++) vr_b[c] = 0;
+  if (m->use_syn) {
+    for (int k = 0; k < 3; k++) {
+      const REAL *res = ROW(s, ROW_RES0 + k, n), *nf = COEF(m, CO_NF0 + k);
+      REAL *res_b = ROW(sb, ROW_RES0 + k, n), *sl_b = ROW(sb, ROW_SLPF0 + k, n);
+      REAL vh = sc[SC_V_HALF0 + k], inv_w = 1 / sc[SC_V_WIDTH0 + k], wk = sc[SC_AGC_W0 + k];
+      for (int c = 0; c < n; c++) {
+        REAL v = sc[SC_REST_CAP1] - cap1n[c];
+        REAL rel = 1 / (1 + EXP(-(v - vh) * inv_w));
+        REAL sln_b = sl_b[c] + nap_b[c] * nf[c] * wk;
+        REAL rr_b = sln_b * sc[SC_SYN_LPF] * sc[SC_A2] + res_b[c] * sc[SC_RES_COEFF] * sc[SC_A1];
+        sl_b[c] = sln_b * (1 - sc[SC_SYN_LPF]);
+        res_b[c] = res_b[c] * (1 - sc[SC_RES_COEFF]) - rr_b * rel;
+        vr_b[c] += rr_b * (1 - res[c]) * rel * (1 - rel) * inv_w;
+      }
+    }
+  } else {
+    for (int c = 0; c < n; c++) lpf_b[c] += nap_b[c];
+  }
+  /* IHC. */
+  const REAL *ac = ROW(s, ROW_AC, n);
+  for (int c = 0; c < n; c++) {
+    REAL k1_b = cap1_b[c] - vr_b[c];
+    REAL tr_b = lpf_b[c] * sc[SC_IHC_LPF] * sc[SC_OUTPUT_GAIN] - cap2_b[c] * sc[SC_OUT2_RATE];
+    lpf_b[c] *= 1 - sc[SC_IHC_LPF];
+    k1_b -= cap2[c] * tr_b;
+    REAL c2b = cap2_b[c] * (1 - sc[SC_IN2_RATE]) + (1 - cap1n[c]) * tr_b;
+    cap2_b[c] = c2b;
+    bmt_b[c] = -sc[SC_OUT1_RATE] * k1_b; /* bar of the receptor current, until bm is known */
+    cap1_b[c] = k1_b * (1 - sc[SC_IN1_RATE]);
+  }
+  /* CAR, forward recompute of the pre-ripple values, then the ripple in reverse. */
+  const REAL *z1 = ROW(s, ROW_Z1, n), *z2 = ROW(s, ROW_Z2, n), *za = ROW(s, ROW_ZA, n);
+  const REAL *zbn = ROW(s1, ROW_ZB, n), *gn = ROW(s1, ROW_G, n), *z2n = ROW(s1, ROW_Z2, n);
+  REAL prev = x;
+  for (int c = 0; c < n; c++) { /* y[c], recomputed (y_b holds values here, not bars) */
+    prev = gn[c] * (prev + h[c] * z2n[c]);
+    y_b[c] = prev;
+  }
+  REAL *ac_b = ROW(sb, ROW_AC, n);
+  for (int c = 0; c < n; c++) {
+    REAL b = y_b[c] - ac[c], slope;
+    REAL d = detect(b * ihc_gain[c], &slope);
+    REAL rc_b = bmt_b[c];
+    cap1_b[c] += rc_b * d;
+    REAL u_b = rc_b * cap1[c] * slope;
+    ihc_gain_b[c] += u_b * b;
+    REAL bm_total = bm_b[c] + u_b * ihc_gain[c] + sc[SC_AC_COEFF] * ac_b[c];
+    ac_b[c] -= bm_total;
+    bmt_b[c] = bm_total; /* bar of y[c] from bm */
+  }
+  REAL *z1_b = ROW(sb, ROW_Z1, n), *z2_b = ROW(sb, ROW_Z2, n), *za_b = ROW(sb, ROW_ZA, n);
+  REAL *zb_b = ROW(sb, ROW_ZB, n), *g_b = ROW(sb, ROW_G, n);
+  /* Ripple reverse: y[c] = g[c] * t[c], t[c] = y[c-1] + h[c] z2n[c]; z1n[c] += y[c-1]. */
+  REAL carry = 0; /* bar of y[c] flowing from channel c+1 */
+  for (int c = n - 1; c >= 0; c--) {
+    REAL yprev = c ? y_b[c - 1] : x;
+    REAL t = yprev + h[c] * z2n[c];
+    REAL yb = bmt_b[c] + carry;
+    REAL t_b = yb * gn[c];
+    g_b[c] += yb * t;
+    z2_b[c] += h[c] * t_b; /* bar of z2n (the new z2) */
+    carry = t_b + z1_b[c]; /* z1n[c] += y[c-1] */
+  }
+  REAL x_b = carry;
+  for (int c = 0; c < n; c++) {
+    REAL u = (z2[c] - za[c]) * vs + vo, nlf = 1 / (1 + u * u);
+    REAL r = r1[c] + zbn[c] * nlf;
+    REAL p = a0[c] * z1[c] - c0[c] * z2[c], q = c0[c] * z1[c] + a0[c] * z2[c];
+    REAL z1n_b = z1_b[c], z2n_b = z2_b[c];
+    REAL r_b = z1n_b * p + z2n_b * q, p_b = z1n_b * r, q_b = z2n_b * r;
+    REAL zb_total = zb_b[c] + r_b * nlf;
+    REAL nlf_b = r_b * zbn[c];
+    REAL v_b = -2 * u * nlf * nlf * nlf_b * vs;
+    z1_b[c] = a0[c] * p_b + c0[c] * q_b;
+    z2_b[c] = -c0[c] * p_b + a0[c] * q_b + v_b + za_b[c];
+    za_b[c] = -v_b;
+    zb_b[c] = zb_total;
+    dzb_b[c] += zb_total;
+    dg_b[c] += g_b[c];
+  }
+  return x_b;
+}
+
+/* Source channel of a spatial-smoother tap at shift k (google/carfac edge rule, agc.py _shift). */
+static int tap_src(int c, int k, int n) {
+  if (k == 0) return c;
+  if (k == 1) return c ? c - 1 : 0;
+  if (k == -1) return c < n - 1 ? c + 1 : n - 1;
+  if (k == 2) return c >= 2 ? c - 2 : c;
+  return c <= n - 3 ? c + 2 : (c == n - 2 ? n - 1 : n - 2);
+}
+
+/* One smoother pass (out = S in), or its transpose (out = S^T in) when transpose is set. */
+static void smooth_pass(const REAL *f, int taps, int n, const REAL *in, REAL *out, int transpose) {
+  static const int k3[3] = {1, 0, -1};
+  static const int k5[5] = {2, 1, 0, -1, -2};
+  const int nk = taps == 3 ? 3 : 5;
+  const int *ks = taps == 3 ? k3 : k5;
+  if (transpose) for (int c = 0; c < n; c++) out[c] = 0;
+  for (int c = 0; c < n; c++) {
+    REAL acc = 0;
+    for (int j = 0; j < nk; j++) {
+      REAL wt = taps == 3 ? f[j] : f[j < 2 ? 0 : (j == 2 ? 1 : 2)];
+      int src = tap_src(c, ks[j], n);
+      if (transpose) out[src] += wt * in[c];
+      else acc += wt * in[src];
+    }
+    if (!transpose) out[c] = acc;
+  }
+}
+
+static int period_of(const Model *m, int stage) {
+  int p = 1;
+  for (int s = 1; s <= stage; s++) p *= m->decim[s];
+  return p;
+}
+
+/* Which stages update at the update that makes `count` (stage 0 always). */
+static void due_flags(const Model *m, int count, int *due) {
+  due[0] = 1;
+  for (int s = 1; s < m->n_stages; s++) due[s] = due[s - 1] && (count % period_of(m, s) == 0);
+}
+
+/* AGC update (agc.agc_update) and the loop closure (carfac._close_loop), in place.
+ * zb, g: the CAR's current rows; out: stage-1 output row [n_ch]; work: [3, n_ch]. */
+static void agc_fwd(const Model *m, Agc *a, const REAL *zb, const REAL *g, REAL *out, REAL *work) {
+  const int n = m->n_ch, ns = m->n_stages, d0 = m->decim[0];
+  int due[MAX_STAGES];
+  a->count = (a->count + 1) % period_of(m, ns - 1);
+  due_flags(m, a->count, due);
+  REAL *t1 = work, *t2 = work + n, *inputs = work + 2 * n; /* inputs: [n_stages, n_ch] */
+  /* Decimated inputs: stage s sees the running sum of stage s-1's inputs. */
+  for (int c = 0; c < n; c++) { inputs[c] = a->acc[c] / d0; a->acc[c] = 0; }
+  for (int s = 1; s < ns; s++) {
+    REAL *acc = a->acc + (size_t)s * n;
+    for (int c = 0; c < n; c++) {
+      REAL summed = acc[c] + inputs[(size_t)(s - 1) * n + c];
+      inputs[(size_t)s * n + c] = summed / m->decim[s];
+      if (due[s]) acc[c] = 0;
+      else if (due[s - 1]) acc[c] = summed;
+    }
+  }
+  for (int s = ns - 1; s >= 0; s--) {
+    if (!due[s]) continue;
+    REAL *mem = a->mem + (size_t)s * n, eps = m->eps[s];
+    for (int c = 0; c < n; c++) {
+      REAL target = inputs[(size_t)s * n + c];
+      if (s + 1 < ns) target += m->scal[SC_STAGE_GAIN] * a->mem[(size_t)(s + 1) * n + c];
+      t1[c] = mem[c] + eps * (target - mem[c]);
+    }
+    for (int it = 0; it < m->iters[s]; it++) {
+      smooth_pass(m->fir + 3 * s, m->taps[s], n, t1, t2, 0);
+      memcpy(t1, t2, sizeof(REAL) * n);
+    }
+    memcpy(mem, t1, sizeof(REAL) * n);
+  }
+  const REAL *zr = COEF(m, CO_ZR), *ga = COEF(m, CO_GA), *gb = COEF(m, CO_GB), *gc = COEF(m, CO_GC);
+  const REAL *ohc = COEF(m, CO_OHC_HEALTH);
+  for (int c = 0; c < n; c++) {
+    REAL und = (1 - a->mem[c]) * ohc[c];
+    a->dzb[c] = (zr[c] * und - zb[c]) / d0;
+    a->dg[c] = ((ga[c] * und + gb[c]) * und + gc[c] - g[c]) / d0;
+    out[c] = a->mem[c];
+  }
+}
+
+/* Reverse of agc_fwd. count: the count after the update; mem0: stage-1 output of the update.
+ * ab: bars of the AGC state after the update (in place -> before); zb_b, g_b: bars of the CAR
+ * rows; out_b: bar of the stage-1 output row (may be NULL); ohc_b accumulates. */
+static void agc_adj(const Model *m, int count, const REAL *mem0, Agc *ab, REAL *zb_b, REAL *g_b,
+                    const REAL *out_b, REAL *ohc_b, REAL *work) {
+  const int n = m->n_ch, ns = m->n_stages, d0 = m->decim[0];
+  int due[MAX_STAGES];
+  due_flags(m, count, due);
+  const REAL *zr = COEF(m, CO_ZR), *ga = COEF(m, CO_GA), *gb = COEF(m, CO_GB);
+  const REAL *ohc = COEF(m, CO_OHC_HEALTH);
+  REAL *t1 = work, *t2 = work + n, *inputs_b = work + 2 * n; /* inputs_b: [n_stages, n_ch] */
+  memset(inputs_b, 0, sizeof(REAL) * (size_t)ns * n);
+  for (int c = 0; c < n; c++) {
+    REAL und = (1 - mem0[c]) * ohc[c];
+    REAL und_b = (ab->dzb[c] * zr[c] + ab->dg[c] * (2 * ga[c] * und + gb[c])) / d0;
+    zb_b[c] -= ab->dzb[c] / d0;
+    g_b[c] -= ab->dg[c] / d0;
+    ab->dzb[c] = 0;
+    ab->dg[c] = 0;
+    ab->mem[c] += (out_b ? out_b[c] : 0) - und_b * ohc[c];
+    ohc_b[c] += und_b * (1 - mem0[c]);
+  }
+  for (int s = 0; s < ns; s++) {
+    if (!due[s]) continue; /* memory unchanged: its bar passes through */
+    REAL *mem_b = ab->mem + (size_t)s * n, eps = m->eps[s];
+    memcpy(t1, mem_b, sizeof(REAL) * n);
+    for (int it = 0; it < m->iters[s]; it++) {
+      smooth_pass(m->fir + 3 * s, m->taps[s], n, t1, t2, 1);
+      memcpy(t1, t2, sizeof(REAL) * n);
+    }
+    for (int c = 0; c < n; c++) {
+      REAL target_b = eps * t1[c];
+      mem_b[c] = (1 - eps) * t1[c];
+      inputs_b[(size_t)s * n + c] += target_b;
+      if (s + 1 < ns) ab->mem[(size_t)(s + 1) * n + c] += m->scal[SC_STAGE_GAIN] * target_b;
+    }
+  }
+  for (int s = ns - 1; s >= 1; s--) {
+    REAL *acc_b = ab->acc + (size_t)s * n;
+    for (int c = 0; c < n; c++) {
+      REAL summed_b = inputs_b[(size_t)s * n + c] / m->decim[s];
+      if (!due[s] && due[s - 1]) { summed_b += acc_b[c]; acc_b[c] = 0; }
+      else if (due[s]) acc_b[c] = 0;
+      acc_b[c] += summed_b;
+      inputs_b[(size_t)(s - 1) * n + c] += summed_b;
+    }
+  }
+  for (int c = 0; c < n; c++) ab->acc[c] = inputs_b[c] / d0;
+}
+
+/* Accumulates the stage-1 detector input of one sample. */
+static void accumulate(const Model *m, Agc *a, const REAL *nap) {
+  for (int c = 0; c < m->n_ch; c++) a->acc[c] += m->scal[SC_DETECT_SCALE] * nap[c];
+}
+
+static void setup(Model *m, int n_ch, int n_stages, const int *ints, const REAL *coef,
+                  const REAL *scal, const REAL *agc_coef) {
+  m->n_ch = n_ch;
+  m->n_stages = n_stages;
+  m->use_syn = ints[0];
+  m->linear = ints[1];
+  m->decim = ints + 2;
+  m->taps = ints + 2 + n_stages;
+  m->iters = ints + 2 + 2 * n_stages;
+  m->coef = coef;
+  m->scal = scal;
+  m->eps = agc_coef;
+  m->fir = agc_coef + n_stages;
+}
+
+static void agc_view(Agc *a, REAL *agc_state, int n_ch, int n_stages) {
+  a->mem = agc_state;
+  a->acc = agc_state + (size_t)n_stages * n_ch;
+  a->dzb = agc_state + (size_t)2 * n_stages * n_ch;
+  a->dg = a->dzb + n_ch;
+}
+
+/* Forward of n samples. ints: [use_syn, linear, decim[ns], taps[ns], iters[ns]].
+ * state [N_STATE_ROWS, n_ch] and agc_state [2 ns + 2, n_ch] (mem, acc, dzb, dg) are updated in
+ * place; counters: [phase, count] in/out. nap, bm: [n, n_ch]; agc_out: [n / decim0 + 1, n_ch].
+ * checkpoints (NULL: none) receive the state and agc_state at the start of each SEG segment.
+ * Returns the number of AGC updates. */
+int FN(carfac_forward)(int n, int n_ch, int n_stages, const int *ints, const REAL *coef,
+                       const REAL *scal, const REAL *agc_coef, const REAL *x, REAL *state,
+                       REAL *agc_state, int *counters, REAL *nap, REAL *bm, REAL *agc_out,
+                       REAL *checkpoints) {
+  Model m;
+  setup(&m, n_ch, n_stages, ints, coef, scal, agc_coef);
+  Agc a;
+  agc_view(&a, agc_state, n_ch, n_stages);
+  a.count = counters[1];
+  const size_t ssize = (size_t)N_STATE_ROWS * n_ch, asize = (size_t)(2 * n_stages + 2) * n_ch;
+  REAL *buf = malloc(sizeof(REAL) * (2 * ssize + (size_t)WORK_ROWS * n_ch));
+  REAL *cur = buf, *nxt = buf + ssize, *work = buf + 2 * ssize;
+  memcpy(cur, state, sizeof(REAL) * ssize);
+  int phase = counters[0], n_up = 0;
+  for (int t = 0; t < n; t++) {
+    if (checkpoints && t % SEG == 0) {
+      REAL *cp = checkpoints + (size_t)(t / SEG) * (ssize + asize + 1);
+      memcpy(cp, cur, sizeof(REAL) * ssize);
+      memcpy(cp + ssize, agc_state, sizeof(REAL) * asize);
+      cp[ssize + asize] = (REAL)a.count;
+    }
+    REAL *nap_t = nap + (size_t)t * n_ch;
+    sample_fwd(&m, x[t], cur, nxt, &a, nap_t, bm + (size_t)t * n_ch, work);
+    accumulate(&m, &a, nap_t);
+    REAL *tmp = cur; cur = nxt; nxt = tmp;
+    if (++phase == m.decim[0]) {
+      agc_fwd(&m, &a, ROW(cur, ROW_ZB, n_ch), ROW(cur, ROW_G, n_ch),
+              agc_out + (size_t)n_up * n_ch, work);
+      n_up++;
+      phase = 0;
+    }
+  }
+  memcpy(state, cur, sizeof(REAL) * ssize);
+  counters[0] = phase;
+  counters[1] = a.count;
+  free(buf);
+  return n_up;
+}
+
+/* Gradient. Inputs as carfac_forward at the start of the call (state, agc_state, counters
+ * before it) plus its checkpoints; bars of the outputs nap_b, bm_b [n, n_ch], agc_out_b
+ * [updates, n_ch], state_b / agc_state_b (bars of the final state, overwritten with the bars of
+ * the initial state). Writes x_b [n], ohc_b, ihc_b [n_ch]. */
+void FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const REAL *coef,
+                        const REAL *scal, const REAL *agc_coef, const REAL *x, const int *counters,
+                        const REAL *checkpoints, const REAL *nap_b, const REAL *bm_b,
+                        const REAL *agc_out_b, REAL *state_b, REAL *agc_state_b, REAL *x_b,
+                        REAL *ohc_b, REAL *ihc_b) {
+  Model m;
+  setup(&m, n_ch, n_stages, ints, coef, scal, agc_coef);
+  const size_t ssize = (size_t)N_STATE_ROWS * n_ch, asize = (size_t)(2 * n_stages + 2) * n_ch;
+  const int d0 = m.decim[0];
+  /* Per segment: states before each sample, and for each update its count and stage-1 output. */
+  REAL *states = malloc(sizeof(REAL) * (SEG + 1) * ssize);
+  REAL *mem0s = malloc(sizeof(REAL) * (SEG + 1) * n_ch);
+  int counts[SEG + 1];
+  REAL *agc_buf = malloc(sizeof(REAL) * asize), *work = malloc(sizeof(REAL) * WORK_ROWS * n_ch);
+  REAL *nap_tmp = malloc(sizeof(REAL) * 2 * n_ch);
+  Agc ab;
+  agc_view(&ab, agc_state_b, n_ch, n_stages);
+  for (int c = 0; c < n_ch; c++) { ohc_b[c] = 0; ihc_b[c] = 0; }
+  /* Updates before sample t: those completed at samples < t, counted from the initial phase. */
+  const int phase0 = counters[0];
+  int n_seg = (n + SEG - 1) / SEG;
+  for (int sg = n_seg - 1; sg >= 0; sg--) {
+    int t0 = sg * SEG, t1 = t0 + SEG < n ? t0 + SEG : n;
+    const REAL *cp = checkpoints + (size_t)sg * (ssize + asize + 1);
+    memcpy(states, cp, sizeof(REAL) * ssize);
+    memcpy(agc_buf, cp + ssize, sizeof(REAL) * asize);
+    Agc a;
+    agc_view(&a, agc_buf, n_ch, n_stages);
+    a.count = (int)cp[ssize + asize];
+    int ups_before = (phase0 + t0) / d0; /* updates completed before sample t0 */
+    int n_local = 0;
+    int upd_after[SEG]; /* index into mem0s of the update after sample t, or -1 */
+    for (int t = t0; t < t1; t++) {
+      REAL *s = states + (size_t)(t - t0) * ssize, *s1 = s + ssize;
+      sample_fwd(&m, x[t], s, s1, &a, nap_tmp, nap_tmp + n_ch, work);
+      accumulate(&m, &a, nap_tmp);
+      upd_after[t - t0] = -1;
+      if ((phase0 + t + 1) % d0 == 0) {
+        agc_fwd(&m, &a, ROW(s1, ROW_ZB, n_ch), ROW(s1, ROW_G, n_ch),
+                mem0s + (size_t)n_local * n_ch, work);
+        counts[n_local] = a.count;
+        upd_after[t - t0] = n_local++;
+      }
+    }
+    for (int t = t1 - 1; t >= t0; t--) {
+      REAL *s = states + (size_t)(t - t0) * ssize, *s1 = s + ssize;
+      int u = upd_after[t - t0];
+      if (u >= 0) {
+        const REAL *ob = agc_out_b ? agc_out_b + (size_t)(ups_before + u) * n_ch : NULL;
+        agc_adj(&m, counts[u], mem0s + (size_t)u * n_ch, &ab, ROW(state_b, ROW_ZB, n_ch),
+                ROW(state_b, ROW_G, n_ch), ob, ohc_b, work);
+      }
+      /* bar of nap gets the detector accumulation's share */
+      REAL *nb = nap_tmp;
+      for (int c = 0; c < n_ch; c++)
+        nb[c] = nap_b[(size_t)t * n_ch + c] + scal[SC_DETECT_SCALE] * ab.acc[c];
+      x_b[t] = sample_adj(&m, x[t], s, s1, state_b, nb, bm_b + (size_t)t * n_ch, ihc_b,
+                          ab.dzb, ab.dg, work);
+    }
+  }
+  free(states); free(mem0s); free(agc_buf); free(work); free(nap_tmp);
+}

@@ -1,0 +1,155 @@
+"""The compiled CPU kernel (cochlea/native.py) against the JAX loop: outputs, state, gradients,
+streaming across both paths, batching, build cache and fallback."""
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dal_widgets.cochlea import carfac as cf
+from dal_widgets.cochlea import native
+from dal_widgets.errors import ParameterError
+
+# float32: the paths round differently (serial vs closed-form ripple) and the AGC loop amplifies
+# it to ~1e-4 of NAP peaks of ~5 (as between one-shot and segmented runs, test_carfac.py).
+F32_ATOL = 2e-3
+F64_RTOL = 1e-9  # float64: the same arithmetic up to order, measured ~1e-13
+
+
+def _both(model, x, weights=None, linear=False):
+  hypers, coeffs, w, state = model
+  w = w if weights is None else weights
+  f = lambda nat: jax.jit(lambda x: cf.run(x, hypers, coeffs, w, state, linear=linear,
+                                           native=nat))(x)
+  return f(True), f(False)
+
+
+def test_kernel_builds_on_this_machine():
+  assert native.available(jnp.float32) and native.available(jnp.float64)
+  assert not native.available(jnp.float16)
+
+
+@pytest.mark.parametrize("sr,style,linear", [(22050, "v3", False), (22050, "v2", False),
+                                              (16000, "v3", False), (16000, "v3", True)])
+def test_forward_matches_the_jax_loop(sr, style, linear):
+  model = cf.design_carfac(cf.CarfacParams(sr=sr, style=style))
+  x = jnp.asarray(0.05 * np.random.default_rng(0).standard_normal(4001), jnp.float32)
+  health = cf.make_weights(model.hypers, ohc_health=np.linspace(0.2, 1, model.hypers.n_ch))
+  (out_n, state_n), (out_j, state_j) = _both(model, x, health, linear)
+  assert out_n.nap.shape == out_j.nap.shape and out_n.agc.shape == out_j.agc.shape
+  np.testing.assert_allclose(out_n.nap, out_j.nap, atol=F32_ATOL)
+  np.testing.assert_allclose(out_n.bm, out_j.bm, atol=F32_ATOL)
+  np.testing.assert_allclose(out_n.agc, out_j.agc, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(state_n), jax.tree.leaves(state_j)):
+    np.testing.assert_allclose(a, b, atol=F32_ATOL)
+  assert state_n.agc.phase == state_j.agc.phase == 4001 % 8
+
+
+def test_float64_forward_matches_to_rounding():
+  with jax.enable_x64(True):
+    model = cf.design_carfac(cf.CarfacParams(sr=16000), dtype=jnp.float64)
+    x = jnp.asarray(0.05 * np.random.default_rng(1).standard_normal(1500))
+    (out_n, _), (out_j, _) = _both(model, x)
+    assert out_n.nap.dtype == jnp.float64
+    np.testing.assert_allclose(out_n.nap, out_j.nap, rtol=F64_RTOL, atol=1e-12)
+
+
+def test_a_stream_can_switch_paths_between_segments():
+  """The state layout is shared: native then JAX then native equals one native run."""
+  with jax.enable_x64(True):
+    hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000), dtype=jnp.float64)
+    x = jnp.asarray(0.05 * np.random.default_rng(2).standard_normal(1000))
+    whole, _ = cf.run(x, hypers, coeffs, weights, state, native=True)
+    naps = []
+    for part, nat in zip(jnp.split(x, (333, 590)), (True, False, True)):
+      out, state = cf.run(part, hypers, coeffs, weights, state, native=nat)
+      naps.append(out.nap)
+    np.testing.assert_allclose(np.concatenate(naps), whole.nap, rtol=F64_RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("style", ["v3", "v2"])
+def test_gradient_matches_the_jax_loop_in_float64(style):
+  """Cotangents of every output (NAP, BM, AGC output, final state) reach the input, both weights
+  and the initial state; the run starts mid-AGC-block and does not fill its last checkpoint."""
+  with jax.enable_x64(True):
+    hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000, style=style),
+                                                      dtype=jnp.float64)
+    rng = np.random.default_rng(3)
+    warm, state = cf.run(jnp.asarray(0.05 * rng.standard_normal(37)), hypers, coeffs, weights,
+                         state, native=False)
+    n = 2 * native.SEG + 19
+    x = jnp.asarray(0.05 * rng.standard_normal(n))
+    probe = jnp.asarray(rng.standard_normal((n, hypers.n_ch)))
+
+    def loss(x, ohc, ihc, z2, nat):
+      w = cf.CarfacWeights(ohc_health=ohc, ihc_gain=ihc)
+      s = cf.CarfacState(car=state.car.__class__(**{**state.car.__dict__, "z2": z2}),
+                         ihc=state.ihc, agc=state.agc, syn=state.syn)
+      out, end = cf.run(x, hypers, coeffs, w, s, native=nat)
+      return (jnp.sum(out.nap * probe) + 0.3 * jnp.sum(out.bm * probe) + 5 * jnp.sum(out.agc)
+              + jnp.sum(end.car.z1) + jnp.sum(end.agc.memory) + jnp.sum(end.ihc.cap1))
+
+    args = (x, jnp.linspace(0.3, 0.9, hypers.n_ch), jnp.full((hypers.n_ch,), 0.8), state.car.z2)
+    g_n = jax.jit(jax.grad(lambda *a: loss(*a, True), argnums=(0, 1, 2, 3)))(*args)
+    g_j = jax.jit(jax.grad(lambda *a: loss(*a, False), argnums=(0, 1, 2, 3)))(*args)
+    for a, b in zip(g_n, g_j):
+      assert np.abs(np.asarray(b)).max() > 0
+      np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-9 * np.abs(np.asarray(b)).max())
+
+
+def test_vmapped_gradient_and_batched_weights_match_single_runs():
+  hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000))
+  rng = np.random.default_rng(4)
+  xs = jnp.asarray(0.03 * rng.standard_normal((3, 900)), jnp.float32)
+  healths = jnp.asarray(rng.uniform(0.2, 1.0, (3, hypers.n_ch)), jnp.float32)
+
+  def loss(x, ohc):
+    w = cf.CarfacWeights(ohc_health=ohc, ihc_gain=weights.ihc_gain)
+    return jnp.mean(cf.run(x, hypers, coeffs, w, state, native=True)[0].nap ** 2)
+
+  grad = jax.grad(loss, argnums=(0, 1))
+  batched = jax.jit(jax.vmap(grad))(xs, healths)
+  for i in range(3):
+    single = jax.jit(grad)(xs[i], healths[i])
+    for b, s in zip(batched, single):
+      np.testing.assert_allclose(b[i], s, rtol=1e-5, atol=1e-9)
+
+
+def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
+  monkeypatch.setenv("DAL_NATIVE_CACHE", str(tmp_path))
+  native.library.cache_clear()
+  try:
+    assert native.library() is not None
+    built = list(tmp_path.glob("carfac_kernel_*.so"))
+    assert len(built) == 1
+    mtime = built[0].stat().st_mtime_ns
+    native.library.cache_clear()
+    assert native.library() is not None
+    assert built[0].stat().st_mtime_ns == mtime, "a second load must reuse the cached build"
+  finally:
+    monkeypatch.undo()
+    native.library.cache_clear()
+
+
+@pytest.mark.parametrize("env,value", [("DAL_NATIVE", "0"), ("CC", "/no/such/compiler")])
+def test_without_the_kernel_run_falls_back_to_jax(tmp_path, monkeypatch, caplog, env, value):
+  monkeypatch.setenv("DAL_NATIVE_CACHE", str(tmp_path))  # an empty cache: CC must build
+  monkeypatch.setenv(env, value)
+  monkeypatch.setattr(native.sysconfig, "get_config_var", lambda name: None)
+  monkeypatch.setattr(native.shutil, "which", lambda cmd: None if env == "CC" else "/usr/bin/cc")
+  native.library.cache_clear()
+  try:
+    with caplog.at_level(logging.WARNING):
+      assert not native.available()
+    if env == "CC":
+      assert "no C compiler" in caplog.text
+    model = cf.design_carfac(cf.CarfacParams(sr=16000))
+    x = np.zeros(100, np.float32)
+    out, _ = cf.run(x, *model)  # auto: the JAX loop
+    assert out.nap.shape == (100, model.hypers.n_ch)
+    with pytest.raises(ParameterError, match="native=False"):
+      cf.run(x, *model, native=True)
+  finally:
+    monkeypatch.undo()
+    native.library.cache_clear()
