@@ -1,9 +1,10 @@
 """CARFAC's CPU fast path: the model as one compiled C loop, called from JAX.
 
 XLA:CPU runs CARFAC's per-sample work as dozens of tiny kernels and dispatch sets the pace
-(bench/RESULTS.md). On the CPU `carfac.run` therefore calls native/carfac_kernel.c through
-`jax.pure_callback`: the same model sample by sample (the ripple as a serial loop over channels),
-with a hand-written adjoint under `jax.custom_vjp`, so `jit`, `vmap` and `grad` work as before.
+(bench/RESULTS.md). On the CPU `carfac.run` therefore calls native/carfac_kernel.c
+through `jax.experimental.buffer_callback`: the same model sample by sample (the ripple as a serial
+loop over channels), with a hand-written adjoint under `jax.custom_vjp`, so `jit`, `vmap` and
+`grad` work as before.
 Gradients reach the input, `ohc_health`, `ihc_gain` and the initial state; designed coefficients
 are constants here (run with `native=False` to differentiate them).
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import buffer_callback
 
 from dal_widgets import cpu_cores
 from dal_widgets.cochlea import ihc as ihc_lib
@@ -274,22 +276,23 @@ def _adjoint_into(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, count, cps,
      _ptr(agc_out_b), _ptr(state_b_out), _ptr(agc_b_out), _ptr(x_b), _ptr(w_b[0]), _ptr(w_b[1]))
 
 
-def _host_map(fn, shapes, *args):
-  """Runs `fn(outs, *args)` for every waveform of a batch (leading axes of `args[0]`, the
-  waveform; `broadcast_all` gives every argument them) into preallocated outputs of `shapes`
-  (per-waveform ShapeDtypeStructs), one thread per core; the kernel releases the GIL."""
+def _host_map(fn, outs, *args):
+  """Runs `fn(outs, *args)` for every waveform of a batch (the leading axes of `args[0]`, the
+  waveform; `broadcast_all` gives every argument and output them), writing into `outs` (XLA's
+  own output buffers), one thread per core; the kernel releases the GIL."""
+  outs = [np.asarray(o) for o in outs]
+  args = [np.asarray(a) for a in args]
   batch_shape = args[0].shape[:-1]
-  outs = [np.empty(batch_shape + tuple(s.shape), s.dtype) for s in shapes]
   if not batch_shape:
     fn(outs, *args)
-    return tuple(outs)
+    return
   size = math.prod(batch_shape)
   flat_args = [np.reshape(a, (size,) + a.shape[len(batch_shape):]) for a in args]
   flat_outs = [np.reshape(o, (size,) + o.shape[len(batch_shape):]) for o in outs]
+  assert all(np.shares_memory(f, o) for f, o in zip(flat_outs, outs) if o.size)
   item = lambda i: fn([o[i, ...] for o in flat_outs], *(a[i] for a in flat_args))  # views
   with ThreadPoolExecutor(min(size, cpu_cores.usable_cores())) as pool:
     list(pool.map(item, range(size)))
-  return tuple(outs)
 
 
 def _forward_shapes(spec: Spec, checkpoints: bool):
@@ -300,11 +303,17 @@ def _forward_shapes(spec: Spec, checkpoints: bool):
           sds((spec.checkpoint_size if checkpoints else 0,), dt))
 
 
+def _callback(fn, shapes, *args):
+  """`fn` on the host as an XLA custom call that writes into its output buffers in place (no
+  copies, and no JAX calls inside the callback: pure_callback's device_put can deadlock when
+  several CPU programs wait in callbacks at once)."""
+  host = lambda ctx, outs, *a: _host_map(fn, outs, *a)
+  return buffer_callback.buffer_callback(host, shapes, vmap_method="broadcast_all")(*args)
+
+
 def _forward_callback(spec: Spec, checkpoints: bool, x, consts, w, state_rows, agc_rows, count):
-  shapes = _forward_shapes(spec, checkpoints)
-  host = lambda *args: _host_map(functools.partial(_forward_into, spec), shapes, *args)
-  return jax.pure_callback(host, shapes, x, *consts, w, state_rows, agc_rows, count,
-                           vmap_method="broadcast_all")
+  return _callback(functools.partial(_forward_into, spec), _forward_shapes(spec, checkpoints),
+                   x, *consts, w, state_rows, agc_rows, count)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -320,13 +329,9 @@ def _run_fwd(spec, x, consts, w, state_rows, agc_rows, count):
 def _run_bwd(spec, res, bars):
   x, consts, w, count, cps = res
   nap_b, bm_b, agc_out_b, state_b, agc_b, _ = bars
-  sds = jax.ShapeDtypeStruct
-  shapes = (sds(x.shape, x.dtype), sds(w.shape, w.dtype), sds(state_b.shape, state_b.dtype),
-            sds(agc_b.shape, agc_b.dtype))
-  host = lambda *args: _host_map(functools.partial(_adjoint_into, spec), shapes, *args)
-  x_b, w_b, s_b, a_b = jax.pure_callback(
-      host, shapes, x, *consts, w, count, cps, nap_b, bm_b, agc_out_b, state_b, agc_b,
-      vmap_method="broadcast_all")
+  shapes = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (x, w, state_b, agc_b))
+  x_b, w_b, s_b, a_b = _callback(functools.partial(_adjoint_into, spec), shapes, x, *consts, w,
+                                 count, cps, nap_b, bm_b, agc_out_b, state_b, agc_b)
   return x_b, None, w_b, s_b, a_b, None
 
 
