@@ -153,3 +153,39 @@ def test_without_the_kernel_run_falls_back_to_jax(tmp_path, monkeypatch, caplog,
   finally:
     monkeypatch.undo()
     native.library.cache_clear()
+
+
+@pytest.mark.parametrize("batch", [2, 5, 19])
+def test_lockstep_lanes_equal_single_runs(batch):
+  """vmap runs groups of waveforms in lockstep (native.MAX_LANES per group), each with its own
+  weights; every row equals its own run."""
+  hypers, coeffs, _, state = cf.design_carfac(cf.CarfacParams(sr=16000))
+  rng = np.random.default_rng(5)
+  xs = jnp.asarray(0.05 * rng.standard_normal((batch, 1003)), jnp.float32)
+  healths = jnp.asarray(rng.uniform(0.2, 1.0, (batch, hypers.n_ch)), jnp.float32)
+
+  def one(x, ohc):
+    w = cf.CarfacWeights(ohc_health=ohc, ihc_gain=jnp.ones_like(ohc))
+    out, end = cf.run(x, hypers, coeffs, w, state, native=True)
+    return out.nap, out.bm, out.agc, end.car.g, end.agc.memory
+
+  batched = jax.jit(jax.vmap(one))(xs, healths)
+  for i in (0, batch // 2, batch - 1):
+    single = jax.jit(one)(xs[i], healths[i])
+    for b, s in zip(batched, single):
+      np.testing.assert_allclose(b[i], s, atol=F32_ATOL)
+
+
+def test_states_with_different_agc_counts_run_one_by_one():
+  """Lockstep needs one AGC schedule; rows whose states differ in AGC count still run right."""
+  hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000))
+  rng = np.random.default_rng(6)
+  _, later = cf.run(jnp.asarray(0.05 * rng.standard_normal(24), jnp.float32), hypers, coeffs,
+                    weights, state, native=True)
+  assert int(later.agc.n_updates) != int(state.agc.n_updates) and later.agc.phase == 0
+  states = jax.tree.map(lambda a, b: jnp.stack([a, b]), state, later)
+  xs = jnp.asarray(0.05 * rng.standard_normal((2, 500)), jnp.float32)
+  run = lambda x, s: cf.run(x, hypers, coeffs, weights, s, native=True)[0].nap
+  batched = jax.vmap(run)(xs, states)
+  np.testing.assert_allclose(batched[0], run(xs[0], state), atol=F32_ATOL)
+  np.testing.assert_allclose(batched[1], run(xs[1], later), atol=F32_ATOL)

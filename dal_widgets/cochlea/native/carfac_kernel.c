@@ -6,42 +6,58 @@
  * Layouts and row indices come from dal_widgets/cochlea/native.py, which prepends them as
  * #defines (ROW_*, SC_*, N_STATE_ROWS, ...) before compiling; REAL, EXP (exp or expf) and SUFFIX
  * pick the precision.
- * Arrays are row-major [rows, n_ch], so every channel loop is contiguous and vectorises.
+ * Arrays are row-major [rows, width]: width = n_ch * lanes, lane fastest. The forward pass can run
+ * several waveforms in lockstep ("lanes"), which vectorises the ripple across waveforms and fills
+ * the vector units; coefficients are then replicated per lane. The adjoint runs one lane.
  *
  * Gradient: the forward pass keeps the state at the start of every segment of SEG samples; the
  * adjoint walks segments backwards, recomputes each from its checkpoint keeping every sample's
  * state, then runs the exact adjoint of each sample and AGC update in reverse order.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
 #define FN(name) CAT(name, SUFFIX)
 #define SEG 64 /* samples per gradient checkpoint */
-#define WORK_ROWS (3 + MAX_STAGES) /* scratch rows of n_ch */
+#define WORK_ROWS (3 + MAX_STAGES) /* scratch rows of width */
 
 typedef struct {
-  int n_ch, n_stages, use_syn, linear;
+  int n_ch, lanes, width, n_stages, use_syn, linear; /* width = n_ch * lanes */
   const int *decim, *taps, *iters; /* [n_stages] */
-  const REAL *coef;                /* [N_COEF_ROWS, n_ch] per-channel coefficients and weights */
+  const REAL *coef;                /* [N_COEF_ROWS, width] per-channel coefficients and weights */
   const REAL *scal;                /* [N_SCALARS] */
   const REAL *eps, *fir;           /* [n_stages], [n_stages, 3] AGC */
 } Model;
 
 /* The AGC part of the state: changes only at updates (accum[0] also every sample). */
 typedef struct {
-  REAL *mem, *acc; /* [n_stages, n_ch] */
-  REAL *dzb, *dg;  /* [n_ch] ramps of zb and g toward the AGC target */
+  REAL *mem, *acc; /* [n_stages, width] */
+  REAL *dzb, *dg;  /* [width] ramps of zb and g toward the AGC target */
   int count;       /* stage-1 updates modulo the slowest stage's period */
 } Agc;
 
-#define COEF(m, row) ((m)->coef + (size_t)(row) * (m)->n_ch)
-#define ROW(s, row, n_ch) ((s) + (size_t)(row) * (n_ch))
+#define COEF(m, row) ((m)->coef + (size_t)(row) * (m)->width)
+#define ROW(s, row, width) ((s) + (size_t)(row) * (width))
 
 #define R REAL *restrict
 #define CR const REAL *restrict
+/* The channel loops read and write distinct rows: let the compiler vectorise without alias checks
+ * (GCC drops `restrict` on local pointers and falls back to scalar loops). */
+#if defined(__clang__)
+#define IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define IVDEP _Pragma("GCC ivdep")
+#else
+#define IVDEP
+#endif
 
 /* IHC receptor conductance z^3 / (z^3 + z^2 + 0.1), z = max(0, u + DETECT_OFFSET), and its
  * slope d/du; branch-free so that channel loops vectorise. */
@@ -59,10 +75,11 @@ static void nlf_scale(const Model *m, REAL *vs, REAL *vo) {
   *vo = m->linear ? 0 : m->scal[SC_V_OFFSET];
 }
 
-/* One sample: state s -> s1 (both [N_STATE_ROWS, n_ch]); y is scratch [n_ch]. */
-static void sample_fwd(const Model *m, REAL x, const REAL *s, REAL *s1, const Agc *a,
+/* One sample: state s -> s1 (both [N_STATE_ROWS, width]); x: one input per lane; nap, bm, y:
+ * [width] (y scratch). */
+static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, const Agc *a,
                        REAL *restrict nap, REAL *restrict bm, REAL *restrict y) {
-  const int n = m->n_ch;
+  const int n = m->width;
   const REAL *sc = m->scal;
   REAL vs, vo;
   nlf_scale(m, &vs, &vo);
@@ -71,6 +88,7 @@ static void sample_fwd(const Model *m, REAL x, const REAL *s, REAL *s1, const Ag
   CR zb = ROW(s, ROW_ZB, n); CR g = ROW(s, ROW_G, n); CR dzb = a->dzb; CR dg = a->dg;
   R z1n = ROW(s1, ROW_Z1, n); R z2n = ROW(s1, ROW_Z2, n); R zan = ROW(s1, ROW_ZA, n);
   R zbn = ROW(s1, ROW_ZB, n); R gn = ROW(s1, ROW_G, n);
+  IVDEP
   for (int c = 0; c < n; c++) {
     zbn[c] = zb[c] + dzb[c];
     gn[c] = g[c] + dg[c];
@@ -80,11 +98,24 @@ static void sample_fwd(const Model *m, REAL x, const REAL *s, REAL *s1, const Ag
     z2n[c] = r * (c0[c] * z1[c] + a0[c] * z2[c]);
     zan[c] = z2[c];
   }
-  REAL prev = x;
-  for (int c = 0; c < n; c++) { /* the ripple: y[c] = g[c] * (y[c-1] + h[c] * z2[c]) */
-    z1n[c] += prev;
-    prev = gn[c] * (prev + h[c] * z2n[c]);
-    y[c] = prev;
+  if (m->lanes == 1) {
+    REAL prev = x[0];
+    for (int c = 0; c < n; c++) { /* the ripple: y[c] = g[c] * (y[c-1] + h[c] * z2[c]) */
+      z1n[c] += prev;
+      prev = gn[c] * (prev + h[c] * z2n[c]);
+      y[c] = prev;
+    }
+  } else { /* the same, every lane at once: index c * lanes + l */
+    const int L = m->lanes;
+    for (int l = 0; l < L; l++) {
+      z1n[l] += x[l];
+      y[l] = gn[l] * (x[l] + h[l] * z2n[l]);
+    }
+    for (int i = L; i < n; i += L)
+      for (int l = 0; l < L; l++) {
+        z1n[i + l] += y[i - L + l];
+        y[i + l] = gn[i + l] * (y[i - L + l] + h[i + l] * z2n[i + l]);
+      }
   }
   const REAL ac_coeff = sc[SC_AC_COEFF], out1 = sc[SC_OUT1_RATE], in1 = sc[SC_IN1_RATE];
   const REAL out2 = sc[SC_OUT2_RATE], in2 = sc[SC_IN2_RATE], lpf_c = sc[SC_IHC_LPF];
@@ -93,6 +124,7 @@ static void sample_fwd(const Model *m, REAL x, const REAL *s, REAL *s1, const Ag
   CR cap1 = ROW(s, ROW_CAP1, n); CR cap2 = ROW(s, ROW_CAP2, n); CR lpf = ROW(s, ROW_ILPF, n);
   R acn = ROW(s1, ROW_AC, n); R cap1n = ROW(s1, ROW_CAP1, n); R cap2n = ROW(s1, ROW_CAP2, n);
   R lpfn = ROW(s1, ROW_ILPF, n);
+  IVDEP
   for (int c = 0; c < n; c++) {
     REAL b = y[c] - ac[c], slope;
     bm[c] = b;
@@ -108,11 +140,13 @@ static void sample_fwd(const Model *m, REAL x, const REAL *s, REAL *s1, const Ag
   if (!m->use_syn) return;
   const REAL rest_cap1 = sc[SC_REST_CAP1], syn_lpf = sc[SC_SYN_LPF], a1 = sc[SC_A1];
   const REAL a2 = sc[SC_A2], res_c = sc[SC_RES_COEFF], spont = sc[SC_SPONT_SUB];
+  IVDEP
   for (int c = 0; c < n; c++) nap[c] = -spont;
   for (int k = 0; k < 3; k++) {
     CR res = ROW(s, ROW_RES0 + k, n); CR sl = ROW(s, ROW_SLPF0 + k, n); CR nf = COEF(m, CO_NF0 + k);
     R resn = ROW(s1, ROW_RES0 + k, n); R sln = ROW(s1, ROW_SLPF0 + k, n);
     const REAL vh = sc[SC_V_HALF0 + k], inv_w = 1 / sc[SC_V_WIDTH0 + k], w = sc[SC_AGC_W0 + k];
+    IVDEP
     for (int c = 0; c < n; c++) {
       REAL rel = 1 / (1 + EXP(-(rest_cap1 - cap1n[c] - vh) * inv_w));
       REAL rr = (1 - res[c]) * rel;
@@ -139,12 +173,14 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
   const REAL *cap1n = ROW(s1, ROW_CAP1, n);
   REAL *cap1_b = ROW(sb, ROW_CAP1, n), *cap2_b = ROW(sb, ROW_CAP2, n), *lpf_b = ROW(sb, ROW_ILPF, n);
   /* Synapse (or the v2 output) -> bars of the receptor potential and the IHC low-pass. */
+  IVDEP
   for (int c = 0; c < n; c++) vr_b[c] = 0;
   if (m->use_syn) {
     for (int k = 0; k < 3; k++) {
       const REAL *res = ROW(s, ROW_RES0 + k, n), *nf = COEF(m, CO_NF0 + k);
       REAL *res_b = ROW(sb, ROW_RES0 + k, n), *sl_b = ROW(sb, ROW_SLPF0 + k, n);
       REAL vh = sc[SC_V_HALF0 + k], inv_w = 1 / sc[SC_V_WIDTH0 + k], wk = sc[SC_AGC_W0 + k];
+      IVDEP
       for (int c = 0; c < n; c++) {
         REAL v = sc[SC_REST_CAP1] - cap1n[c];
         REAL rel = 1 / (1 + EXP(-(v - vh) * inv_w));
@@ -156,10 +192,12 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
       }
     }
   } else {
+    IVDEP
     for (int c = 0; c < n; c++) lpf_b[c] += nap_b[c];
   }
   /* IHC. */
   const REAL *ac = ROW(s, ROW_AC, n);
+  IVDEP
   for (int c = 0; c < n; c++) {
     REAL k1_b = cap1_b[c] - vr_b[c];
     REAL tr_b = lpf_b[c] * sc[SC_IHC_LPF] * sc[SC_OUTPUT_GAIN] - cap2_b[c] * sc[SC_OUT2_RATE];
@@ -174,11 +212,13 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
   const REAL *z1 = ROW(s, ROW_Z1, n), *z2 = ROW(s, ROW_Z2, n), *za = ROW(s, ROW_ZA, n);
   const REAL *zbn = ROW(s1, ROW_ZB, n), *gn = ROW(s1, ROW_G, n), *z2n = ROW(s1, ROW_Z2, n);
   REAL prev = x;
+  IVDEP
   for (int c = 0; c < n; c++) { /* y[c], recomputed (y_b holds values here, not bars) */
     prev = gn[c] * (prev + h[c] * z2n[c]);
     y_b[c] = prev;
   }
   REAL *ac_b = ROW(sb, ROW_AC, n);
+  IVDEP
   for (int c = 0; c < n; c++) {
     REAL b = y_b[c] - ac[c], slope;
     REAL d = detect(b * ihc_gain[c], &slope);
@@ -204,6 +244,7 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
     carry = t_b + z1_b[c]; /* z1n[c] += y[c-1] */
   }
   REAL x_b = carry;
+  IVDEP
   for (int c = 0; c < n; c++) {
     REAL u = (z2[c] - za[c]) * vs + vo, nlf = 1 / (1 + u * u);
     REAL r = r1[c] + zbn[c] * nlf;
@@ -232,23 +273,24 @@ static int tap_src(int c, int k, int n) {
   return c <= n - 3 ? c + 2 : (c == n - 2 ? n - 1 : n - 2);
 }
 
-/* One smoother pass (out = S in), or its transpose (out = S^T in) when transpose is set. */
-static void smooth_pass(const REAL *f, int taps, int n, const REAL *in, REAL *out, int transpose) {
+/* One smoother pass across the n channels of every lane (out = S in), or its transpose
+ * (out = S^T in) when transpose is set. */
+static void smooth_pass(const REAL *f, int taps, int n, int lanes, const REAL *in, REAL *out,
+                        int transpose) {
   static const int k3[3] = {1, 0, -1};
   static const int k5[5] = {2, 1, 0, -1, -2};
   const int nk = taps == 3 ? 3 : 5;
   const int *ks = taps == 3 ? k3 : k5;
-  if (transpose) for (int c = 0; c < n; c++) out[c] = 0;
-  for (int c = 0; c < n; c++) {
-    REAL acc = 0;
+  for (int i = 0; i < n * lanes; i++) out[i] = 0;
+  for (int c = 0; c < n; c++)
     for (int j = 0; j < nk; j++) {
-      REAL wt = taps == 3 ? f[j] : f[j < 2 ? 0 : (j == 2 ? 1 : 2)];
-      int src = tap_src(c, ks[j], n);
-      if (transpose) out[src] += wt * in[c];
-      else acc += wt * in[src];
+      const REAL wt = taps == 3 ? f[j] : f[j < 2 ? 0 : (j == 2 ? 1 : 2)];
+      const int src = tap_src(c, ks[j], n);
+      for (int l = 0; l < lanes; l++) {
+        if (transpose) out[src * lanes + l] += wt * in[c * lanes + l];
+        else out[c * lanes + l] += wt * in[src * lanes + l];
+      }
     }
-    if (!transpose) out[c] = acc;
-  }
 }
 
 static int period_of(const Model *m, int stage) {
@@ -266,15 +308,17 @@ static void due_flags(const Model *m, int count, int *due) {
 /* AGC update (agc.agc_update) and the loop closure (carfac._close_loop), in place.
  * zb, g: the CAR's current rows; out: stage-1 output row [n_ch]; work: [3, n_ch]. */
 static void agc_fwd(const Model *m, Agc *a, const REAL *zb, const REAL *g, REAL *out, REAL *work) {
-  const int n = m->n_ch, ns = m->n_stages, d0 = m->decim[0];
+  const int n = m->width, ns = m->n_stages, d0 = m->decim[0];
   int due[MAX_STAGES];
   a->count = (a->count + 1) % period_of(m, ns - 1);
   due_flags(m, a->count, due);
   REAL *t1 = work, *t2 = work + n, *inputs = work + 2 * n; /* inputs: [n_stages, n_ch] */
   /* Decimated inputs: stage s sees the running sum of stage s-1's inputs. */
+  IVDEP
   for (int c = 0; c < n; c++) { inputs[c] = a->acc[c] / d0; a->acc[c] = 0; }
   for (int s = 1; s < ns; s++) {
     REAL *acc = a->acc + (size_t)s * n;
+    IVDEP
     for (int c = 0; c < n; c++) {
       REAL summed = acc[c] + inputs[(size_t)(s - 1) * n + c];
       inputs[(size_t)s * n + c] = summed / m->decim[s];
@@ -285,19 +329,21 @@ static void agc_fwd(const Model *m, Agc *a, const REAL *zb, const REAL *g, REAL 
   for (int s = ns - 1; s >= 0; s--) {
     if (!due[s]) continue;
     REAL *mem = a->mem + (size_t)s * n, eps = m->eps[s];
+    IVDEP
     for (int c = 0; c < n; c++) {
       REAL target = inputs[(size_t)s * n + c];
       if (s + 1 < ns) target += m->scal[SC_STAGE_GAIN] * a->mem[(size_t)(s + 1) * n + c];
       t1[c] = mem[c] + eps * (target - mem[c]);
     }
     for (int it = 0; it < m->iters[s]; it++) {
-      smooth_pass(m->fir + 3 * s, m->taps[s], n, t1, t2, 0);
+      smooth_pass(m->fir + 3 * s, m->taps[s], m->n_ch, m->lanes, t1, t2, 0);
       memcpy(t1, t2, sizeof(REAL) * n);
     }
     memcpy(mem, t1, sizeof(REAL) * n);
   }
   const REAL *zr = COEF(m, CO_ZR), *ga = COEF(m, CO_GA), *gb = COEF(m, CO_GB), *gc = COEF(m, CO_GC);
   const REAL *ohc = COEF(m, CO_OHC_HEALTH);
+  IVDEP
   for (int c = 0; c < n; c++) {
     REAL und = (1 - a->mem[c]) * ohc[c];
     a->dzb[c] = (zr[c] * und - zb[c]) / d0;
@@ -311,13 +357,14 @@ static void agc_fwd(const Model *m, Agc *a, const REAL *zb, const REAL *g, REAL 
  * rows; out_b: bar of the stage-1 output row (may be NULL); ohc_b accumulates. */
 static void agc_adj(const Model *m, int count, const REAL *mem0, Agc *ab, REAL *zb_b, REAL *g_b,
                     const REAL *out_b, REAL *ohc_b, REAL *work) {
-  const int n = m->n_ch, ns = m->n_stages, d0 = m->decim[0];
+  const int n = m->width, ns = m->n_stages, d0 = m->decim[0];
   int due[MAX_STAGES];
   due_flags(m, count, due);
   const REAL *zr = COEF(m, CO_ZR), *ga = COEF(m, CO_GA), *gb = COEF(m, CO_GB);
   const REAL *ohc = COEF(m, CO_OHC_HEALTH);
   REAL *t1 = work, *t2 = work + n, *inputs_b = work + 2 * n; /* inputs_b: [n_stages, n_ch] */
   memset(inputs_b, 0, sizeof(REAL) * (size_t)ns * n);
+  IVDEP
   for (int c = 0; c < n; c++) {
     REAL und = (1 - mem0[c]) * ohc[c];
     REAL und_b = (ab->dzb[c] * zr[c] + ab->dg[c] * (2 * ga[c] * und + gb[c])) / d0;
@@ -333,9 +380,10 @@ static void agc_adj(const Model *m, int count, const REAL *mem0, Agc *ab, REAL *
     REAL *mem_b = ab->mem + (size_t)s * n, eps = m->eps[s];
     memcpy(t1, mem_b, sizeof(REAL) * n);
     for (int it = 0; it < m->iters[s]; it++) {
-      smooth_pass(m->fir + 3 * s, m->taps[s], n, t1, t2, 1);
+      smooth_pass(m->fir + 3 * s, m->taps[s], m->n_ch, m->lanes, t1, t2, 1);
       memcpy(t1, t2, sizeof(REAL) * n);
     }
+    IVDEP
     for (int c = 0; c < n; c++) {
       REAL target_b = eps * t1[c];
       mem_b[c] = (1 - eps) * t1[c];
@@ -345,6 +393,7 @@ static void agc_adj(const Model *m, int count, const REAL *mem0, Agc *ab, REAL *
   }
   for (int s = ns - 1; s >= 1; s--) {
     REAL *acc_b = ab->acc + (size_t)s * n;
+    IVDEP
     for (int c = 0; c < n; c++) {
       REAL summed_b = inputs_b[(size_t)s * n + c] / m->decim[s];
       if (!due[s] && due[s - 1]) { summed_b += acc_b[c]; acc_b[c] = 0; }
@@ -353,17 +402,21 @@ static void agc_adj(const Model *m, int count, const REAL *mem0, Agc *ab, REAL *
       inputs_b[(size_t)(s - 1) * n + c] += summed_b;
     }
   }
+  IVDEP
   for (int c = 0; c < n; c++) ab->acc[c] = inputs_b[c] / d0;
 }
 
 /* Accumulates the stage-1 detector input of one sample. */
 static void accumulate(const Model *m, Agc *a, const REAL *nap) {
-  for (int c = 0; c < m->n_ch; c++) a->acc[c] += m->scal[SC_DETECT_SCALE] * nap[c];
+  IVDEP
+  for (int i = 0; i < m->width; i++) a->acc[i] += m->scal[SC_DETECT_SCALE] * nap[i];
 }
 
-static void setup(Model *m, int n_ch, int n_stages, const int *ints, const REAL *coef,
+static void setup(Model *m, int n_ch, int lanes, int n_stages, const int *ints, const REAL *coef,
                   const REAL *scal, const REAL *agc_coef) {
   m->n_ch = n_ch;
+  m->lanes = lanes;
+  m->width = n_ch * lanes;
   m->n_stages = n_stages;
   m->use_syn = ints[0];
   m->linear = ints[1];
@@ -383,24 +436,52 @@ static void agc_view(Agc *a, REAL *agc_state, int n_ch, int n_stages) {
   a->dg = a->dzb + n_ch;
 }
 
-/* Forward of n samples. ints: [use_syn, linear, decim[ns], taps[ns], iters[ns]].
- * state [N_STATE_ROWS, n_ch] and agc_state [2 ns + 2, n_ch] (mem, acc, dzb, dg) are updated in
- * place; counters: [phase, count] in/out. nap, bm: [n, n_ch]; agc_out: [n / decim0 + 1, n_ch].
- * checkpoints (NULL: none) receive the state and agc_state at the start of each SEG segment.
- * Returns the number of AGC updates. */
-int FN(carfac_forward)(int n, int n_ch, int n_stages, const int *ints, const REAL *coef,
+/* Asks the kernel for transparent huge pages behind a large, not yet touched output buffer: XLA
+ * hands over freshly mapped memory, and first-touch faults of 4 KiB pages otherwise cost more
+ * than the model (measured: a batch of 8 one-second clips, 26k faults, ~80 ms of CPU per call). */
+static void advise_huge_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t page = 4096, huge = (uintptr_t)2 << 20;
+  if (bytes < 2 * huge) return;
+  uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
+  uintptr_t end = ((uintptr_t)p + bytes) & ~(page - 1);
+  madvise((void *)start, end - start, MADV_HUGEPAGE); /* advice only: failure is harmless */
+#else
+  (void)p; (void)bytes;
+#endif
+}
+
+/* Copies row `src` [n_ch * lanes] (lane fastest) into lane-major rows dst + l * stride. */
+static void scatter_lanes(const REAL *src, int n_ch, int lanes, REAL *dst, size_t stride) {
+  for (int l = 0; l < lanes; l++)
+    IVDEP
+    for (int c = 0; c < n_ch; c++) dst[l * stride + c] = src[c * lanes + l];
+}
+
+/* Forward of n samples of `lanes` waveforms in lockstep (one AGC phase and count for all).
+ * ints: [use_syn, linear, decim[ns], taps[ns], iters[ns]]; coef [N_COEF_ROWS, width];
+ * x [n, lanes]; state [N_STATE_ROWS, width] and agc_state [2 ns + 2, width] (mem, acc, dzb, dg)
+ * are updated in place; counters: [phase, count] in/out. nap, bm: [lanes, n, n_ch]; agc_out:
+ * [lanes, n_updates, n_ch]. checkpoints (lanes == 1 only; NULL: none) receive the state,
+ * agc_state and count at the start of each SEG segment. Returns the number of AGC updates. */
+int FN(carfac_forward)(int n, int n_ch, int lanes, int n_stages, const int *ints, const REAL *coef,
                        const REAL *scal, const REAL *agc_coef, const REAL *x, REAL *state,
                        REAL *agc_state, int *counters, REAL *nap, REAL *bm, REAL *agc_out,
                        REAL *checkpoints) {
   Model m;
-  setup(&m, n_ch, n_stages, ints, coef, scal, agc_coef);
+  setup(&m, n_ch, lanes, n_stages, ints, coef, scal, agc_coef);
+  const int w = m.width;
+  const int n_updates = (counters[0] + n) / m.decim[0];
   Agc a;
-  agc_view(&a, agc_state, n_ch, n_stages);
+  agc_view(&a, agc_state, w, n_stages);
   a.count = counters[1];
-  const size_t ssize = (size_t)N_STATE_ROWS * n_ch, asize = (size_t)(2 * n_stages + 2) * n_ch;
-  REAL *buf = malloc(sizeof(REAL) * (2 * ssize + (size_t)WORK_ROWS * n_ch));
+  const size_t ssize = (size_t)N_STATE_ROWS * w, asize = (size_t)(2 * n_stages + 2) * w;
+  REAL *buf = malloc(sizeof(REAL) * (2 * ssize + (size_t)(WORK_ROWS + 3) * w));
   REAL *cur = buf, *nxt = buf + ssize, *work = buf + 2 * ssize;
+  REAL *nap_t = work + (size_t)WORK_ROWS * w, *bm_t = nap_t + w, *agc_t = bm_t + w;
   memcpy(cur, state, sizeof(REAL) * ssize);
+  advise_huge_pages(nap, sizeof(REAL) * (size_t)n * w);
+  advise_huge_pages(bm, sizeof(REAL) * (size_t)n * w);
   int phase = counters[0], n_up = 0;
   for (int t = 0; t < n; t++) {
     if (checkpoints && t % SEG == 0) {
@@ -409,13 +490,20 @@ int FN(carfac_forward)(int n, int n_ch, int n_stages, const int *ints, const REA
       memcpy(cp + ssize, agc_state, sizeof(REAL) * asize);
       cp[ssize + asize] = (REAL)a.count;
     }
-    REAL *nap_t = nap + (size_t)t * n_ch;
-    sample_fwd(&m, x[t], cur, nxt, &a, nap_t, bm + (size_t)t * n_ch, work);
+    if (lanes == 1) { /* straight into the outputs */
+      nap_t = nap + (size_t)t * n_ch;
+      bm_t = bm + (size_t)t * n_ch;
+    }
+    sample_fwd(&m, x + (size_t)t * lanes, cur, nxt, &a, nap_t, bm_t, work);
     accumulate(&m, &a, nap_t);
+    if (lanes > 1) {
+      scatter_lanes(nap_t, n_ch, lanes, nap + (size_t)t * n_ch, (size_t)n * n_ch);
+      scatter_lanes(bm_t, n_ch, lanes, bm + (size_t)t * n_ch, (size_t)n * n_ch);
+    }
     REAL *tmp = cur; cur = nxt; nxt = tmp;
     if (++phase == m.decim[0]) {
-      agc_fwd(&m, &a, ROW(cur, ROW_ZB, n_ch), ROW(cur, ROW_G, n_ch),
-              agc_out + (size_t)n_up * n_ch, work);
+      agc_fwd(&m, &a, ROW(cur, ROW_ZB, w), ROW(cur, ROW_G, w), agc_t, work);
+      scatter_lanes(agc_t, n_ch, lanes, agc_out + (size_t)n_up * n_ch, (size_t)n_updates * n_ch);
       n_up++;
       phase = 0;
     }
@@ -437,7 +525,7 @@ void FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const RE
                         const REAL *agc_out_b, REAL *state_b, REAL *agc_state_b, REAL *x_b,
                         REAL *ohc_b, REAL *ihc_b) {
   Model m;
-  setup(&m, n_ch, n_stages, ints, coef, scal, agc_coef);
+  setup(&m, n_ch, 1, n_stages, ints, coef, scal, agc_coef);
   const size_t ssize = (size_t)N_STATE_ROWS * n_ch, asize = (size_t)(2 * n_stages + 2) * n_ch;
   const int d0 = m.decim[0];
   /* Per segment: states before each sample, and for each update its count and stage-1 output. */
@@ -448,6 +536,7 @@ void FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const RE
   REAL *nap_tmp = malloc(sizeof(REAL) * 2 * n_ch);
   Agc ab;
   agc_view(&ab, agc_state_b, n_ch, n_stages);
+  IVDEP
   for (int c = 0; c < n_ch; c++) { ohc_b[c] = 0; ihc_b[c] = 0; }
   /* Updates before sample t: those completed at samples < t, counted from the initial phase. */
   const int phase0 = counters[0];
@@ -465,7 +554,7 @@ void FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const RE
     int upd_after[SEG]; /* index into mem0s of the update after sample t, or -1 */
     for (int t = t0; t < t1; t++) {
       REAL *s = states + (size_t)(t - t0) * ssize, *s1 = s + ssize;
-      sample_fwd(&m, x[t], s, s1, &a, nap_tmp, nap_tmp + n_ch, work);
+      sample_fwd(&m, x + t, s, s1, &a, nap_tmp, nap_tmp + n_ch, work);
       accumulate(&m, &a, nap_tmp);
       upd_after[t - t0] = -1;
       if ((phase0 + t + 1) % d0 == 0) {
@@ -485,6 +574,7 @@ void FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const RE
       }
       /* bar of nap gets the detector accumulation's share */
       REAL *nb = nap_tmp;
+      IVDEP
       for (int c = 0; c < n_ch; c++)
         nb[c] = nap_b[(size_t)t * n_ch + c] + scal[SC_DETECT_SCALE] * ab.acc[c];
       x_b[t] = sample_adj(&m, x[t], s, s1, state_b, nb, bm_b + (size_t)t * n_ch, ihc_b,
