@@ -5,8 +5,9 @@ not spread over threads. A batch is therefore split into one equal chunk per cor
 runs the same jitted, vmapped program on its own Python thread (JAX releases the GIL while a program
 runs). On a GPU the whole batch is one vmapped call.
 
-Measured on the 2-core CI machine (bench/bench_cochlea.py, 22050 Hz, 1 s clips): a batch of 8 takes
-2.4-3.4x the single-clip time on two threads, against about 6x as one vmapped call.
+Measured on the 2-core CI machine (bench/bench_cochlea.py, 22050 Hz, 1 s clips, JAX loop): a batch of
+8 takes 2.4-3.4x the single-clip time on two threads, against about 6x as one vmapped call. The
+compiled CPU kernel (cochlea/native.py) does this split itself, so there one vmapped call is used.
 """
 import concurrent.futures
 import functools
@@ -21,8 +22,12 @@ from dal_widgets.errors import ParameterError
 
 
 def default_workers() -> int:
-  """Threads for a batch: the usable CPU cores on a CPU backend, 1 on an accelerator."""
-  return cpu_cores.usable_cores() if jax.default_backend() == "cpu" else 1
+  """Threads for a batch: the usable CPU cores when CARFAC runs as the JAX loop on the CPU; 1 on
+  an accelerator, and 1 when the compiled CPU kernel runs it (cochlea/native.py spreads a batch
+  over the cores itself; chunking on top only adds copies)."""
+  if jax.default_backend() != "cpu" or carfac.native_lib.available():
+    return 1
+  return cpu_cores.usable_cores()
 
 
 def map_chunks(fn, xs, *args, workers: int | None = None):

@@ -107,11 +107,13 @@ static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, c
     }
   } else { /* the same, every lane at once: index c * lanes + l */
     const int L = m->lanes;
+    IVDEP
     for (int l = 0; l < L; l++) {
       z1n[l] += x[l];
       y[l] = gn[l] * (x[l] + h[l] * z2n[l]);
     }
     for (int i = L; i < n; i += L)
+      IVDEP /* lanes are independent: channel i reads y of channel i - 1, written before */
       for (int l = 0; l < L; l++) {
         z1n[i + l] += y[i - L + l];
         y[i + l] = gn[i + l] * (y[i - L + l] + h[i + l] * z2n[i + l]);
