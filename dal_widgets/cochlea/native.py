@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -54,14 +55,18 @@ SEG = 64  # samples per gradient checkpoint (SEG in the C source)
 # Waveforms run in lockstep by one forward call: the ripple then runs across lanes in vector
 # registers (16 float32 = one AVX-512 register) instead of one serial chain per waveform.
 MAX_LANES = 16
-# -O3 and fast math let the compiler vectorise the channel loops (exp included, via libmvec).
-CFLAGS = ("-O3", "-ffast-math", "-fPIC", "-shared", "-std=c99")
+# -O3 and fast math let the compiler vectorise the channel loops (exp included, via libmvec). Fast
+# math only when compiling: linking with it would add crtfastmath (GCC < 13), which turns on
+# flush-to-zero for the whole Python process.
+CFLAGS = ("-O3", "-ffast-math", "-fPIC", "-std=c99")
+LDFLAGS = ("-shared",)
 ARCH_FLAGS = ("-march=native",)  # tuned for this CPU; the cache key includes the CPU's flags
 _TYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 
 def _defines() -> str:
   lines = [f"#define DETECT_OFFSET {ihc_lib.DETECT_OFFSET!r}", f"#define MAX_STAGES {MAX_STAGES}",
+           f"#define MAX_LANES {MAX_LANES}",
            f"#define N_STATE_ROWS {len(STATE_ROWS)}", f"#define N_COEF_ROWS {len(COEF_ROWS)}"]
   lines += [f"#define CO_{name.upper()} {i}" for i, name in enumerate(COEF_ROWS)]
   lines += [f"#define ROW_{name.upper()} {i}" for i, name in enumerate(STATE_ROWS)]
@@ -100,12 +105,12 @@ def _compile(cc: str, source: str, out: Path, arch: tuple) -> None:
     for real, exp, suffix in (("float", "expf", "f32"), ("double", "exp", "f64")):
       obj = Path(tmp) / f"kernel_{suffix}.o"
       subprocess.run([*cc.split(), *CFLAGS, *arch, "-c", f"-DREAL={real}", f"-DEXP={exp}",
-                      f"-DSUFFIX={suffix}",
-                      str(src), "-o", str(obj)], check=True, capture_output=True, text=True)
+                      f"-DSUFFIX={suffix}", str(src), "-o", str(obj)],
+                     check=True, capture_output=True, text=True)
       objs.append(str(obj))
-    tmp_lib = out.with_name(out.name + f".{os.getpid()}.tmp")
+    tmp_lib = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     for libs in (["-lmvec", "-lm"], ["-lm"]):  # libmvec: glibc's vector exp
-      res = subprocess.run([*cc.split(), *CFLAGS, *arch, *objs, *libs, "-o", str(tmp_lib)],
+      res = subprocess.run([*cc.split(), *LDFLAGS, *objs, *libs, "-o", str(tmp_lib)],
                            capture_output=True, text=True)
       if res.returncode == 0:
         break
@@ -124,7 +129,8 @@ def library():
     log.warning("dal_widgets: no C compiler found; CARFAC runs as pure JAX on the CPU (slower)")
     return None
   source = _defines() + SOURCE.read_text()
-  key = hashlib.sha256("\0".join([source, cc, *CFLAGS, _cpu_signature()]).encode()).hexdigest()
+  key = hashlib.sha256("\0".join([source, cc, *CFLAGS, *LDFLAGS, _cpu_signature()]).encode())
+  key = key.hexdigest()
   out = _cache_dir() / f"carfac_kernel_{key[:16]}.so"
   try:
     if not out.exists():
@@ -293,11 +299,13 @@ def _forward_lanes(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, state_rows
     return
   nap, bm, agc_out, state_out, agc_state_out, count_out, _ = outs
   dt = np.dtype(spec.dtype)
-  interleave = lambda a: np.ascontiguousarray(np.moveaxis(np.asarray(a, dt), 0, -1))  # [..., n_ch, lanes]
+  # [lanes, ..., n_ch] -> [..., n_ch, lanes]: lane fastest, as the kernel reads rows
+  interleave = lambda a: np.ascontiguousarray(np.moveaxis(np.asarray(a, dt), 0, -1))
   rows = np.concatenate([np.repeat(coef[0][:8, :, None], lanes, -1), interleave(w),
                          np.repeat(coef[0][8:, :, None], lanes, -1)])
   rows, x_t = np.ascontiguousarray(rows, dt), np.ascontiguousarray(np.asarray(x, dt).T)
-  scalars, agc_coeffs = np.ascontiguousarray(scalars[0], dt), np.ascontiguousarray(agc_coeffs[0], dt)
+  scalars = np.ascontiguousarray(scalars[0], dt)
+  agc_coeffs = np.ascontiguousarray(agc_coeffs[0], dt)
   state, agc = interleave(state_rows), interleave(agc_rows)
   counters = np.asarray([spec.phase, int(count[0])], np.int32)
   ints = spec.ints()
@@ -334,7 +342,8 @@ def _host_map(fn, outs, *args, group=None):
   else:
     n_groups = max(workers, -(-size // MAX_LANES))
     bounds = np.linspace(0, size, n_groups + 1).round().astype(int)
-    jobs = [(lambda lo=lo, hi=hi: group([o[lo:hi] for o in flat_outs], *(a[lo:hi] for a in flat_args)))
+    jobs = [(lambda lo=lo, hi=hi: group([o[lo:hi] for o in flat_outs],
+                                        *(a[lo:hi] for a in flat_args)))
             for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
   with ThreadPoolExecutor(workers) as pool:
     list(pool.map(lambda job: job(), jobs))

@@ -189,3 +189,10 @@ def test_states_with_different_agc_counts_run_one_by_one():
   batched = jax.vmap(run)(xs, states)
   np.testing.assert_allclose(batched[0], run(xs[0], state), atol=F32_ATOL)
   np.testing.assert_allclose(batched[1], run(xs[1], later), atol=F32_ATOL)
+
+
+def test_loading_the_kernel_keeps_subnormal_floats_in_the_process():
+  """Linking with -ffast-math (GCC < 13) would set flush-to-zero for all of Python on load."""
+  assert native.library() is not None
+  tiny = np.finfo(np.float32).smallest_subnormal
+  assert np.float32(tiny) * np.float32(3) == 3 * tiny > 0

@@ -75,6 +75,32 @@ static void nlf_scale(const Model *m, REAL *vs, REAL *vo) {
   *vo = m->linear ? 0 : m->scal[SC_V_OFFSET];
 }
 
+/* The ripple for `lanes` waveforms at once (index c * lanes + l): y = running output of each lane;
+ * channel c's stage input (z1 term) is the previous channel's output. */
+static inline __attribute__((always_inline)) void ripple_lanes(
+    int n, const int lanes, const REAL *restrict x, const REAL *restrict g, const REAL *restrict h,
+    const REAL *restrict z2n, REAL *restrict z1n, REAL *restrict y) {
+  REAL prev[MAX_LANES];
+  for (int l = 0; l < lanes; l++) prev[l] = x[l];
+  for (int i = 0; i < n; i += lanes)
+    for (int l = 0; l < lanes; l++) {
+      z1n[i + l] += prev[l];
+      prev[l] = g[i + l] * (prev[l] + h[i + l] * z2n[i + l]);
+      y[i + l] = prev[l];
+    }
+}
+
+/* One synapse fibre class at one channel: transmitter release for receptor potential v, the
+ * reservoir and the smoothed firing probability (-> *resn, *sln); returns the firing probability.
+ * syn: {lpf coefficient, a1, a2, reservoir coefficient}. */
+static inline REAL syn_class(REAL v, REAL vh, REAL inv_w, const REAL *syn, REAL res, REAL sl,
+                             REAL *resn, REAL *sln) {
+  REAL rel = 1 / (1 + EXP(-(v - vh) * inv_w));
+  REAL rr = (1 - res) * rel;
+  *resn = res + syn[3] * (syn[1] * rr - res);
+  return *sln = sl + syn[0] * (syn[2] * rr - sl);
+}
+
 /* One sample: state s -> s1 (both [N_STATE_ROWS, width]); x: one input per lane; nap, bm, y:
  * [width] (y scratch). */
 static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, const Agc *a,
@@ -105,19 +131,13 @@ static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, c
       prev = gn[c] * (prev + h[c] * z2n[c]);
       y[c] = prev;
     }
-  } else { /* the same, every lane at once: index c * lanes + l */
-    const int L = m->lanes;
-    IVDEP
-    for (int l = 0; l < L; l++) {
-      z1n[l] += x[l];
-      y[l] = gn[l] * (x[l] + h[l] * z2n[l]);
+  } else {
+    switch (m->lanes) { /* a constant lane count keeps the running outputs in a register */
+      case 4: ripple_lanes(n, 4, x, gn, h, z2n, z1n, y); break;
+      case 8: ripple_lanes(n, 8, x, gn, h, z2n, z1n, y); break;
+      case 16: ripple_lanes(n, 16, x, gn, h, z2n, z1n, y); break;
+      default: ripple_lanes(n, m->lanes, x, gn, h, z2n, z1n, y);
     }
-    for (int i = L; i < n; i += L)
-      IVDEP /* lanes are independent: channel i reads y of channel i - 1, written before */
-      for (int l = 0; l < L; l++) {
-        z1n[i + l] += y[i - L + l];
-        y[i + l] = gn[i + l] * (y[i - L + l] + h[i + l] * z2n[i + l]);
-      }
   }
   const REAL ac_coeff = sc[SC_AC_COEFF], out1 = sc[SC_OUT1_RATE], in1 = sc[SC_IN1_RATE];
   const REAL out2 = sc[SC_OUT2_RATE], in2 = sc[SC_IN2_RATE], lpf_c = sc[SC_IHC_LPF];
@@ -140,22 +160,26 @@ static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, c
     nap[c] = lpfn[c] - rest;
   }
   if (!m->use_syn) return;
-  const REAL rest_cap1 = sc[SC_REST_CAP1], syn_lpf = sc[SC_SYN_LPF], a1 = sc[SC_A1];
-  const REAL a2 = sc[SC_A2], res_c = sc[SC_RES_COEFF], spont = sc[SC_SPONT_SUB];
-  IVDEP
-  for (int c = 0; c < n; c++) nap[c] = -spont;
+  const REAL rest_cap1 = sc[SC_REST_CAP1], spont = sc[SC_SPONT_SUB];
+  const REAL syn[4] = {sc[SC_SYN_LPF], sc[SC_A1], sc[SC_A2], sc[SC_RES_COEFF]};
+  REAL vh[3], inv_w[3], wk[3];
   for (int k = 0; k < 3; k++) {
-    CR res = ROW(s, ROW_RES0 + k, n); CR sl = ROW(s, ROW_SLPF0 + k, n); CR nf = COEF(m, CO_NF0 + k);
-    R resn = ROW(s1, ROW_RES0 + k, n); R sln = ROW(s1, ROW_SLPF0 + k, n);
-    const REAL vh = sc[SC_V_HALF0 + k], inv_w = 1 / sc[SC_V_WIDTH0 + k], w = sc[SC_AGC_W0 + k];
-    IVDEP
-    for (int c = 0; c < n; c++) {
-      REAL rel = 1 / (1 + EXP(-(rest_cap1 - cap1n[c] - vh) * inv_w));
-      REAL rr = (1 - res[c]) * rel;
-      sln[c] = sl[c] + syn_lpf * (a2 * rr - sl[c]);
-      resn[c] = res[c] + res_c * (a1 * rr - res[c]);
-      nap[c] += nf[c] * sln[c] * w;
-    }
+    vh[k] = sc[SC_V_HALF0 + k];
+    inv_w[k] = 1 / sc[SC_V_WIDTH0 + k];
+    wk[k] = sc[SC_AGC_W0 + k];
+  }
+  CR res0 = ROW(s, ROW_RES0, n); CR res1 = ROW(s, ROW_RES1, n); CR res2 = ROW(s, ROW_RES2, n);
+  CR sl0 = ROW(s, ROW_SLPF0, n); CR sl1 = ROW(s, ROW_SLPF1, n); CR sl2 = ROW(s, ROW_SLPF2, n);
+  R resn0 = ROW(s1, ROW_RES0, n); R resn1 = ROW(s1, ROW_RES1, n); R resn2 = ROW(s1, ROW_RES2, n);
+  R sln0 = ROW(s1, ROW_SLPF0, n); R sln1 = ROW(s1, ROW_SLPF1, n); R sln2 = ROW(s1, ROW_SLPF2, n);
+  CR nf0 = COEF(m, CO_NF0); CR nf1 = COEF(m, CO_NF1); CR nf2 = COEF(m, CO_NF2);
+  IVDEP
+  for (int c = 0; c < n; c++) {
+    const REAL v = rest_cap1 - cap1n[c];
+    const REAL p0 = syn_class(v, vh[0], inv_w[0], syn, res0[c], sl0[c], &resn0[c], &sln0[c]);
+    const REAL p1 = syn_class(v, vh[1], inv_w[1], syn, res1[c], sl1[c], &resn1[c], &sln1[c]);
+    const REAL p2 = syn_class(v, vh[2], inv_w[2], syn, res2[c], sl2[c], &resn2[c], &sln2[c]);
+    nap[c] = p0 * nf0[c] * wk[0] + p1 * nf1[c] * wk[1] + p2 * nf2[c] * wk[2] - spont;
   }
 }
 
@@ -173,7 +197,8 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
   REAL *vr_b = w, *y_b = w + n, *bmt_b = w + 2 * n; /* scratch [3, n_ch] */
   const REAL *cap1 = ROW(s, ROW_CAP1, n), *cap2 = ROW(s, ROW_CAP2, n);
   const REAL *cap1n = ROW(s1, ROW_CAP1, n);
-  REAL *cap1_b = ROW(sb, ROW_CAP1, n), *cap2_b = ROW(sb, ROW_CAP2, n), *lpf_b = ROW(sb, ROW_ILPF, n);
+  REAL *cap1_b = ROW(sb, ROW_CAP1, n), *cap2_b = ROW(sb, ROW_CAP2, n);
+  REAL *lpf_b = ROW(sb, ROW_ILPF, n);
   /* Synapse (or the v2 output) -> bars of the receptor potential and the IHC low-pass. */
   IVDEP
   for (int c = 0; c < n; c++) vr_b[c] = 0;
@@ -214,7 +239,6 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
   const REAL *z1 = ROW(s, ROW_Z1, n), *z2 = ROW(s, ROW_Z2, n), *za = ROW(s, ROW_ZA, n);
   const REAL *zbn = ROW(s1, ROW_ZB, n), *gn = ROW(s1, ROW_G, n), *z2n = ROW(s1, ROW_Z2, n);
   REAL prev = x;
-  IVDEP
   for (int c = 0; c < n; c++) { /* y[c], recomputed (y_b holds values here, not bars) */
     prev = gn[c] * (prev + h[c] * z2n[c]);
     y_b[c] = prev;
@@ -281,18 +305,31 @@ static void smooth_pass(const REAL *f, int taps, int n, int lanes, const REAL *i
                         int transpose) {
   static const int k3[3] = {1, 0, -1};
   static const int k5[5] = {2, 1, 0, -1, -2};
-  const int nk = taps == 3 ? 3 : 5;
+  const int nk = taps == 3 ? 3 : 5, reach = nk / 2, L = lanes;
   const int *ks = taps == 3 ? k3 : k5;
-  for (int i = 0; i < n * lanes; i++) out[i] = 0;
-  for (int c = 0; c < n; c++)
+  REAL wt[5];
+  for (int j = 0; j < nk; j++) wt[j] = taps == 3 ? f[j] : f[j < 2 ? 0 : (j == 2 ? 1 : 2)];
+  /* Interior channels, forward: every tap inside the array, one flat vectorisable loop. */
+  const int lo = transpose ? n : reach, hi = transpose ? n : n - reach;
+  IVDEP
+  for (int i = lo * L; i < hi * L; i++) {
+    REAL acc = 0;
+    for (int j = 0; j < nk; j++) acc += wt[j] * in[i - ks[j] * L];
+    out[i] = acc;
+  }
+  /* Edge channels (and the transpose): the reference's edge rule via tap_src. */
+  if (transpose) for (int i = 0; i < n * L; i++) out[i] = 0;
+  for (int c = 0; c < n; c++) {
+    if (c >= lo && c < hi) continue;
+    if (!transpose) for (int l = 0; l < L; l++) out[c * L + l] = 0;
     for (int j = 0; j < nk; j++) {
-      const REAL wt = taps == 3 ? f[j] : f[j < 2 ? 0 : (j == 2 ? 1 : 2)];
       const int src = tap_src(c, ks[j], n);
-      for (int l = 0; l < lanes; l++) {
-        if (transpose) out[src * lanes + l] += wt * in[c * lanes + l];
-        else out[c * lanes + l] += wt * in[src * lanes + l];
+      for (int l = 0; l < L; l++) {
+        if (transpose) out[src * L + l] += wt[j] * in[c * L + l];
+        else out[c * L + l] += wt[j] * in[src * L + l];
       }
     }
+  }
 }
 
 static int period_of(const Model *m, int stage) {
@@ -454,10 +491,20 @@ static void advise_huge_pages(void *p, size_t bytes) {
 }
 
 /* Copies row `src` [n_ch * lanes] (lane fastest) into lane-major rows dst + l * stride. */
+static inline __attribute__((always_inline)) void scatter_rows(const REAL *restrict src, int n_ch,
+                                                              const int lanes, REAL *restrict dst,
+                                                              size_t stride) {
+  for (int c = 0; c < n_ch; c++)
+    for (int l = 0; l < lanes; l++) dst[l * stride + c] = src[c * lanes + l];
+}
+
 static void scatter_lanes(const REAL *src, int n_ch, int lanes, REAL *dst, size_t stride) {
-  for (int l = 0; l < lanes; l++)
-    IVDEP
-    for (int c = 0; c < n_ch; c++) dst[l * stride + c] = src[c * lanes + l];
+  switch (lanes) { /* constant lane counts unroll into straight stores */
+    case 4: scatter_rows(src, n_ch, 4, dst, stride); break;
+    case 8: scatter_rows(src, n_ch, 8, dst, stride); break;
+    case 16: scatter_rows(src, n_ch, 16, dst, stride); break;
+    default: scatter_rows(src, n_ch, lanes, dst, stride);
+  }
 }
 
 /* Forward of n samples of `lanes` waveforms in lockstep (one AGC phase and count for all).
