@@ -5,8 +5,8 @@ not spread over threads. A batch is therefore split into one equal chunk per cor
 runs the same jitted, vmapped program on its own Python thread (JAX releases the GIL while a program
 runs). On a GPU the whole batch is one vmapped call.
 
-Measured on the 2-core CI machine (bench/bench_cochlea.py, 22050 Hz, 1 s clips, JAX loop): a batch of
-8 takes 2.4-3.4x the single-clip time on two threads, against about 6x as one vmapped call. The
+Measured on the 2-core CI machine (bench/bench_cochlea.py, 22050 Hz, 1 s clips, JAX loop): a batch
+of 8 takes 2.4-3.4x the single-clip time on two threads, against about 6x as one vmapped call. The
 compiled CPU kernel (cochlea/native.py) does this split itself, so there one vmapped call is used.
 """
 import concurrent.futures

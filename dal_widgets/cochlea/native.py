@@ -399,6 +399,9 @@ def run(x, hypers, coeffs, weights, state, linear: bool):
   Raises:
     ParameterError: the kernel is unavailable here or `x`'s dtype is not float32/float64.
   """
+  if jax.default_backend() != "cpu":
+    raise ParameterError(f"the native CARFAC kernel runs on the CPU backend, not "
+                         f"{jax.default_backend()}; use native=False (the default picks it)")
   if not available(x.dtype):
     raise ParameterError(f"the native CARFAC kernel is unavailable for {np.dtype(x.dtype).name} "
                          "input (DAL_NATIVE=0, no C compiler, or not float32/float64); "

@@ -32,7 +32,8 @@ GOLDEN_CASES = [  # file, style, sr, ohc_health
 
 # Both implementations of `run`: the compiled CPU kernel (cochlea/native.py) and the JAX loop
 # (what runs on GPUs). Each must match the reference on its own.
-PATHS = [pytest.param(True, id="native"), pytest.param(False, id="jax")]
+CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernel is CPU-only")
+PATHS = [pytest.param(True, id="native", marks=CPU_ONLY), pytest.param(False, id="jax")]
 
 
 def _run(model, x, weights=None, linear=False, native=None):

@@ -11,6 +11,8 @@ from dal_widgets.cochlea import carfac as cf
 from dal_widgets.cochlea import native
 from dal_widgets.errors import ParameterError
 
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernel is CPU-only")
+
 # float32: the paths round differently (serial vs closed-form ripple) and the AGC loop amplifies
 # it to ~1e-4 of NAP peaks of ~5 (as between one-shot and segmented runs, test_carfac.py).
 F32_ATOL = 2e-3
