@@ -249,22 +249,30 @@ def _coefficients(spec: Spec, coef, scalars, agc_coeffs, w):
   return coef, np.ascontiguousarray(scalars, dt), np.ascontiguousarray(agc_coeffs, dt)
 
 
+def _kernel_forward(spec: Spec, lanes: int, coef, scalars, agc_coeffs, x, state, agc, count: int,
+                    nap, bm, agc_out, cps=None) -> int:
+  """Calls carfac_forward on contiguous arrays (state and agc updated in place); returns the
+  AGC count after the run."""
+  counters = np.asarray([spec.phase, count], np.int32)
+  ints = spec.ints()  # every array handed to C stays referenced until the call returns
+  fn = getattr(library(), f"carfac_forward_{_TYPES[np.dtype(spec.dtype)]}")
+  n_up = fn(spec.n_samp, spec.n_ch, lanes, len(spec.decimation), _ptr(ints), _ptr(coef),
+            _ptr(scalars), _ptr(agc_coeffs), _ptr(x), _ptr(state), _ptr(agc), _ptr(counters),
+            _ptr(nap), _ptr(bm), _ptr(agc_out), _ptr(cps))
+  assert n_up == spec.n_updates and counters[0] == (spec.phase + spec.n_samp) % spec.decimation[0]
+  return int(counters[1])
+
+
 def _forward_into(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, state_rows, agc_rows, count):
   """One waveform through the kernel, writing into `outs` (nap, bm, agc_out, state_rows,
   agc_rows, count, checkpoints; numpy views; an empty checkpoints array skips them)."""
   nap, bm, agc_out, state, agc, count_out, cps = outs
   coef, scalars, agc_coeffs = _coefficients(spec, coef, scalars, agc_coeffs, w)
-  x = np.ascontiguousarray(x, spec.dtype)
   np.copyto(state, state_rows)  # the kernel updates the state in place
   np.copyto(agc, agc_rows)
-  counters = np.asarray([spec.phase, int(count)], np.int32)
-  ints = spec.ints()  # every array handed to C stays referenced until the call returns
-  fn = getattr(library(), f"carfac_forward_{_TYPES[np.dtype(spec.dtype)]}")
-  n_up = fn(spec.n_samp, spec.n_ch, 1, len(spec.decimation), _ptr(ints), _ptr(coef),
-            _ptr(scalars), _ptr(agc_coeffs), _ptr(x), _ptr(state), _ptr(agc), _ptr(counters),
-            _ptr(nap), _ptr(bm), _ptr(agc_out), _ptr(cps) if cps.size else None)
-  assert n_up == spec.n_updates and counters[0] == (spec.phase + spec.n_samp) % spec.decimation[0]
-  count_out[...] = counters[1]
+  count_out[...] = _kernel_forward(spec, 1, coef, scalars, agc_coeffs,
+                                   np.ascontiguousarray(x, spec.dtype), state, agc, int(count),
+                                   nap, bm, agc_out, cps if cps.size else None)
 
 
 def _adjoint_into(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, count, cps, nap_b, bm_b,
@@ -299,24 +307,18 @@ def _forward_lanes(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, state_rows
     return
   nap, bm, agc_out, state_out, agc_state_out, count_out, _ = outs
   dt = np.dtype(spec.dtype)
-  # [lanes, ..., n_ch] -> [..., n_ch, lanes]: lane fastest, as the kernel reads rows
-  interleave = lambda a: np.ascontiguousarray(np.moveaxis(np.asarray(a, dt), 0, -1))
-  rows = np.concatenate([np.repeat(coef[0][:8, :, None], lanes, -1), interleave(w),
-                         np.repeat(coef[0][8:, :, None], lanes, -1)])
-  rows, x_t = np.ascontiguousarray(rows, dt), np.ascontiguousarray(np.asarray(x, dt).T)
-  scalars = np.ascontiguousarray(scalars[0], dt)
-  agc_coeffs = np.ascontiguousarray(agc_coeffs[0], dt)
+  # [lanes, ..., n_ch] -> [..., n_ch * lanes]: lane fastest, as the kernel reads rows
+  interleave = lambda a: np.ascontiguousarray(np.moveaxis(np.asarray(a, dt), 0, -1)).reshape(
+      a.shape[1:-1] + (-1,))
+  coef = np.repeat(np.asarray(coef[0], dt), lanes, axis=-1)  # shared rows, one copy per lane
+  coef, scalars, agc_coeffs = _coefficients(spec, coef, scalars[0], agc_coeffs[0], interleave(w))
   state, agc = interleave(state_rows), interleave(agc_rows)
-  counters = np.asarray([spec.phase, int(count[0])], np.int32)
-  ints = spec.ints()
-  fn = getattr(library(), f"carfac_forward_{_TYPES[dt]}")
-  n_up = fn(spec.n_samp, spec.n_ch, lanes, len(spec.decimation), _ptr(ints), _ptr(rows),
-            _ptr(scalars), _ptr(agc_coeffs), _ptr(x_t), _ptr(state), _ptr(agc), _ptr(counters),
-            _ptr(nap), _ptr(bm), _ptr(agc_out), None)
-  assert n_up == spec.n_updates
-  state_out[...] = np.moveaxis(state, -1, 0)
-  agc_state_out[...] = np.moveaxis(agc, -1, 0)
-  count_out[...] = counters[1]
+  count_out[...] = _kernel_forward(spec, lanes, coef, scalars, agc_coeffs,
+                                   np.ascontiguousarray(np.asarray(x, dt).T), state, agc,
+                                   int(count[0]), nap, bm, agc_out)
+  unlane = lambda a: np.moveaxis(a.reshape(a.shape[:-1] + (spec.n_ch, lanes)), -1, 0)
+  state_out[...] = unlane(state)
+  agc_state_out[...] = unlane(agc)
 
 
 def _host_map(fn, outs, *args, group=None):
