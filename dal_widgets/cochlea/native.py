@@ -51,7 +51,7 @@ SCALARS = ("velocity_scale", "v_offset", "ac_coeff", "ihc_lpf", "out1_rate", "in
            "v_half0", "v_half1", "v_half2", "v_width0", "v_width1", "v_width2", "a1", "a2",
            "agc_w0", "agc_w1", "agc_w2", "spont_sub", "res_coeff", "syn_lpf", "detect_scale",
            "stage_gain")
-SEG = 64  # samples per gradient checkpoint (SEG in the C source)
+SEG = 64  # samples per gradient checkpoint of the adjoint
 # Waveforms run in lockstep by one forward call: the ripple then runs across lanes in vector
 # registers (16 float32 = one AVX-512 register) instead of one serial chain per waveform.
 MAX_LANES = 16
@@ -66,7 +66,7 @@ _TYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 def _defines() -> str:
   lines = [f"#define DETECT_OFFSET {ihc_lib.DETECT_OFFSET!r}", f"#define MAX_STAGES {MAX_STAGES}",
-           f"#define MAX_LANES {MAX_LANES}",
+           f"#define MAX_LANES {MAX_LANES}", f"#define SEG {SEG}",
            f"#define N_STATE_ROWS {len(STATE_ROWS)}", f"#define N_COEF_ROWS {len(COEF_ROWS)}"]
   lines += [f"#define CO_{name.upper()} {i}" for i, name in enumerate(COEF_ROWS)]
   lines += [f"#define ROW_{name.upper()} {i}" for i, name in enumerate(STATE_ROWS)]
@@ -150,7 +150,7 @@ def library():
     fwd.restype = ctypes.c_int
     fwd.argtypes = [ctypes.c_int] * 4 + [ptr] * 12
     adj = getattr(lib, f"carfac_adjoint_{suffix}")
-    adj.restype = None
+    adj.restype = ctypes.c_int
     adj.argtypes = [ctypes.c_int] * 3 + [ptr] * 15
   return lib
 
@@ -259,6 +259,8 @@ def _kernel_forward(spec: Spec, lanes: int, coef, scalars, agc_coeffs, x, state,
   n_up = fn(spec.n_samp, spec.n_ch, lanes, len(spec.decimation), _ptr(ints), _ptr(coef),
             _ptr(scalars), _ptr(agc_coeffs), _ptr(x), _ptr(state), _ptr(agc), _ptr(counters),
             _ptr(nap), _ptr(bm), _ptr(agc_out), _ptr(cps))
+  if n_up < 0:
+    raise MemoryError("the CARFAC kernel could not allocate its scratch memory")
   assert n_up == spec.n_updates and counters[0] == (spec.phase + spec.n_samp) % spec.decimation[0]
   return int(counters[1])
 
@@ -288,9 +290,12 @@ def _adjoint_into(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, count, cps,
   ints, x, cps, nap_b, bm_b = spec.ints(), c(x), c(cps), c(nap_b), c(bm_b)
   agc_out_b = c(agc_out_b) if spec.n_updates else None
   fn = getattr(library(), f"carfac_adjoint_{_TYPES[dt]}")
-  fn(spec.n_samp, spec.n_ch, len(spec.decimation), _ptr(ints), _ptr(coef), _ptr(scalars),
-     _ptr(agc_coeffs), _ptr(x), _ptr(counters), _ptr(cps), _ptr(nap_b), _ptr(bm_b),
-     _ptr(agc_out_b), _ptr(state_b_out), _ptr(agc_b_out), _ptr(x_b), _ptr(w_b[0]), _ptr(w_b[1]))
+  status = fn(spec.n_samp, spec.n_ch, len(spec.decimation), _ptr(ints), _ptr(coef),
+              _ptr(scalars), _ptr(agc_coeffs), _ptr(x), _ptr(counters), _ptr(cps), _ptr(nap_b),
+              _ptr(bm_b), _ptr(agc_out_b), _ptr(state_b_out), _ptr(agc_b_out), _ptr(x_b),
+              _ptr(w_b[0]), _ptr(w_b[1]))
+  if status < 0:
+    raise MemoryError("the CARFAC kernel could not allocate its gradient scratch memory")
 
 
 def _forward_lanes(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, state_rows, agc_rows,

@@ -1,10 +1,10 @@
-/* CARFAC forward and adjoint (reverse-mode gradient) on the CPU, one waveform per call.
+/* CARFAC forward and adjoint (reverse-mode gradient) on the CPU.
  *
  * The same model as dal_widgets/cochlea/{car,ihc,synapse,agc,carfac}.py, sample by sample:
  * CAR (OHC nonlinearity, within-sample ripple as a serial loop over channels, AC coupler),
  * two-cap IHC, optional three-class synapse (v3), and the four-stage AGC every decim[0] samples.
  * Layouts and row indices come from dal_widgets/cochlea/native.py, which prepends them as
- * #defines (ROW_*, SC_*, N_STATE_ROWS, ...) before compiling; REAL, EXP (exp or expf) and SUFFIX
+ * #defines (ROW_*, SC_*, N_STATE_ROWS, SEG, ...) before compiling; REAL, EXP (exp or expf) and SUFFIX
  * pick the precision.
  * Arrays are row-major [rows, width]: width = n_ch * lanes, lane fastest. The forward pass can run
  * several waveforms in lockstep ("lanes"), which vectorises the ripple across waveforms and fills
@@ -26,7 +26,6 @@
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
 #define FN(name) CAT(name, SUFFIX)
-#define SEG 64 /* samples per gradient checkpoint */
 #define WORK_ROWS (3 + MAX_STAGES) /* scratch rows of width */
 
 typedef struct {
@@ -468,11 +467,11 @@ static void setup(Model *m, int n_ch, int lanes, int n_stages, const int *ints, 
   m->fir = agc_coef + n_stages;
 }
 
-static void agc_view(Agc *a, REAL *agc_state, int n_ch, int n_stages) {
+static void agc_view(Agc *a, REAL *agc_state, int width, int n_stages) {
   a->mem = agc_state;
-  a->acc = agc_state + (size_t)n_stages * n_ch;
-  a->dzb = agc_state + (size_t)2 * n_stages * n_ch;
-  a->dg = a->dzb + n_ch;
+  a->acc = agc_state + (size_t)n_stages * width;
+  a->dzb = agc_state + (size_t)2 * n_stages * width;
+  a->dg = a->dzb + width;
 }
 
 /* Asks the kernel for transparent huge pages behind a large, not yet touched output buffer: XLA
@@ -512,7 +511,8 @@ static void scatter_lanes(const REAL *src, int n_ch, int lanes, REAL *dst, size_
  * x [n, lanes]; state [N_STATE_ROWS, width] and agc_state [2 ns + 2, width] (mem, acc, dzb, dg)
  * are updated in place; counters: [phase, count] in/out. nap, bm: [lanes, n, n_ch]; agc_out:
  * [lanes, n_updates, n_ch]. checkpoints (lanes == 1 only; NULL: none) receive the state,
- * agc_state and count at the start of each SEG segment. Returns the number of AGC updates. */
+ * agc_state and count at the start of each SEG segment. Returns the number of AGC updates, or
+ * -1 when scratch memory cannot be allocated (nothing is written then). */
 int FN(carfac_forward)(int n, int n_ch, int lanes, int n_stages, const int *ints, const REAL *coef,
                        const REAL *scal, const REAL *agc_coef, const REAL *x, REAL *state,
                        REAL *agc_state, int *counters, REAL *nap, REAL *bm, REAL *agc_out,
@@ -526,6 +526,7 @@ int FN(carfac_forward)(int n, int n_ch, int lanes, int n_stages, const int *ints
   a.count = counters[1];
   const size_t ssize = (size_t)N_STATE_ROWS * w, asize = (size_t)(2 * n_stages + 2) * w;
   REAL *buf = malloc(sizeof(REAL) * (2 * ssize + (size_t)(WORK_ROWS + 3) * w));
+  if (!buf) return -1;
   REAL *cur = buf, *nxt = buf + ssize, *work = buf + 2 * ssize;
   REAL *nap_t = work + (size_t)WORK_ROWS * w, *bm_t = nap_t + w, *agc_t = bm_t + w;
   memcpy(cur, state, sizeof(REAL) * ssize);
@@ -567,12 +568,13 @@ int FN(carfac_forward)(int n, int n_ch, int lanes, int n_stages, const int *ints
 /* Gradient. Inputs as carfac_forward at the start of the call (state, agc_state, counters
  * before it) plus its checkpoints; bars of the outputs nap_b, bm_b [n, n_ch], agc_out_b
  * [updates, n_ch], state_b / agc_state_b (bars of the final state, overwritten with the bars of
- * the initial state). Writes x_b [n], ohc_b, ihc_b [n_ch]. */
-void FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const REAL *coef,
-                        const REAL *scal, const REAL *agc_coef, const REAL *x, const int *counters,
-                        const REAL *checkpoints, const REAL *nap_b, const REAL *bm_b,
-                        const REAL *agc_out_b, REAL *state_b, REAL *agc_state_b, REAL *x_b,
-                        REAL *ohc_b, REAL *ihc_b) {
+ * the initial state). Writes x_b [n], ohc_b, ihc_b [n_ch]. Returns 0, or -1 when scratch memory
+ * cannot be allocated. */
+int FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const REAL *coef,
+                       const REAL *scal, const REAL *agc_coef, const REAL *x, const int *counters,
+                       const REAL *checkpoints, const REAL *nap_b, const REAL *bm_b,
+                       const REAL *agc_out_b, REAL *state_b, REAL *agc_state_b, REAL *x_b,
+                       REAL *ohc_b, REAL *ihc_b) {
   Model m;
   setup(&m, n_ch, 1, n_stages, ints, coef, scal, agc_coef);
   const size_t ssize = (size_t)N_STATE_ROWS * n_ch, asize = (size_t)(2 * n_stages + 2) * n_ch;
@@ -583,6 +585,10 @@ void FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const RE
   int counts[SEG + 1];
   REAL *agc_buf = malloc(sizeof(REAL) * asize), *work = malloc(sizeof(REAL) * WORK_ROWS * n_ch);
   REAL *nap_tmp = malloc(sizeof(REAL) * 2 * n_ch);
+  if (!states || !mem0s || !agc_buf || !work || !nap_tmp) {
+    free(states); free(mem0s); free(agc_buf); free(work); free(nap_tmp);
+    return -1;
+  }
   Agc ab;
   agc_view(&ab, agc_state_b, n_ch, n_stages);
   IVDEP
@@ -631,4 +637,5 @@ void FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const RE
     }
   }
   free(states); free(mem0s); free(agc_buf); free(work); free(nap_tmp);
+  return 0;
 }
