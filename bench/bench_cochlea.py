@@ -45,7 +45,7 @@ def main():
   hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=args.sr, style=args.style))
   native = {"auto": None, "native": True, "jax": False}[args.path]
   if native is None:
-    native = jax.default_backend() == "cpu" and cf.native_lib.available()
+    native = cf.native_lib.default()
   run = partial(cf.run, hypers=hypers, native=native)
   jit = partial(jax.jit, compiler_options=cf.compiler_options())  # as designs.jitted_run does
   fwd = jit(lambda x: run(x, coeffs=coeffs, weights=weights, state=state)[0].nap)

@@ -53,7 +53,7 @@ def test_training_keeps_one_cpu_device_with_the_compiled_kernel():
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 4, 6])
 def test_training_splits_a_batch_over_the_most_devices_that_divide_it(batch_size, monkeypatch):
-  monkeypatch.setattr(train.cf.native_lib, "available", lambda dtype=None: False)  # the JAX loop
+  monkeypatch.setattr(train.cf.native_lib, "default", lambda dtype=None: False)  # the JAX loop
   devices = train.default_devices(batch_size)
   n_local = len(jax.local_devices())
   assert devices == jax.local_devices()[:len(devices)]

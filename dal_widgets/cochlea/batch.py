@@ -25,7 +25,7 @@ def default_workers() -> int:
   """Threads for a batch: the usable CPU cores when CARFAC runs as the JAX loop on the CPU; 1 on
   an accelerator, and 1 when the compiled CPU kernel runs it (cochlea/native.py spreads a batch
   over the cores itself; chunking on top only adds copies)."""
-  if jax.default_backend() != "cpu" or carfac.native_lib.available():
+  if jax.default_backend() != "cpu" or carfac.native_lib.default():
     return 1
   return cpu_cores.usable_cores()
 

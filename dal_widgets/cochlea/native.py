@@ -156,8 +156,14 @@ def library():
 
 
 def available(dtype=jnp.float32) -> bool:
-  """Whether `carfac.run` takes the native path on the CPU for arrays of `dtype`."""
+  """Whether the kernel is built here and handles arrays of `dtype`."""
   return np.dtype(dtype) in _TYPES and library() is not None
+
+
+def default(dtype=jnp.float32) -> bool:
+  """Whether `carfac.run` takes the native path by default: JAX's default backend is the CPU
+  and the kernel is available for `dtype`."""
+  return jax.default_backend() == "cpu" and available(dtype)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -166,7 +166,7 @@ def default_devices(batch_size: int) -> list:
   compiled CARFAC kernel, one device: the kernel spreads the batch over the cores itself, and
   splitting the step over CPU devices was slower (batch 2, 16 kHz: 571 vs 368 ms)."""
   local = jax.local_devices()
-  if local[0].platform == "cpu" and cf.native_lib.available():
+  if local[0].platform == "cpu" and cf.native_lib.default():
     return local[:1]
   n = max(k for k in range(1, len(local) + 1) if batch_size % k == 0)
   return local[:n]

@@ -43,7 +43,7 @@ def test_map_chunks_joins_pytrees_in_order_and_drops_padding():
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="cores matter on the CPU backend")
 def test_default_workers_uses_the_cpu_cores_only_for_the_jax_loop(monkeypatch):
   assert batch.default_workers() == 1  # the compiled kernel spreads a batch over the cores
-  monkeypatch.setattr(batch.carfac.native_lib, "available", lambda dtype=None: False)
+  monkeypatch.setattr(batch.carfac.native_lib, "default", lambda dtype=None: False)
   assert batch.default_workers() == len(os.sched_getaffinity(0))
 
 
