@@ -134,6 +134,7 @@ def library():
   out = _cache_dir() / f"carfac_kernel_{key[:16]}.so"
   try:
     if not out.exists():
+      log.info("dal_widgets: building the CARFAC CPU kernel (once per machine) into %s", out)
       out.parent.mkdir(parents=True, exist_ok=True)
       try:
         _compile(cc, source, out, ARCH_FLAGS)
