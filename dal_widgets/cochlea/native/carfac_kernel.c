@@ -28,12 +28,20 @@
 #define FN(name) CAT(name, SUFFIX)
 #define WORK_ROWS (3 + MAX_STAGES) /* scratch rows of width */
 
+/* Synapse release sigmoids 1 / (1 + exp(-(v - v_half[k]) / v_width[k])): with one width for the
+ * three classes (the design's) this is 1 / (1 + exp(-v / width) shift[k]), one exp. */
+typedef struct {
+  int same_width;
+  REAL inv_w[3], v_half[3], shift[3]; /* shift[k] = exp(v_half[k] / width) */
+} Release;
+
 typedef struct {
   int n_ch, lanes, width, n_stages, use_syn, linear; /* width = n_ch * lanes */
   const int *decim, *taps, *iters; /* [n_stages] */
   const REAL *coef;                /* [N_COEF_ROWS, width] per-channel coefficients and weights */
   const REAL *scal;                /* [N_SCALARS] */
   const REAL *eps, *fir;           /* [n_stages], [n_stages, 3] AGC */
+  Release rel;
 } Model;
 
 /* The AGC part of the state: changes only at updates (accum[0] also every sample). */
@@ -74,27 +82,71 @@ static void nlf_scale(const Model *m, REAL *vs, REAL *vo) {
   *vo = m->linear ? 0 : m->scal[SC_V_OFFSET];
 }
 
-/* The ripple for `lanes` waveforms at once (index c * lanes + l): y = running output of each lane;
- * channel c's stage input (z1 term) is the previous channel's output. */
+/* The ripple for `lanes` waveforms at once (index c * lanes + l): channel c's output is
+ * y[c] = g[c] y[c-1] + g[c] h[c] z2n[c], with the second term already in y (so the serial chain
+ * is one multiply-add per channel), and channel c's stage input (z1 term) is y[c-1]. */
 static inline __attribute__((always_inline)) void ripple_lanes(
-    int n, const int lanes, const REAL *restrict x, const REAL *restrict g, const REAL *restrict h,
-    const REAL *restrict z2n, REAL *restrict z1n, REAL *restrict y) {
+    int n, const int lanes, const REAL *restrict x, const REAL *restrict g, REAL *restrict z1n,
+    REAL *restrict y) {
   REAL prev[MAX_LANES];
   for (int l = 0; l < lanes; l++) prev[l] = x[l];
   for (int i = 0; i < n; i += lanes)
     for (int l = 0; l < lanes; l++) {
       z1n[i + l] += prev[l];
-      prev[l] = g[i + l] * (prev[l] + h[i + l] * z2n[i + l]);
+      prev[l] = g[i + l] * prev[l] + y[i + l];
       y[i + l] = prev[l];
     }
 }
 
-/* One synapse fibre class at one channel: transmitter release for receptor potential v, the
- * reservoir and the smoothed firing probability (-> *resn, *sln); returns the firing probability.
+/* ripple_lanes for a power-of-two lane count, one vector (GCC/clang vector extension) per
+ * channel: the compilers do not vectorise the lane loop by themselves. */
+#define DEFINE_RIPPLE_VEC(L)                                                                   \
+  static void ripple_vec##L(int n, const REAL *x, const REAL *g, REAL *restrict z1n,        \
+                            REAL *restrict y) {                                              \
+    typedef REAL vec __attribute__((vector_size(L * sizeof(REAL))));                         \
+    vec prev, gi, yi, zi;                                                                    \
+    memcpy(&prev, x, sizeof prev);                                                           \
+    for (int i = 0; i < n; i += L) {                                                         \
+      memcpy(&gi, g + i, sizeof gi);                                                         \
+      memcpy(&yi, y + i, sizeof yi);                                                         \
+      memcpy(&zi, z1n + i, sizeof zi);                                                       \
+      zi += prev;                                                                            \
+      prev = gi * prev + yi;                                                                 \
+      memcpy(z1n + i, &zi, sizeof zi);                                                       \
+      memcpy(y + i, &prev, sizeof prev);                                                     \
+    }                                                                                        \
+  }
+DEFINE_RIPPLE_VEC(2)
+DEFINE_RIPPLE_VEC(4)
+DEFINE_RIPPLE_VEC(8)
+DEFINE_RIPPLE_VEC(16)
+
+static void ripple(int n, int lanes, const REAL *x, const REAL *g, REAL *z1n, REAL *y) {
+  switch (lanes) {
+    case 1: ripple_lanes(n, 1, x, g, z1n, y); return;
+    case 2: ripple_vec2(n, x, g, z1n, y); return;
+    case 4: ripple_vec4(n, x, g, z1n, y); return;
+    case 8: ripple_vec8(n, x, g, z1n, y); return;
+    case 16: ripple_vec16(n, x, g, z1n, y); return;
+    default: ripple_lanes(n, lanes, x, g, z1n, y); /* other counts: correct, not vectorised */
+  }
+}
+
+/* Release probabilities of the three fibre classes at receptor potential v. Channel loops pass
+ * a local copy of the model's Release, so that the width test moves out of the loop. */
+static inline void release(const Release *m, REAL v, REAL *rel) {
+  if (m->same_width) {
+    const REAL e = EXP(-v * m->inv_w[0]);
+    for (int k = 0; k < 3; k++) rel[k] = 1 / (1 + e * m->shift[k]);
+  } else {
+    for (int k = 0; k < 3; k++) rel[k] = 1 / (1 + EXP(-(v - m->v_half[k]) * m->inv_w[k]));
+  }
+}
+
+/* One synapse fibre class at one channel, given its release probability: the reservoir and the
+ * smoothed firing probability (-> *resn, *sln); returns the firing probability.
  * syn: {lpf coefficient, a1, a2, reservoir coefficient}. */
-static inline REAL syn_class(REAL v, REAL vh, REAL inv_w, const REAL *syn, REAL res, REAL sl,
-                             REAL *resn, REAL *sln) {
-  REAL rel = 1 / (1 + EXP(-(v - vh) * inv_w));
+static inline REAL syn_class(REAL rel, const REAL *syn, REAL res, REAL sl, REAL *resn, REAL *sln) {
   REAL rr = (1 - res) * rel;
   *resn = res + syn[3] * (syn[1] * rr - res);
   return *sln = sl + syn[0] * (syn[2] * rr - sl);
@@ -122,22 +174,9 @@ static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, c
     z1n[c] = r * (a0[c] * z1[c] - c0[c] * z2[c]);
     z2n[c] = r * (c0[c] * z1[c] + a0[c] * z2[c]);
     zan[c] = z2[c];
+    y[c] = gn[c] * h[c] * z2n[c];  /* the ripple's own term of channel c */
   }
-  if (m->lanes == 1) {
-    REAL prev = x[0];
-    for (int c = 0; c < n; c++) { /* the ripple: y[c] = g[c] * (y[c-1] + h[c] * z2[c]) */
-      z1n[c] += prev;
-      prev = gn[c] * (prev + h[c] * z2n[c]);
-      y[c] = prev;
-    }
-  } else {
-    switch (m->lanes) { /* a constant lane count keeps the running outputs in a register */
-      case 4: ripple_lanes(n, 4, x, gn, h, z2n, z1n, y); break;
-      case 8: ripple_lanes(n, 8, x, gn, h, z2n, z1n, y); break;
-      case 16: ripple_lanes(n, 16, x, gn, h, z2n, z1n, y); break;
-      default: ripple_lanes(n, m->lanes, x, gn, h, z2n, z1n, y);
-    }
-  }
+  ripple(n, m->lanes, x, gn, z1n, y);
   const REAL ac_coeff = sc[SC_AC_COEFF], out1 = sc[SC_OUT1_RATE], in1 = sc[SC_IN1_RATE];
   const REAL out2 = sc[SC_OUT2_RATE], in2 = sc[SC_IN2_RATE], lpf_c = sc[SC_IHC_LPF];
   const REAL gain = sc[SC_OUTPUT_GAIN], rest = sc[SC_REST_OUTPUT];
@@ -161,23 +200,20 @@ static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, c
   if (!m->use_syn) return;
   const REAL rest_cap1 = sc[SC_REST_CAP1], spont = sc[SC_SPONT_SUB];
   const REAL syn[4] = {sc[SC_SYN_LPF], sc[SC_A1], sc[SC_A2], sc[SC_RES_COEFF]};
-  REAL vh[3], inv_w[3], wk[3];
-  for (int k = 0; k < 3; k++) {
-    vh[k] = sc[SC_V_HALF0 + k];
-    inv_w[k] = 1 / sc[SC_V_WIDTH0 + k];
-    wk[k] = sc[SC_AGC_W0 + k];
-  }
+  const REAL wk[3] = {sc[SC_AGC_W0], sc[SC_AGC_W1], sc[SC_AGC_W2]};
   CR res0 = ROW(s, ROW_RES0, n); CR res1 = ROW(s, ROW_RES1, n); CR res2 = ROW(s, ROW_RES2, n);
   CR sl0 = ROW(s, ROW_SLPF0, n); CR sl1 = ROW(s, ROW_SLPF1, n); CR sl2 = ROW(s, ROW_SLPF2, n);
   R resn0 = ROW(s1, ROW_RES0, n); R resn1 = ROW(s1, ROW_RES1, n); R resn2 = ROW(s1, ROW_RES2, n);
   R sln0 = ROW(s1, ROW_SLPF0, n); R sln1 = ROW(s1, ROW_SLPF1, n); R sln2 = ROW(s1, ROW_SLPF2, n);
   CR nf0 = COEF(m, CO_NF0); CR nf1 = COEF(m, CO_NF1); CR nf2 = COEF(m, CO_NF2);
+  const Release rl = m->rel;
   IVDEP
   for (int c = 0; c < n; c++) {
-    const REAL v = rest_cap1 - cap1n[c];
-    const REAL p0 = syn_class(v, vh[0], inv_w[0], syn, res0[c], sl0[c], &resn0[c], &sln0[c]);
-    const REAL p1 = syn_class(v, vh[1], inv_w[1], syn, res1[c], sl1[c], &resn1[c], &sln1[c]);
-    const REAL p2 = syn_class(v, vh[2], inv_w[2], syn, res2[c], sl2[c], &resn2[c], &sln2[c]);
+    REAL rel[3];
+    release(&rl, rest_cap1 - cap1n[c], rel);
+    const REAL p0 = syn_class(rel[0], syn, res0[c], sl0[c], &resn0[c], &sln0[c]);
+    const REAL p1 = syn_class(rel[1], syn, res1[c], sl1[c], &resn1[c], &sln1[c]);
+    const REAL p2 = syn_class(rel[2], syn, res2[c], sl2[c], &resn2[c], &sln2[c]);
     nap[c] = p0 * nf0[c] * wk[0] + p1 * nf1[c] * wk[1] + p2 * nf2[c] * wk[2] - spont;
   }
 }
@@ -199,27 +235,29 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
   REAL *cap1_b = ROW(sb, ROW_CAP1, n), *cap2_b = ROW(sb, ROW_CAP2, n);
   REAL *lpf_b = ROW(sb, ROW_ILPF, n);
   /* Synapse (or the v2 output) -> bars of the receptor potential and the IHC low-pass. */
-  IVDEP
-  for (int c = 0; c < n; c++) vr_b[c] = 0;
   if (m->use_syn) {
-    for (int k = 0; k < 3; k++) {
-      const REAL *res = ROW(s, ROW_RES0 + k, n), *nf = COEF(m, CO_NF0 + k);
-      REAL *res_b = ROW(sb, ROW_RES0 + k, n), *sl_b = ROW(sb, ROW_SLPF0 + k, n);
-      REAL vh = sc[SC_V_HALF0 + k], inv_w = 1 / sc[SC_V_WIDTH0 + k], wk = sc[SC_AGC_W0 + k];
-      IVDEP
-      for (int c = 0; c < n; c++) {
-        REAL v = sc[SC_REST_CAP1] - cap1n[c];
-        REAL rel = 1 / (1 + EXP(-(v - vh) * inv_w));
-        REAL sln_b = sl_b[c] + nap_b[c] * nf[c] * wk;
-        REAL rr_b = sln_b * sc[SC_SYN_LPF] * sc[SC_A2] + res_b[c] * sc[SC_RES_COEFF] * sc[SC_A1];
-        sl_b[c] = sln_b * (1 - sc[SC_SYN_LPF]);
-        res_b[c] = res_b[c] * (1 - sc[SC_RES_COEFF]) - rr_b * rel;
-        vr_b[c] += rr_b * (1 - res[c]) * rel * (1 - rel) * inv_w;
+    const REAL lpf_c = sc[SC_SYN_LPF], res_c = sc[SC_RES_COEFF], a1 = sc[SC_A1], a2 = sc[SC_A2];
+    const Release rl = m->rel;
+    IVDEP
+    for (int c = 0; c < n; c++) {
+      REAL rel[3], v_b = 0;
+      release(&rl, sc[SC_REST_CAP1] - cap1n[c], rel);
+      for (int k = 0; k < 3; k++) {
+        REAL *res_b = ROW(sb, ROW_RES0 + k, n) + c, *sl_b = ROW(sb, ROW_SLPF0 + k, n) + c;
+        REAL sln_b = *sl_b + nap_b[c] * COEF(m, CO_NF0 + k)[c] * sc[SC_AGC_W0 + k];
+        REAL rr_b = sln_b * lpf_c * a2 + *res_b * res_c * a1;
+        *sl_b = sln_b * (1 - lpf_c);
+        *res_b = *res_b * (1 - res_c) - rr_b * rel[k];
+        v_b += rr_b * (1 - ROW(s, ROW_RES0 + k, n)[c]) * rel[k] * (1 - rel[k]) * rl.inv_w[k];
       }
+      vr_b[c] = v_b;
     }
   } else {
     IVDEP
-    for (int c = 0; c < n; c++) lpf_b[c] += nap_b[c];
+    for (int c = 0; c < n; c++) {
+      vr_b[c] = 0;
+      lpf_b[c] += nap_b[c];
+    }
   }
   /* IHC. */
   const REAL *ac = ROW(s, ROW_AC, n);
@@ -237,9 +275,11 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
   /* CAR, forward recompute of the pre-ripple values, then the ripple in reverse. */
   const REAL *z1 = ROW(s, ROW_Z1, n), *z2 = ROW(s, ROW_Z2, n), *za = ROW(s, ROW_ZA, n);
   const REAL *zbn = ROW(s1, ROW_ZB, n), *gn = ROW(s1, ROW_G, n), *z2n = ROW(s1, ROW_Z2, n);
+  IVDEP
+  for (int c = 0; c < n; c++) y_b[c] = gn[c] * h[c] * z2n[c];
   REAL prev = x;
   for (int c = 0; c < n; c++) { /* y[c], recomputed (y_b holds values here, not bars) */
-    prev = gn[c] * (prev + h[c] * z2n[c]);
+    prev = gn[c] * prev + y_b[c];
     y_b[c] = prev;
   }
   REAL *ac_b = ROW(sb, ROW_AC, n);
@@ -257,16 +297,23 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
   }
   REAL *z1_b = ROW(sb, ROW_Z1, n), *z2_b = ROW(sb, ROW_Z2, n), *za_b = ROW(sb, ROW_ZA, n);
   REAL *zb_b = ROW(sb, ROW_ZB, n), *g_b = ROW(sb, ROW_G, n);
-  /* Ripple reverse: y[c] = g[c] * t[c], t[c] = y[c-1] + h[c] z2n[c]; z1n[c] += y[c-1]. */
-  REAL carry = 0; /* bar of y[c] flowing from channel c+1 */
+  /* Ripple reverse: y[c] = g[c] t[c], t[c] = y[c-1] + h[c] z2n[c]; z1n[c] += y[c-1]. The bar of
+   * y[c-1] is g[c] (bar of y[c]) + z1n_b[c]: a serial multiply-add from the last channel down,
+   * then the bars of g and z2n per channel. */
+  REAL *carry_in = vr_b; /* free again: bar of y[c] flowing from channel c+1 */
+  IVDEP
+  for (int c = 0; c < n; c++) carry_in[c] = gn[c] * bmt_b[c] + z1_b[c];
+  REAL carry = 0;
   for (int c = n - 1; c >= 0; c--) {
-    REAL yprev = c ? y_b[c - 1] : x;
-    REAL t = yprev + h[c] * z2n[c];
-    REAL yb = bmt_b[c] + carry;
-    REAL t_b = yb * gn[c];
-    g_b[c] += yb * t;
-    z2_b[c] += h[c] * t_b; /* bar of z2n (the new z2) */
-    carry = t_b + z1_b[c]; /* z1n[c] += y[c-1] */
+    const REAL own = carry_in[c];
+    carry_in[c] = carry;
+    carry = gn[c] * carry + own;
+  }
+  IVDEP
+  for (int c = 0; c < n; c++) {
+    REAL yb = bmt_b[c] + carry_in[c];
+    g_b[c] += yb * ((c ? y_b[c - 1] : x) + h[c] * z2n[c]);
+    z2_b[c] += h[c] * gn[c] * yb; /* bar of z2n (the new z2) */
   }
   REAL x_b = carry;
   IVDEP
@@ -465,6 +512,14 @@ static void setup(Model *m, int n_ch, int lanes, int n_stages, const int *ints, 
   m->scal = scal;
   m->eps = agc_coef;
   m->fir = agc_coef + n_stages;
+  Release *r = &m->rel;
+  r->same_width = 1;
+  for (int k = 0; k < 3; k++) {
+    r->inv_w[k] = 1 / scal[SC_V_WIDTH0 + k];
+    r->v_half[k] = scal[SC_V_HALF0 + k];
+    r->same_width &= scal[SC_V_WIDTH0 + k] == scal[SC_V_WIDTH0];
+  }
+  for (int k = 0; k < 3; k++) r->shift[k] = EXP(r->v_half[k] * r->inv_w[0]);
 }
 
 static void agc_view(Agc *a, REAL *agc_state, int width, int n_stages) {
