@@ -6,7 +6,9 @@
  * Layouts and row indices come from dal_widgets/cochlea/native.py, which prepends them as
  * #defines (ROW_*, SC_*, N_STATE_ROWS, SEG, ...) before compiling; REAL, EXP (exp or expf) and SUFFIX
  * pick the precision.
- * Arrays are row-major [rows, width]: width = n_ch * lanes, lane fastest. The forward pass can run
+ * Arrays are row-major [rows, width]: width = n_pad * lanes, lane fastest, where n_pad >= n_ch
+ * channels fill whole vector registers (the pad channels sit past the apex, zero: the ripple only
+ * runs apex-ward and the AGC smoother stops at n_ch, so they never reach a real channel). The forward pass can run
  * several waveforms in lockstep ("lanes"), which vectorises the ripple across waveforms and fills
  * the vector units; coefficients are then replicated per lane. The adjoint runs one lane.
  *
@@ -36,7 +38,7 @@ typedef struct {
 } Release;
 
 typedef struct {
-  int n_ch, lanes, width, n_stages, use_syn, linear; /* width = n_ch * lanes */
+  int n_ch, lanes, width, n_stages, use_syn, linear; /* width = n_pad * lanes */
   const int *decim, *taps, *iters; /* [n_stages] */
   const REAL *coef;                /* [N_COEF_ROWS, width] per-channel coefficients and weights */
   const REAL *scal;                /* [N_SCALARS] */
@@ -223,7 +225,7 @@ static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, c
 static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, REAL *sb,
                        const REAL *nap_b, const REAL *bm_b, REAL *ihc_gain_b, REAL *dzb_b,
                        REAL *dg_b, REAL *w) {
-  const int n = m->n_ch;
+  const int n = m->width;
   const REAL *sc = m->scal;
   const REAL *r1 = COEF(m, CO_R1), *a0 = COEF(m, CO_A0), *c0 = COEF(m, CO_C0), *h = COEF(m, CO_H);
   const REAL *ihc_gain = COEF(m, CO_IHC_GAIN);
@@ -422,7 +424,7 @@ static void agc_fwd(const Model *m, Agc *a, const REAL *zb, const REAL *g, REAL 
     }
     for (int it = 0; it < m->iters[s]; it++) {
       smooth_pass(m->fir + 3 * s, m->taps[s], m->n_ch, m->lanes, t1, t2, 0);
-      memcpy(t1, t2, sizeof(REAL) * n);
+      memcpy(t1, t2, sizeof(REAL) * m->n_ch * m->lanes); /* pad channels: not smoothed */
     }
     memcpy(mem, t1, sizeof(REAL) * n);
   }
@@ -466,7 +468,7 @@ static void agc_adj(const Model *m, int count, const REAL *mem0, Agc *ab, REAL *
     memcpy(t1, mem_b, sizeof(REAL) * n);
     for (int it = 0; it < m->iters[s]; it++) {
       smooth_pass(m->fir + 3 * s, m->taps[s], m->n_ch, m->lanes, t1, t2, 1);
-      memcpy(t1, t2, sizeof(REAL) * n);
+      memcpy(t1, t2, sizeof(REAL) * m->n_ch * m->lanes);
     }
     IVDEP
     for (int c = 0; c < n; c++) {
@@ -497,11 +499,11 @@ static void accumulate(const Model *m, Agc *a, const REAL *nap) {
   for (int i = 0; i < m->width; i++) a->acc[i] += m->scal[SC_DETECT_SCALE] * nap[i];
 }
 
-static void setup(Model *m, int n_ch, int lanes, int n_stages, const int *ints, const REAL *coef,
-                  const REAL *scal, const REAL *agc_coef) {
+static void setup(Model *m, int n_ch, int n_pad, int lanes, int n_stages, const int *ints,
+                  const REAL *coef, const REAL *scal, const REAL *agc_coef) {
   m->n_ch = n_ch;
   m->lanes = lanes;
-  m->width = n_ch * lanes;
+  m->width = n_pad * lanes;
   m->n_stages = n_stages;
   m->use_syn = ints[0];
   m->linear = ints[1];
@@ -554,6 +556,7 @@ static inline __attribute__((always_inline)) void scatter_rows(const REAL *restr
 
 static void scatter_lanes(const REAL *src, int n_ch, int lanes, REAL *dst, size_t stride) {
   switch (lanes) { /* constant lane counts unroll into straight stores */
+    case 1: scatter_rows(src, n_ch, 1, dst, stride); break;
     case 4: scatter_rows(src, n_ch, 4, dst, stride); break;
     case 8: scatter_rows(src, n_ch, 8, dst, stride); break;
     case 16: scatter_rows(src, n_ch, 16, dst, stride); break;
@@ -565,16 +568,17 @@ static void scatter_lanes(const REAL *src, int n_ch, int lanes, REAL *dst, size_
  * ints: [use_syn, linear, decim[ns], taps[ns], iters[ns]]; coef [N_COEF_ROWS, width];
  * x [n, lanes]; state [N_STATE_ROWS, width] and agc_state [2 ns + 2, width] (mem, acc, dzb, dg)
  * are updated in place; counters: [phase, count] in/out. nap, bm: [lanes, n, n_ch]; agc_out:
- * [lanes, n_updates, n_ch]. checkpoints (lanes == 1 only; NULL: none) receive the state,
+ * [lanes, n_updates, n_ch]. checkpoints (one lane only; NULL: none) receive the state,
  * agc_state and count at the start of each SEG segment. Returns the number of AGC updates, or
  * -1 when scratch memory cannot be allocated (nothing is written then). */
-int FN(carfac_forward)(int n, int n_ch, int lanes, int n_stages, const int *ints, const REAL *coef,
-                       const REAL *scal, const REAL *agc_coef, const REAL *x, REAL *state,
-                       REAL *agc_state, int *counters, REAL *nap, REAL *bm, REAL *agc_out,
-                       REAL *checkpoints) {
+int FN(carfac_forward)(int n, int n_ch, int n_pad, int lanes, int n_stages, const int *ints,
+                       const REAL *coef, const REAL *scal, const REAL *agc_coef, const REAL *x,
+                       REAL *state, REAL *agc_state, int *counters, REAL *nap, REAL *bm,
+                       REAL *agc_out, REAL *checkpoints) {
   Model m;
-  setup(&m, n_ch, lanes, n_stages, ints, coef, scal, agc_coef);
+  setup(&m, n_ch, n_pad, lanes, n_stages, ints, coef, scal, agc_coef);
   const int w = m.width;
+  const int direct = lanes == 1 && n_pad == n_ch; /* sample rows straight into the outputs */
   const int n_updates = (counters[0] + n) / m.decim[0];
   Agc a;
   agc_view(&a, agc_state, w, n_stages);
@@ -595,13 +599,13 @@ int FN(carfac_forward)(int n, int n_ch, int lanes, int n_stages, const int *ints
       memcpy(cp + ssize, agc_state, sizeof(REAL) * asize);
       cp[ssize + asize] = (REAL)a.count;
     }
-    if (lanes == 1) { /* straight into the outputs */
+    if (direct) {
       nap_t = nap + (size_t)t * n_ch;
       bm_t = bm + (size_t)t * n_ch;
     }
     sample_fwd(&m, x + (size_t)t * lanes, cur, nxt, &a, nap_t, bm_t, work);
     accumulate(&m, &a, nap_t);
-    if (lanes > 1) {
+    if (!direct) {
       scatter_lanes(nap_t, n_ch, lanes, nap + (size_t)t * n_ch, (size_t)n * n_ch);
       scatter_lanes(bm_t, n_ch, lanes, bm + (size_t)t * n_ch, (size_t)n * n_ch);
     }
@@ -620,34 +624,36 @@ int FN(carfac_forward)(int n, int n_ch, int lanes, int n_stages, const int *ints
   return n_up;
 }
 
-/* Gradient. Inputs as carfac_forward at the start of the call (state, agc_state, counters
- * before it) plus its checkpoints; bars of the outputs nap_b, bm_b [n, n_ch], agc_out_b
- * [updates, n_ch], state_b / agc_state_b (bars of the final state, overwritten with the bars of
- * the initial state). Writes x_b [n], ohc_b, ihc_b [n_ch]. Returns 0, or -1 when scratch memory
+/* Gradient. Inputs as carfac_forward (one lane) at the start of the call (state, agc_state,
+ * counters before it) plus its checkpoints; bars of the outputs nap_b, bm_b [n, n_ch], agc_out_b
+ * [updates, n_ch], state_b / agc_state_b ([rows, n_pad] bars of the final state, overwritten with
+ * the bars of the initial state). Writes x_b [n], ohc_b, ihc_b [n_ch]. Returns 0, or -1 when scratch memory
  * cannot be allocated. */
-int FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const REAL *coef,
-                       const REAL *scal, const REAL *agc_coef, const REAL *x, const int *counters,
-                       const REAL *checkpoints, const REAL *nap_b, const REAL *bm_b,
-                       const REAL *agc_out_b, REAL *state_b, REAL *agc_state_b, REAL *x_b,
-                       REAL *ohc_b, REAL *ihc_b) {
+int FN(carfac_adjoint)(int n, int n_ch, int n_pad, int n_stages, const int *ints,
+                       const REAL *coef, const REAL *scal, const REAL *agc_coef, const REAL *x,
+                       const int *counters, const REAL *checkpoints, const REAL *nap_b,
+                       const REAL *bm_b, const REAL *agc_out_b, REAL *state_b, REAL *agc_state_b,
+                       REAL *x_b, REAL *ohc_b, REAL *ihc_b) {
   Model m;
-  setup(&m, n_ch, 1, n_stages, ints, coef, scal, agc_coef);
-  const size_t ssize = (size_t)N_STATE_ROWS * n_ch, asize = (size_t)(2 * n_stages + 2) * n_ch;
+  setup(&m, n_ch, n_pad, 1, n_stages, ints, coef, scal, agc_coef);
+  const size_t ssize = (size_t)N_STATE_ROWS * n_pad, asize = (size_t)(2 * n_stages + 2) * n_pad;
   const int d0 = m.decim[0];
   /* Per segment: states before each sample, and for each update its count and stage-1 output. */
   REAL *states = malloc(sizeof(REAL) * (SEG + 1) * ssize);
-  REAL *mem0s = malloc(sizeof(REAL) * (SEG + 1) * n_ch);
+  REAL *mem0s = malloc(sizeof(REAL) * (SEG + 1) * n_pad);
   int counts[SEG + 1];
-  REAL *agc_buf = malloc(sizeof(REAL) * asize), *work = malloc(sizeof(REAL) * WORK_ROWS * n_ch);
-  REAL *nap_tmp = malloc(sizeof(REAL) * 2 * n_ch);
-  if (!states || !mem0s || !agc_buf || !work || !nap_tmp) {
-    free(states); free(mem0s); free(agc_buf); free(work); free(nap_tmp);
+  REAL *agc_buf = malloc(sizeof(REAL) * asize), *work = malloc(sizeof(REAL) * WORK_ROWS * n_pad);
+  /* rows: recomputed nap and bm; bars of nap, bm and the AGC output of one sample (pads stay 0);
+   * ohc and ihc bars */
+  REAL *rows = calloc((size_t)7 * n_pad, sizeof(REAL));
+  if (!states || !mem0s || !agc_buf || !work || !rows) {
+    free(states); free(mem0s); free(agc_buf); free(work); free(rows);
     return -1;
   }
+  REAL *nap_t = rows, *nb = rows + 2 * n_pad, *bb = rows + 3 * n_pad;
+  REAL *ob = rows + 4 * n_pad, *ohc_w = rows + 5 * n_pad, *ihc_w = rows + 6 * n_pad;
   Agc ab;
-  agc_view(&ab, agc_state_b, n_ch, n_stages);
-  IVDEP
-  for (int c = 0; c < n_ch; c++) { ohc_b[c] = 0; ihc_b[c] = 0; }
+  agc_view(&ab, agc_state_b, n_pad, n_stages);
   /* Updates before sample t: those completed at samples < t, counted from the initial phase. */
   const int phase0 = counters[0];
   int n_seg = (n + SEG - 1) / SEG;
@@ -657,19 +663,19 @@ int FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const REA
     memcpy(states, cp, sizeof(REAL) * ssize);
     memcpy(agc_buf, cp + ssize, sizeof(REAL) * asize);
     Agc a;
-    agc_view(&a, agc_buf, n_ch, n_stages);
+    agc_view(&a, agc_buf, n_pad, n_stages);
     a.count = (int)cp[ssize + asize];
     int ups_before = (phase0 + t0) / d0; /* updates completed before sample t0 */
     int n_local = 0;
     int upd_after[SEG]; /* index into mem0s of the update after sample t, or -1 */
     for (int t = t0; t < t1; t++) {
       REAL *s = states + (size_t)(t - t0) * ssize, *s1 = s + ssize;
-      sample_fwd(&m, x + t, s, s1, &a, nap_tmp, nap_tmp + n_ch, work);
-      accumulate(&m, &a, nap_tmp);
+      sample_fwd(&m, x + t, s, s1, &a, nap_t, nap_t + n_pad, work);
+      accumulate(&m, &a, nap_t);
       upd_after[t - t0] = -1;
       if ((phase0 + t + 1) % d0 == 0) {
-        agc_fwd(&m, &a, ROW(s1, ROW_ZB, n_ch), ROW(s1, ROW_G, n_ch),
-                mem0s + (size_t)n_local * n_ch, work);
+        agc_fwd(&m, &a, ROW(s1, ROW_ZB, n_pad), ROW(s1, ROW_G, n_pad),
+                mem0s + (size_t)n_local * n_pad, work);
         counts[n_local] = a.count;
         upd_after[t - t0] = n_local++;
       }
@@ -678,19 +684,23 @@ int FN(carfac_adjoint)(int n, int n_ch, int n_stages, const int *ints, const REA
       REAL *s = states + (size_t)(t - t0) * ssize, *s1 = s + ssize;
       int u = upd_after[t - t0];
       if (u >= 0) {
-        const REAL *ob = agc_out_b ? agc_out_b + (size_t)(ups_before + u) * n_ch : NULL;
-        agc_adj(&m, counts[u], mem0s + (size_t)u * n_ch, &ab, ROW(state_b, ROW_ZB, n_ch),
-                ROW(state_b, ROW_G, n_ch), ob, ohc_b, work);
+        if (agc_out_b)
+          memcpy(ob, agc_out_b + (size_t)(ups_before + u) * n_ch, sizeof(REAL) * n_ch);
+        agc_adj(&m, counts[u], mem0s + (size_t)u * n_pad, &ab, ROW(state_b, ROW_ZB, n_pad),
+                ROW(state_b, ROW_G, n_pad), agc_out_b ? ob : NULL, ohc_w, work);
       }
       /* bar of nap gets the detector accumulation's share */
-      REAL *nb = nap_tmp;
       IVDEP
-      for (int c = 0; c < n_ch; c++)
-        nb[c] = nap_b[(size_t)t * n_ch + c] + scal[SC_DETECT_SCALE] * ab.acc[c];
-      x_b[t] = sample_adj(&m, x[t], s, s1, state_b, nb, bm_b + (size_t)t * n_ch, ihc_b,
-                          ab.dzb, ab.dg, work);
+      for (int c = 0; c < n_pad; c++) nb[c] = scal[SC_DETECT_SCALE] * ab.acc[c];
+      for (int c = 0; c < n_ch; c++) {
+        nb[c] += nap_b[(size_t)t * n_ch + c];
+        bb[c] = bm_b[(size_t)t * n_ch + c];
+      }
+      x_b[t] = sample_adj(&m, x[t], s, s1, state_b, nb, bb, ihc_w, ab.dzb, ab.dg, work);
     }
   }
-  free(states); free(mem0s); free(agc_buf); free(work); free(nap_tmp);
+  memcpy(ohc_b, ohc_w, sizeof(REAL) * n_ch);
+  memcpy(ihc_b, ihc_w, sizeof(REAL) * n_ch);
+  free(states); free(mem0s); free(agc_buf); free(work); free(rows);
   return 0;
 }
