@@ -366,12 +366,28 @@ def _forward_lanes(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, state_rows
   agc_state_out[...] = unlane(agc)
 
 
+def _lane_groups(size: int, workers: int) -> list:
+  """Contiguous (lo, hi) lane groups of a batch, per worker: one near-equal share of the batch
+  each, cut into power-of-two groups of at most MAX_LANES (the kernel's vector ripples; three
+  lanes would run as scalars)."""
+  shares = np.linspace(0, size, workers + 1).round().astype(int)
+  per_worker = []
+  for lo, hi in zip(shares[:-1], shares[1:]):
+    groups = []
+    while lo < hi:
+      k = min(MAX_LANES, 1 << (int(hi - lo).bit_length() - 1))
+      groups.append((int(lo), int(lo + k)))
+      lo += k
+    per_worker.append(groups)
+  return [g for g in per_worker if g]
+
+
 def _host_map(fn, outs, *args, group=None):
   """Runs `fn(outs, *args)` for every waveform of a batch (the leading axes of `args[0]`, the
   waveform; `broadcast_all` gives every argument and output them), writing into `outs` (XLA's
-  own output buffers), on one thread per core; the kernel releases the GIL. With `group`, the
-  batch is cut into at most MAX_LANES-waveform groups, contiguous along the batch, and
-  `group(outs, *args)` runs each (leading axis = the group)."""
+  own output buffers), on one thread per core; the kernel releases the GIL. With `group`, each
+  thread runs `group(outs, *args)` on the lane groups of its share (`_lane_groups`; leading axis
+  = the group)."""
   outs = [np.asarray(o) for o in outs]
   args = [np.asarray(a) for a in args]
   batch_shape = args[0].shape[:-1]
@@ -387,11 +403,9 @@ def _host_map(fn, outs, *args, group=None):
     jobs = [(lambda i=i: fn([o[i, ...] for o in flat_outs], *(a[i] for a in flat_args)))
             for i in range(size)]  # views
   else:
-    n_groups = max(workers, -(-size // MAX_LANES))
-    bounds = np.linspace(0, size, n_groups + 1).round().astype(int)
-    jobs = [(lambda lo=lo, hi=hi: group([o[lo:hi] for o in flat_outs],
-                                        *(a[lo:hi] for a in flat_args)))
-            for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    run_groups = lambda groups: [group([o[lo:hi] for o in flat_outs],
+                                       *(a[lo:hi] for a in flat_args)) for lo, hi in groups]
+    jobs = [functools.partial(run_groups, g) for g in _lane_groups(size, workers)]
   with ThreadPoolExecutor(workers) as pool:
     list(pool.map(lambda job: job(), jobs))
 
