@@ -1,5 +1,6 @@
 """The compiled CPU kernel (cochlea/native.py) against the JAX loop: outputs, state, gradients,
 streaming across both paths, batching, build cache and fallback."""
+import dataclasses
 import logging
 
 import jax
@@ -176,6 +177,33 @@ def test_lockstep_lanes_equal_single_runs(batch):
     single = jax.jit(one)(xs[i], healths[i])
     for b, s in zip(batched, single):
       np.testing.assert_allclose(b[i], s, atol=F32_ATOL)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_lane_groups_cover_the_batch_in_vector_sized_groups(workers):
+  """Every waveform in exactly one group, groups of 1, 2, 4, 8 or 16 (the kernel's vector
+  ripples), one near-equal share of the batch per worker."""
+  for size in range(1, 41):
+    per_worker = native._lane_groups(size, min(size, workers))
+    groups = [g for share in per_worker for g in share]
+    assert [lo for lo, _ in groups] == [0] + [hi for _, hi in groups[:-1]]
+    assert groups[-1][1] == size
+    assert all(hi - lo in (1, 2, 4, 8, 16) for lo, hi in groups)
+    shares = [share[-1][1] - share[0][0] for share in per_worker]
+    assert len(shares) == min(size, workers) and max(shares) - min(shares) <= 1
+
+
+def test_synapse_with_unequal_widths_matches_the_jax_loop():
+  """The kernel shares one exp between the three fibre classes when their sigmoid widths are
+  equal (the design's); other widths take the general form."""
+  hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000))
+  widths = coeffs.syn.v_widths * jnp.asarray([[0.8], [1.0], [1.3]], jnp.float32)
+  coeffs = dataclasses.replace(coeffs, syn=dataclasses.replace(coeffs.syn, v_widths=widths))
+  x = jnp.asarray(0.05 * np.random.default_rng(7).standard_normal(3001), jnp.float32)
+  (out_n, _), (out_j, _) = _both((hypers, coeffs, weights, state), x)
+  base_n, _ = _both(cf.design_carfac(cf.CarfacParams(sr=16000)), x)[0]
+  assert np.abs(out_j.nap - base_n.nap).max() > 10 * F32_ATOL  # the widths matter
+  np.testing.assert_allclose(out_n.nap, out_j.nap, atol=F32_ATOL)
 
 
 def test_states_with_different_agc_counts_run_one_by_one():
