@@ -31,6 +31,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import custom_derivatives
 from jax.experimental import buffer_callback
 
 from dal_widgets import cpu_cores
@@ -314,17 +315,21 @@ def _forward_into(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, state_rows,
                                    nap, bm, agc_out, cps if cps.size else None)
 
 
-def _adjoint_into(spec: Spec, outs, x, coef, scalars, agc_coeffs, w, count, cps, nap_b, bm_b,
-                  agc_out_b, state_b, agc_b):
-  """The kernel's adjoint for one waveform, writing (x_b, w_b, state_b, agc_b) into `outs`."""
+def _adjoint_into(spec: Spec, used: tuple, outs, x, coef, scalars, agc_coeffs, w, count, cps,
+                  *bars):
+  """The kernel's adjoint for one waveform, writing (x_b, w_b, state_b, agc_b) into `outs`.
+  bars: those of (nap, bm, agc_out) flagged in `used` (the others are zero), state, agc state."""
   x_b, w_b, state_b_out, agc_b_out = outs
+  given = iter(bars)
+  nap_b, bm_b, agc_out_b = (next(given) if u else None for u in used)
+  state_b, agc_b = given
   dt = np.dtype(spec.dtype)
   coef, scalars, agc_coeffs = _coefficients(spec, coef, scalars, agc_coeffs, w)
-  c = lambda a: np.ascontiguousarray(a, dt)
   n_pad = spec.n_pad
   pad = lambda a: _pad(np.asarray(a, dt), spec.n_ch, n_pad, 1)
   coef, state_b, agc_b = pad(coef), pad(state_b), pad(agc_b)  # bars of the final state in
   counters = np.asarray([spec.phase, int(count)], np.int32)
+  c = lambda a: None if a is None else np.ascontiguousarray(a, dt)
   ints, x, cps, nap_b, bm_b = spec.ints(), c(x), c(cps), c(nap_b), c(bm_b)
   agc_out_b = c(agc_out_b) if spec.n_updates else None
   fn = getattr(library(), f"carfac_adjoint_{_TYPES[dt]}")
@@ -438,20 +443,29 @@ def _run(spec, x, consts, w, state_rows, agc_rows, count):
 
 
 def _run_fwd(spec, x, consts, w, state_rows, agc_rows, count):
+  primal = lambda a: isinstance(a, custom_derivatives.CustomVJPPrimal)  # symbolic_zeros wraps
+  x, consts, w, state_rows, agc_rows, count = jax.tree.map(
+      lambda a: a.value, (x, consts, w, state_rows, agc_rows, count), is_leaf=primal)
   out = _forward_callback(spec, True, x, consts, w, state_rows, agc_rows, count)
   return out[:6], (x, consts, w, count, out[6])
 
 
 def _run_bwd(spec, res, bars):
+  """The adjoint. Bars of outputs the loss does not use (symbolic zeros, e.g. BM when only the NAP
+  counts) are not materialised: the kernel reads them as zeros."""
   x, consts, w, count, cps = res
   nap_b, bm_b, agc_out_b, state_b, agc_b, _ = bars
+  zero = lambda b: isinstance(b, custom_derivatives.SymbolicZero)
+  state_b, agc_b = (jnp.zeros(b.shape, b.dtype) if zero(b) else b for b in (state_b, agc_b))
+  used = tuple(not zero(b) for b in (nap_b, bm_b, agc_out_b))
+  out_bars = [b for b, u in zip((nap_b, bm_b, agc_out_b), used) if u]
   shapes = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (x, w, state_b, agc_b))
-  x_b, w_b, s_b, a_b = _callback(functools.partial(_adjoint_into, spec), shapes, x, *consts, w,
-                                 count, cps, nap_b, bm_b, agc_out_b, state_b, agc_b)
+  x_b, w_b, s_b, a_b = _callback(functools.partial(_adjoint_into, spec, used), shapes, x, *consts,
+                                 w, count, cps, *out_bars, state_b, agc_b)
   return x_b, None, w_b, s_b, a_b, None
 
 
-_run.defvjp(_run_fwd, _run_bwd)
+_run.defvjp(_run_fwd, _run_bwd, symbolic_zeros=True)
 
 
 def run(x, hypers, coeffs, weights, state, linear: bool):

@@ -4,13 +4,14 @@
  * CAR (OHC nonlinearity, within-sample ripple as a serial loop over channels, AC coupler),
  * two-cap IHC, optional three-class synapse (v3), and the four-stage AGC every decim[0] samples.
  * Layouts and row indices come from dal_widgets/cochlea/native.py, which prepends them as
- * #defines (ROW_*, SC_*, N_STATE_ROWS, SEG, ...) before compiling; REAL, EXP (exp or expf) and SUFFIX
- * pick the precision.
+ * #defines (ROW_*, SC_*, N_STATE_ROWS, SEG, ...) before compiling; REAL, EXP (exp or expf) and
+ * SUFFIX pick the precision.
  * Arrays are row-major [rows, width]: width = n_pad * lanes, lane fastest, where n_pad >= n_ch
- * channels fill whole vector registers (the pad channels sit past the apex, zero: the ripple only
- * runs apex-ward and the AGC smoother stops at n_ch, so they never reach a real channel). The forward pass can run
- * several waveforms in lockstep ("lanes"), which vectorises the ripple across waveforms and fills
- * the vector units; coefficients are then replicated per lane. The adjoint runs one lane.
+ * channels fill whole vector registers (the pad channels sit past the apex and start at zero:
+ * the ripple only runs apex-ward and the AGC smoother stops at n_ch, so they never reach a real
+ * channel). The forward pass can run several waveforms in lockstep ("lanes"), which vectorises
+ * the ripple across waveforms; coefficients are then replicated per lane. The adjoint runs one
+ * lane.
  *
  * Gradient: the forward pass keeps the state at the start of every segment of SEG samples; the
  * adjoint walks segments backwards, recomputes each from its checkpoint keeping every sample's
@@ -626,9 +627,9 @@ int FN(carfac_forward)(int n, int n_ch, int n_pad, int lanes, int n_stages, cons
 
 /* Gradient. Inputs as carfac_forward (one lane) at the start of the call (state, agc_state,
  * counters before it) plus its checkpoints; bars of the outputs nap_b, bm_b [n, n_ch], agc_out_b
- * [updates, n_ch], state_b / agc_state_b ([rows, n_pad] bars of the final state, overwritten with
- * the bars of the initial state). Writes x_b [n], ohc_b, ihc_b [n_ch]. Returns 0, or -1 when scratch memory
- * cannot be allocated. */
+ * [updates, n_ch] (each NULL when zero), state_b / agc_state_b ([rows, n_pad] bars of the final
+ * state, overwritten with the bars of the initial state). Writes x_b [n], ohc_b, ihc_b [n_ch].
+ * Returns 0, or -1 when scratch memory cannot be allocated. */
 int FN(carfac_adjoint)(int n, int n_ch, int n_pad, int n_stages, const int *ints,
                        const REAL *coef, const REAL *scal, const REAL *agc_coef, const REAL *x,
                        const int *counters, const REAL *checkpoints, const REAL *nap_b,
@@ -692,10 +693,9 @@ int FN(carfac_adjoint)(int n, int n_ch, int n_pad, int n_stages, const int *ints
       /* bar of nap gets the detector accumulation's share */
       IVDEP
       for (int c = 0; c < n_pad; c++) nb[c] = scal[SC_DETECT_SCALE] * ab.acc[c];
-      for (int c = 0; c < n_ch; c++) {
-        nb[c] += nap_b[(size_t)t * n_ch + c];
-        bb[c] = bm_b[(size_t)t * n_ch + c];
-      }
+      if (nap_b)
+        for (int c = 0; c < n_ch; c++) nb[c] += nap_b[(size_t)t * n_ch + c];
+      if (bm_b) memcpy(bb, bm_b + (size_t)t * n_ch, sizeof(REAL) * n_ch);
       x_b[t] = sample_adj(&m, x[t], s, s1, state_b, nb, bb, ihc_w, ab.dzb, ab.dg, work);
     }
   }
