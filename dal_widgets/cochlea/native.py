@@ -290,6 +290,7 @@ def _kernel_forward(spec: Spec, lanes: int, coef, scalars, agc_coeffs, x, state,
   counters = np.asarray([spec.phase, count], np.int32)
   ints = spec.ints()  # every array handed to C stays referenced until the call returns
   n_pad = _n_pad(spec.n_ch, lanes, np.dtype(spec.dtype).itemsize)
+  assert cps is None or (lanes == 1 and cps.size == spec.checkpoint_size)  # laid out for n_pad
   coef_p, state_p, agc_p = (_pad(a, spec.n_ch, n_pad, lanes) for a in (coef, state, agc))
   fn = getattr(library(), f"carfac_forward_{_TYPES[np.dtype(spec.dtype)]}")
   n_up = fn(spec.n_samp, spec.n_ch, n_pad, lanes, len(spec.decimation), _ptr(ints), _ptr(coef_p),
