@@ -61,14 +61,17 @@ def main():
     n = int(round(seconds * args.sr))
     x = jnp.asarray(0.03 * rng.standard_normal(n), jnp.float32)  # ~70 dB SPL
     xb = jnp.asarray(0.03 * rng.standard_normal((args.batch, n)), jnp.float32)
+    single_ms = None
     if not args.skip_single:
       c, r = time_call(fwd, x, n_runs=args.n_runs)
+      single_ms = 1e3 * np.median(r)
       print(row("forward", n, seconds, c, r), flush=True)
       c, r = time_call(grad, x, n_runs=max(5, args.n_runs // 4))
       print(row("grad mean(nap) wrt x", n, seconds, c, r, f"{compiled_mb(jax.grad(loss), x):.0f} MB"),
             flush=True)
     c, r = time_call(fwd_b, xb, n_runs=max(5, args.n_runs // 4))
-    print(row(f"forward batch {args.batch}", n, seconds * args.batch, c, r), flush=True)
+    ratio = f"{1e3 * np.median(r) / single_ms:.1f}x single" if single_ms else ""
+    print(row(f"forward batch {args.batch}", n, seconds * args.batch, c, r, ratio), flush=True)
     workers = batch.default_workers()
     if workers > 1:
       # The same program on equal chunks, one per core (what cochlea.run_batch does).
