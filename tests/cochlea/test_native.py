@@ -71,15 +71,18 @@ def test_a_stream_can_switch_paths_between_segments():
     np.testing.assert_allclose(np.concatenate(naps), whole.nap, rtol=F64_RTOL, atol=1e-12)
 
 
-@pytest.mark.parametrize("style,width_scale", [("v3", None), ("v2", None),
-                                               ("v3", (0.8, 1.0, 1.3))])
-def test_gradient_matches_the_jax_loop_in_float64(style, width_scale):
+@pytest.mark.parametrize("style,width_scale,sr", [("v3", None, 16000), ("v2", None, 16000),
+                                                  ("v3", (0.8, 1.0, 1.3), 16000),
+                                                  ("v3", None, 22050)])
+def test_gradient_matches_the_jax_loop_in_float64(style, width_scale, sr):
   """Cotangents of every output (NAP, BM, AGC output, final state) reach the input, both weights
   and the initial state; the run starts mid-AGC-block and does not fill its last checkpoint.
-  width_scale: unequal synapse sigmoid widths (the kernel's general form)."""
+  width_scale: unequal synapse sigmoid widths (the kernel's general form). The AGC smoother has
+  5 taps at 16 kHz and 3 at 22.05 kHz."""
   with jax.enable_x64(True):
-    hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000, style=style),
+    hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=sr, style=style),
                                                       dtype=jnp.float64)
+    assert hypers.agc.n_taps[0] == (5 if sr == 16000 else 3)
     if width_scale:
       widths = coeffs.syn.v_widths * jnp.asarray(width_scale)[:, None]
       coeffs = dataclasses.replace(coeffs, syn=dataclasses.replace(coeffs.syn, v_widths=widths))

@@ -349,25 +349,32 @@ static int tap_src(int c, int k, int n) {
 }
 
 /* One smoother pass across the n channels of every lane (out = S in), or its transpose
- * (out = S^T in) when transpose is set. */
-static void smooth_pass(const REAL *f, int taps, int n, int lanes, const REAL *in, REAL *out,
-                        int transpose) {
+ * (out = S^T in) when transpose is set. Rows whose taps all fall inside the array run as one
+ * shifted, vectorisable pass per tap; the edge rows follow the reference's rule (tap_src). */
+static void smooth_pass(const REAL *f, int taps, int n, int lanes, const REAL *restrict in,
+                        REAL *restrict out, int transpose) {
   static const int k3[3] = {1, 0, -1};
   static const int k5[5] = {2, 1, 0, -1, -2};
   const int nk = taps == 3 ? 3 : 5, reach = nk / 2, L = lanes;
   const int *ks = taps == 3 ? k3 : k5;
+  const int lo = reach, hi = n - reach; /* interior rows */
   REAL wt[5];
   for (int j = 0; j < nk; j++) wt[j] = taps == 3 ? f[j] : f[j < 2 ? 0 : (j == 2 ? 1 : 2)];
-  /* Interior channels, forward: every tap inside the array, one flat vectorisable loop. */
-  const int lo = transpose ? n : reach, hi = transpose ? n : n - reach;
-  IVDEP
-  for (int i = lo * L; i < hi * L; i++) {
-    REAL acc = 0;
-    for (int j = 0; j < nk; j++) acc += wt[j] * in[i - ks[j] * L];
-    out[i] = acc;
+  if (transpose) memset(out, 0, sizeof(REAL) * (size_t)n * L);
+  for (int j = 0; j < nk; j++) {
+    const REAL wj = wt[j];
+    const long d = (long)ks[j] * L;
+    if (transpose) {
+      IVDEP
+      for (int i = lo * L; i < hi * L; i++) out[i - d] += wj * in[i];
+    } else if (j == 0) {
+      IVDEP
+      for (int i = lo * L; i < hi * L; i++) out[i] = wj * in[i - d];
+    } else {
+      IVDEP
+      for (int i = lo * L; i < hi * L; i++) out[i] += wj * in[i - d];
+    }
   }
-  /* Edge channels (and the transpose): the reference's edge rule via tap_src. */
-  if (transpose) for (int i = 0; i < n * L; i++) out[i] = 0;
   for (int c = 0; c < n; c++) {
     if (c >= lo && c < hi) continue;
     if (!transpose) for (int l = 0; l < L; l++) out[c * L + l] = 0;
