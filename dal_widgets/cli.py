@@ -184,8 +184,18 @@ def _tqdm(**kwargs):
 # ---------------------------------------------------------------- commands
 
 
+def _check_output(path: Path, option: str, suffixes: tuple) -> None:
+  """Raises UsageError before any work when `path` cannot be written: suffix or folder."""
+  if path.suffix.lower() not in suffixes:
+    raise UsageError(f"{option}: expected a {' or '.join(suffixes)} file, got {str(path)!r}")
+  if not path.parent.is_dir():
+    raise UsageError(f"{option}: folder {str(path.parent)!r} does not exist")
+
+
 def cmd_fit_audiogram(args):
   import json
+  if args.out is not None:
+    _check_output(args.out, "--out", (".json",))
   ear = _fit(_audiogram(args), args.sr, args.style)
   print(ear.table())
   if args.out is not None:
@@ -196,6 +206,7 @@ def cmd_fit_audiogram(args):
 
 
 def cmd_train(args):
+  from dal_widgets.loop import checkpoint
   from dal_widgets.loop import train as train_lib
   from dal_widgets.loop.config import config_for
   cfg = config_for(args.config)
@@ -211,8 +222,7 @@ def cmd_train(args):
     changes["audiogram"] = _config_audiogram(_audiogram(args))
   if changes:
     cfg = cfg.replace(**changes)
-  if args.workdir.exists() and not args.workdir.is_dir():
-    raise UsageError(f"--workdir: {str(args.workdir)!r} is a file, expected a folder")
+  checkpoint.check_writable(args.workdir)  # before the fit and the training, not after
   if ear is None:
     ear = _fit(train_lib.listener_audiogram(cfg), cfg.data.sr, cfg.style)
   stop = threading.Event()
@@ -276,11 +286,7 @@ def _stop_on_interrupt(stop):
 
 def cmd_enhance(args):
   from dal_widgets import audio
-  if args.output.suffix.lower() not in AUDIO_SUFFIXES:
-    raise UsageError(f"output: expected a {', '.join(AUDIO_SUFFIXES)} file, "
-                     f"got {str(args.output)!r}")
-  if not args.output.parent.is_dir():
-    raise UsageError(f"output: folder {str(args.output.parent)!r} does not exist")
+  _check_output(args.output, "output", AUDIO_SUFFIXES)
   params, cfg = _restore(_checkpoint_dir(args))[:2]
   from dal_widgets.loop import train as train_lib
   condition = _condition(args, cfg)
@@ -310,8 +316,8 @@ def cmd_evaluate(args):
   if args.n_clips < 1:
     raise UsageError(f"--n-clips: expected >= 1, got {args.n_clips}")
   out = args.out
-  if out is not None and out.suffix not in (".md", ".csv"):
-    raise UsageError(f"--out: expected a .md or .csv file, got {str(out)!r}")
+  if out is not None:
+    _check_output(out, "--out", (".md", ".csv"))
   checkpoint_dir = args.checkpoint if args.checkpoint is not None else _bundled_checkpoint()
   cfg = params = None
   if checkpoint_dir is not None:
@@ -361,10 +367,7 @@ def cmd_cochleagram(args):
   import numpy as np
   from dal_widgets import audio
   from dal_widgets.cochlea import designs
-  if args.out.suffix != ".npz":
-    raise UsageError(f"--out: expected a .npz file, got {str(args.out)!r}")
-  if not args.out.parent.is_dir():
-    raise UsageError(f"--out: folder {str(args.out.parent)!r} does not exist")
+  _check_output(args.out, "--out", (".npz",))
   x, sr = audio.load(args.input, sr=args.sr)
   if args.level_db_spl is not None:
     x = audio.set_level(x, args.level_db_spl)

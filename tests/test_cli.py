@@ -118,6 +118,19 @@ def test_evaluate_rejects_bad_values_before_any_work(tmp_path, capsys):
   assert "--n-clips: expected >= 1" in _one_line_error(capsys, "evaluate")
   assert cli.main(["evaluate", "--out", str(tmp_path / "results.txt")]) == 2
   assert "expected a .md or .csv" in _one_line_error(capsys, "evaluate")
+  assert cli.main(["evaluate", "--out", str(tmp_path / "missing" / "results.md")]) == 2
+  assert "missing' does not exist" in _one_line_error(capsys, "evaluate")
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["fit-audiogram", "--preset", "N3", "--out", "{tmp}/missing/ear.json"], "does not exist"),
+    (["fit-audiogram", "--preset", "N3", "--out", "{tmp}/ear.txt"], "expected a .json file"),
+    (["train", "--steps", "1", "--workdir", "{tmp}/a_file/run"], "cannot write checkpoints in")])
+def test_outputs_are_checked_before_the_work(tmp_path, capsys, monkeypatch, argv, problem):
+  (tmp_path / "a_file").write_text("")
+  monkeypatch.setattr(cli, "_fit", lambda *a: pytest.fail("the work started"))
+  assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
+  assert problem in _one_line_error(capsys, argv[0])
 
 
 def test_copied_names_match_the_lower_layers():
@@ -131,7 +144,7 @@ def test_copied_names_match_the_lower_layers():
 def test_enhance_rejects_an_unknown_output_format_first(tmp_path, capsys):
   assert cli.main(["enhance", str(_clip_path()), str(tmp_path / "out.mp3"),
                    "--checkpoint", str(tmp_path)]) == 2
-  assert "output: expected a .wav, .flac, .ogg file" in _one_line_error(capsys, "enhance")
+  assert "output: expected a .wav or .flac or .ogg file" in _one_line_error(capsys, "enhance")
 
 
 def test_cochleagram_writes_nap_of_the_clip(tmp_path, ear_file):

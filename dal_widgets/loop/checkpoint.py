@@ -70,6 +70,24 @@ def _write_atomic(path: Path, data: bytes) -> None:
     raise
 
 
+def check_writable(workdir) -> Path:
+  """Creates `workdir` if needed and checks that files can be written in it (before a long run).
+
+  Raises:
+    ParameterError: the folder cannot be created or written (a file in the way, no permission).
+  """
+  workdir = Path(workdir)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=workdir, prefix=".write-check.", suffix=".tmp")
+    os.close(fd)
+    os.remove(probe)
+  except OSError as err:
+    raise ParameterError(f"workdir: cannot write checkpoints in {str(workdir)!r}: "
+                         f"{err.strerror or err}") from err
+  return workdir
+
+
 def save(workdir, state, config: TrainConfig, *, keep: int = KEEP) -> Path:
   """Saves a train state and its config as the newest checkpoint of `workdir`.
 
@@ -84,13 +102,13 @@ def save(workdir, state, config: TrainConfig, *, keep: int = KEEP) -> Path:
 
   Raises:
     ParameterError: bad config or keep.
+    CheckpointError: the file cannot be written (no permission, disk full, ...).
   """
   if not isinstance(config, TrainConfig):
     raise ParameterError(f"config: expected a TrainConfig, got {type(config).__name__}")
   if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
     raise ParameterError(f"keep: expected an int >= 1, got {keep!r}")
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   step = int(jax.device_get(state.step))
   body = serialization.msgpack_serialize({
       "state": serialization.to_state_dict(jax.device_get(state)),
@@ -101,8 +119,12 @@ def save(workdir, state, config: TrainConfig, *, keep: int = KEEP) -> Path:
       "format": FORMAT, "version": VERSION, "sha256": hashlib.sha256(body).hexdigest(),
       "body": body})
   path = checkpoint_path(workdir, step)
-  _write_atomic(path, envelope)
-  _write_atomic(workdir / MARKER, json.dumps({"file": path.name, "step": step}).encode())
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, envelope)
+    _write_atomic(workdir / MARKER, json.dumps({"file": path.name, "step": step}).encode())
+  except OSError as err:
+    raise CheckpointError(f"{path}: cannot write the checkpoint: {err.strerror or err}") from err
   for old in _checkpoints(workdir)[:-keep]:
     if old != path:  # a restarted run may save a lower step than older files: keep the newest
       old.unlink(missing_ok=True)
@@ -127,10 +149,11 @@ def latest(workdir) -> Path | None:
   marker = workdir / MARKER
   if marker.exists():
     try:
-      path = workdir / json.loads(marker.read_text())["file"]
-      if PATTERN.match(path.name) and path.is_file():
+      name = json.loads(marker.read_text())["file"]
+      path = workdir / name
+      if PATTERN.match(name) and path.is_file():  # a bare file name: never outside workdir
         return path
-      problem = f"names {path.name}, which is missing"
+      problem = f"names {name!r}, which is not a checkpoint file of this folder"
     except (OSError, ValueError, KeyError, TypeError) as err:
       problem = f"is unreadable ({err})"
     warnings.warn(f"{marker} {problem}; using the newest checkpoint file instead", stacklevel=2)
@@ -161,6 +184,8 @@ def _read(path) -> dict:
   if not isinstance(body, bytes) or hashlib.sha256(body).hexdigest() != envelope.get("sha256"):
     raise CheckpointError(f"{path}: checksum mismatch: the checkpoint is corrupt")
   contents = serialization.msgpack_restore(body)
+  if not isinstance(contents, dict) or not {"state", "step", "config"} <= contents.keys():
+    raise CheckpointError(f"{path}: the checkpoint lacks its state, step or config")
   return dict(contents, path=path)
 
 
@@ -179,7 +204,10 @@ def restore(path, target=None) -> Checkpoint:
     CheckpointError: missing, truncated, corrupt or foreign file, or a target of another shape.
   """
   contents = _read(path)
-  config = TrainConfig.from_dict(json.loads(contents["config"]))
+  try:
+    config = TrainConfig.from_dict(json.loads(contents["config"]))
+  except (ValueError, TypeError, KeyError) as err:  # ParameterError is a ValueError
+    raise CheckpointError(f"{contents['path']}: its training config is unreadable ({err})") from err
   state = contents["state"]
   if target is not None:
     try:

@@ -12,13 +12,14 @@ Everything is deterministic: batch `step` of a source uses np.random.default_rng
 """
 import collections
 import dataclasses
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from dal_widgets import audio
-from dal_widgets.errors import ParameterError
+from dal_widgets.errors import AudioError, ParameterError
 from dal_widgets.loop.config import DataConfig
 
 SPLITS = ("train", "held_out")
@@ -75,6 +76,7 @@ class SpeechSource:
                            "change either")
     self.recordings = tuple(chosen)
     self._cache = collections.OrderedDict()
+    self._unusable = {}  # name -> why (found when first loaded; skipped from then on)
 
   @property
   def names(self) -> tuple:
@@ -82,17 +84,49 @@ class SpeechSource:
     return tuple(r.name for r in self.recordings)
 
   def load(self, recording: _Recording) -> np.ndarray:
-    """The waveform of a recording at cfg.sr, float32 (cached)."""
+    """The waveform of a recording at cfg.sr, float32 (cached).
+
+    Raises:
+      AudioError: unreadable, invalid or digitally silent audio (naming the file).
+    """
     if recording.name not in self._cache:
       if recording.path is None:
         x, _ = audio.load_clip(recording.name, sr=self.cfg.sr)
       else:
         x, _ = audio.load(recording.path, sr=self.cfg.sr)
+      if not np.any(x):
+        raise AudioError(f"{recording.path or recording.name}: the recording is digital silence")
       self._cache[recording.name] = x
       if len(self._cache) > CACHE_RECORDINGS:
         self._cache.popitem(last=False)
     self._cache.move_to_end(recording.name)
     return self._cache[recording.name]
+
+  def _usable(self, recording: _Recording):
+    """The recording's waveform, or None when it cannot be used (warned about once)."""
+    if recording.name in self._unusable:
+      return None
+    try:
+      return self.load(recording)
+    except AudioError as err:
+      self._unusable[recording.name] = str(err)
+      warnings.warn(f"skipping a recording of the corpus: {err}", stacklevel=3)
+      return None
+
+  def _draw(self, rng: np.random.Generator):
+    """A random usable recording of this split and its waveform; unusable ones are redrawn (the
+    draws stay a function of the rng, whether or not a bad file was met before).
+
+    Raises:
+      AudioError: no recording of the split can be used.
+    """
+    while not set(self.names) <= self._unusable.keys():
+      recording = self.recordings[rng.integers(len(self.recordings))]
+      x = self._usable(recording)
+      if x is not None:
+        return recording, x
+    raise AudioError(f"none of the {len(self.recordings)} recordings of the {self.split!r} split "
+                     f"can be used, e.g. {next(iter(self._unusable.values()))}")
 
   def babble_pool(self, talker: str) -> list:
     """Recordings babble may use against `talker`: other talkers of this split, else of any split.
@@ -137,10 +171,14 @@ class SpeechSource:
 
     Returns:
       List of (noisy, clean, snr_db), one per SNR, float32 waveforms of equal length.
+
+    Recordings that cannot be read (or are digital silence) are skipped with a warning.
+
+    Raises:
+      AudioError: no recording of the split (or, for babble, of another talker) can be used.
     """
     cfg = self.cfg
-    recording = self.recordings[rng.integers(len(self.recordings))]
-    x = self.load(recording)
+    recording, x = self._draw(rng)
     n = cfg.n_samples if n_samples is None else (n_samples or x.size)
     speech = _crop(x, n, rng)
     if noise_kind is None:
@@ -152,7 +190,10 @@ class SpeechSource:
       noise = audio.speech_shaped_noise(n, cfg.sr, rng)
     else:
       pool = self.babble_pool(recording.talker)
-      talkers = [self.load(r) for r in pool]
+      talkers = [x for x in map(self._usable, pool) if x is not None]
+      if not talkers:
+        raise AudioError(f"noise_kinds: no usable recording of another talker for babble "
+                         f"against {recording.talker!r}")
       noise = audio.babble(talkers, n, rng, n_talkers=min(cfg.babble_talkers, len(talkers)))
     out = []
     for snr_db in snrs_db:

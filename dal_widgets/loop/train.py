@@ -399,12 +399,14 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
 
   Raises:
     ParameterError: bad configuration, ear, or a workdir holding another model.
-    TrainingError: cfg.max_bad_steps non-finite steps in a row; the last good parameters are
-      saved (when workdir is given) and attached as the exception's `result`.
+    TrainingError: cfg.max_bad_steps non-finite steps in a row, or an error during the run (a
+      corpus file that cannot be read, a checkpoint that cannot be written, ...; the original is
+      its __cause__). The last good parameters are saved (when workdir is given and writable)
+      and attached as the exception's `result`.
   """
   devices = default_devices(cfg.batch_size) if devices is None else list(devices)
   _check_run(cfg, len(devices))
-  workdir = None if workdir is None else Path(workdir)
+  workdir = None if workdir is None else checkpoint.check_writable(workdir)  # before any work
   normal, impaired = ears_for(cfg, ear)
   model_cfg = cfg.model_config
   condition = None
@@ -437,6 +439,14 @@ def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progre
                        stopped_early=stopped, steps_done=int(jax.device_get(state.step)),
                        skipped_steps=skipped, checkpoint=saved)
 
+  def keep_work():
+    """Saves the state after an error (when it is intact); says where the last checkpoint is."""
+    try:
+      save()
+    except Exception as save_err:  # e.g. the failed step had consumed (donated) the state
+      logger.warning("could not save a checkpoint after the error: %s", save_err)
+    return f"; last checkpoint: {saved} (step {saved_step})" if saved else ""
+
   batch = source.make_batch(start, cfg.batch_size) if start < cfg.steps else None
   try:
     for step in range(start, cfg.steps):
@@ -444,8 +454,10 @@ def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progre
         stopped = True
         break
       state, metrics = step_fn(state, batch)
-      if step + 1 < cfg.steps:  # made on the host while the device computes
-        batch = source.make_batch(step + 1, cfg.batch_size)
+      try:  # the next batch is made on the host while the device computes this step
+        batch = source.make_batch(step + 1, cfg.batch_size) if step + 1 < cfg.steps else None
+      except Exception as err:  # raised once this step is recorded
+        batch = err
       row = {k: (bool(v) if k == "finite" else float(v))
              for k, v in jax.device_get(metrics).items()}
       row.update(step=step + 1, time_s=time.perf_counter() - t_start)
@@ -469,6 +481,22 @@ def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progre
         t_report, reported_step = time.perf_counter(), step + 1
       if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
         save()
+      if isinstance(batch, Exception):
+        raise batch
+  except TrainingError:
+    raise
+  except Exception as err:
+    where = keep_work()
+    try:
+      partial = result()
+    except Exception:  # the state is gone with the failed step; the checkpoint remains
+      partial = None
+    wrapped = TrainingError(f"training stopped after step {start + len(history)}: {err}{where}")
+    wrapped.result = partial
+    raise wrapped from err
+  except BaseException:  # KeyboardInterrupt: keep the work, then let it through
+    keep_work()
+    raise
   finally:
     bar.close()
   if on_progress is not None and history and reported_step != history[-1]["step"]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dal_widgets import audio
-from dal_widgets.errors import ParameterError
+from dal_widgets.errors import AudioError, ParameterError
 from dal_widgets.loop import data
 from dal_widgets.loop.config import DataConfig
 
@@ -129,6 +129,33 @@ def test_corpus_folder_talkers_are_top_level_folders(tmp_path):
   assert {r.talker for r in source.recordings} <= {"spk1", "spk2", "spk3"}
   batch = source.make_batch(0, 4)
   assert batch.noisy.shape == (4, cfg.n_samples) and np.all(np.isfinite(batch.noisy))
+
+
+def test_unusable_corpus_files_are_skipped_with_a_warning_naming_them(tmp_path):
+  _write_corpus(tmp_path, {"spk1": 3, "spk2": 3})
+  (tmp_path / "spk1" / "chapter" / "empty.wav").write_bytes(b"")
+  with pytest.warns(UserWarning, match="digital silence"):
+    audio.save(tmp_path / "spk2" / "chapter" / "silent.wav", np.zeros(SR // 2), SR)
+  cfg = dataclasses.replace(CFG, corpus=str(tmp_path), held_out_fraction=0.0)
+  source = data.SpeechSource(cfg)
+  assert len(source.recordings) == 8
+  with pytest.warns(UserWarning) as caught:
+    batches = [source.make_batch(step, 4) for step in range(6)]
+  named = " ".join(str(w.message) for w in caught)
+  assert "empty.wav" in named and "silent.wav" in named and "digital silence" in named
+  assert all(np.all(np.isfinite(b.noisy)) and np.all(audio.rms(b.clean, axis=-1) > 0)
+             for b in batches)
+  again = data.SpeechSource(cfg)  # the draws do not depend on which bad files were met before
+  with pytest.warns(UserWarning):
+    np.testing.assert_array_equal(again.make_batch(5, 4).noisy, batches[5].noisy)
+
+
+def test_a_split_without_a_usable_recording_raises(tmp_path):
+  for name in ("a.wav", "b.wav"):
+    (tmp_path / name).write_bytes(b"RIFF junk")
+  cfg = dataclasses.replace(CFG, corpus=str(tmp_path), held_out_fraction=0.0)
+  with pytest.warns(UserWarning), pytest.raises(AudioError, match="none of the 2 recordings"):
+    data.SpeechSource(cfg).make_batch(0, 1)
 
 
 def test_babble_with_a_single_talker_raises(tmp_path):

@@ -5,6 +5,7 @@ Every training test uses the same tiny model, loss, decay kind, ear design and b
 the step (CARFAC's gradient: tens of seconds to compile on a 2-core CPU) is compiled once.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -16,11 +17,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from flax import serialization
 
 from dal_widgets.aid.seanet import SeanetConfig, init_seanet
 from dal_widgets.cochlea import carfac as cf
 from dal_widgets.cochlea import designs
-from dal_widgets.errors import ParameterError, TrainingError
+from dal_widgets.errors import AudioError, ParameterError, TrainingError
 from dal_widgets.hearing.presets import preset
 from dal_widgets.loop import checkpoint, train
 from dal_widgets.loop.config import PRESETS, DataConfig, LossConfig, TrainConfig, config_for
@@ -167,12 +169,42 @@ def test_a_failed_write_never_replaces_the_last_good_checkpoint(tmp_path, monkey
   def fail(fd):
     raise OSError("disk full")
   monkeypatch.setattr(checkpoint.os, "fsync", fail)
-  with pytest.raises(OSError, match="disk full"):
+  with pytest.raises(checkpoint.CheckpointError, match="cannot write the checkpoint: disk full"):
     checkpoint.save(tmp_path, _state(step=2), CFG)
   monkeypatch.undo()
   assert checkpoint.latest(tmp_path) == good
   assert sorted(p.name for p in tmp_path.iterdir()) == [good.name, checkpoint.MARKER]
   assert checkpoint.restore(good).step == 1
+
+
+def _forge(path, body: dict):
+  """A checkpoint file with a valid envelope and checksum around `body`."""
+  raw = serialization.msgpack_serialize(body)
+  path.write_bytes(serialization.msgpack_serialize({
+      "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
+      "sha256": hashlib.sha256(raw).hexdigest(), "body": raw}))
+
+
+def test_well_formed_checkpoints_with_bad_contents_raise(tmp_path):
+  path = tmp_path / "ckpt_00000001.msgpack"
+  _forge(path, {"state": {}, "step": 1})
+  with pytest.raises(checkpoint.CheckpointError, match="lacks its state, step or config"):
+    checkpoint.restore(path)
+  _forge(path, {"state": {}, "step": 1, "config": "{not json"})
+  with pytest.raises(checkpoint.CheckpointError, match="training config is unreadable"):
+    checkpoint.restore(path)
+  _forge(path, {"state": {}, "step": 1, "config": json.dumps({"steps": -3})})
+  with pytest.raises(checkpoint.CheckpointError, match="training config is unreadable.*steps"):
+    checkpoint.restore(path)
+
+
+def test_the_marker_cannot_point_outside_its_folder(tmp_path):
+  outside = checkpoint.save(tmp_path / "other", _state(step=9), CFG)
+  run = tmp_path / "run"
+  own = checkpoint.save(run, _state(step=2), CFG)
+  (run / checkpoint.MARKER).write_text(json.dumps({"file": f"../other/{outside.name}"}))
+  with pytest.warns(UserWarning, match="not a checkpoint file of this folder"):
+    assert checkpoint.latest(run) == own
 
 
 def test_only_the_newest_checkpoints_are_kept(tmp_path):
@@ -227,6 +259,41 @@ def test_should_stop_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
   again = train.train(cfg, tmp_path, ear=_ear())  # already complete: nothing to do
   assert again.history == [] and again.steps_done == 8
+
+
+class FailingSource:
+  """The real data until `step`, then an unreadable corpus file."""
+
+  def __init__(self, step):
+    self.source, self.step, self.calls = SpeechSource(DATA), step, 0
+
+  def make_batch(self, step, batch_size):
+    self.calls += 1
+    if step == self.step:
+      raise AudioError("corpus/bad.wav: cannot read audio")
+    return self.source.make_batch(step, batch_size)
+
+
+def test_an_unwritable_workdir_fails_before_any_step(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  source = FailingSource(step=-1)
+  with pytest.raises(ParameterError, match="cannot write checkpoints in"):
+    train.train(CFG, blocker / "run", ear=_ear(), source=source)
+  assert source.calls == 0
+
+
+def test_an_error_mid_run_keeps_the_work_done(tmp_path):
+  cfg = CFG.replace(steps=6)
+  with pytest.raises(TrainingError, match="stopped after step 3: corpus/bad.wav") as info:
+    train.train(cfg, tmp_path, ear=_ear(), source=FailingSource(step=3))
+  assert isinstance(info.value.__cause__, AudioError)
+  assert "last checkpoint" in str(info.value) and "ckpt_00000003" in str(info.value)
+  result = info.value.result
+  assert result.steps_done == 3 and len(result.history) == 3
+  _assert_trees_equal(checkpoint.restore_params(tmp_path)[0], result.params)
+  resumed = train.train(cfg, tmp_path, ear=_ear())  # and the run goes on from there
+  assert [h["step"] for h in resumed.history] == [4, 5, 6]
 
 
 def test_a_non_finite_step_is_skipped_inside_jit():
