@@ -106,7 +106,8 @@ def design_wdrc(audiogram: Audiogram, sr: float, *, threshold_db_spl: float = TH
     WdrcParams.
 
   Raises:
-    ParameterError: on a non-Audiogram, non-positive sr / times, or max_ratio < 1.
+    ParameterError: on a non-Audiogram, non-positive sr / times, max_ratio < 1, or levels that
+      are not finite numbers.
   """
   check_audiogram(audiogram)
   if not np.isfinite(sr) or sr <= 0:
@@ -115,6 +116,10 @@ def design_wdrc(audiogram: Audiogram, sr: float, *, threshold_db_spl: float = TH
     raise ParameterError(f"attack_ms, release_ms: expected > 0, got {attack_ms!r}, {release_ms!r}")
   if not max_ratio >= 1:
     raise ParameterError(f"max_ratio: expected >= 1, got {max_ratio!r}")
+  for name, level in (("threshold_db_spl", threshold_db_spl), ("reference_db_spl", reference_db_spl)):
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)) \
+        or not np.isfinite(level):
+      raise ParameterError(f"{name}: expected a finite level in dB SPL, got {level!r}")
   crossovers = [np.sqrt(lo * hi) for lo, hi in zip(BAND_CENTERS_HZ[:-1], BAND_CENTERS_HZ[1:])]
   crossovers = [f for f in crossovers if f < MAX_CROSSOVER_FRACTION_OF_NYQUIST * sr / 2]
   centers = BAND_CENTERS_HZ[:len(crossovers) + 1]

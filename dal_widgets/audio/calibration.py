@@ -23,6 +23,10 @@ from dal_widgets.errors import AudioError, ParameterError
 
 FULL_SCALE_RMS_DB_SPL = 100.0  # digital rms 1.0 <-> 100 dB SPL (see module docstring)
 SINE_PEAK_TO_RMS = float(np.sqrt(2.0))  # peak / rms of a pure sine
+# The loudest undistorted sound in air: a pressure amplitude of one atmosphere, 101325 Pa, is
+# 20 log10(101325 / sqrt(2) / 20e-6 Pa) ~= 191 dB SPL rms (194 dB for the peak). Levels above it
+# are typing errors, not sounds.
+MAX_LEVEL_DB_SPL = 194.0
 
 
 def _xp(x):
@@ -49,7 +53,16 @@ def db_spl_to_rms(level_db_spl):
 
   Returns:
     Digital rms amplitude, same shape as the input (1.0 at 100 dB SPL).
+
+  Raises:
+    ParameterError: a (concrete) level that is not a finite number <= MAX_LEVEL_DB_SPL.
   """
+  if not _is_traced(level_db_spl):
+    values = np.asarray(level_db_spl)
+    if values.dtype.kind not in "iuf" or not np.all(np.isfinite(values)) \
+        or np.any(values > MAX_LEVEL_DB_SPL):
+      raise ParameterError(f"level_db_spl: expected finite levels <= {MAX_LEVEL_DB_SPL:g} dB SPL, "
+                           f"got {level_db_spl!r}")
   xp = _xp(level_db_spl)
   out = 10.0 ** ((xp.asarray(level_db_spl) - FULL_SCALE_RMS_DB_SPL) / 20.0)
   return _scalar_back(level_db_spl, out)
@@ -105,10 +118,12 @@ def set_level(x, level_db_spl):
     The scaled signal, same shape and dtype kind as `x`.
 
   Raises:
+    ParameterError: a level that is not finite or above MAX_LEVEL_DB_SPL.
     AudioError: if `x` is digitally silent (rms 0) or not finite, so no scale can reach the level.
   """
   xp = _xp(x)
   x = xp.asarray(x)
+  target = db_spl_to_rms(level_db_spl)  # validates the level first
   current = rms(x)
   if not _is_traced(current):
     current_value = float(current)
@@ -116,8 +131,8 @@ def set_level(x, level_db_spl):
       raise AudioError(f"x: expected finite samples to set a level, got rms {current_value}")
     if current_value == 0.0:
       raise AudioError(f"x: cannot set the level of digital silence (rms 0) to {level_db_spl} dB SPL")
-    return x * (db_spl_to_rms(float(level_db_spl)) / current_value)  # keeps float32 as float32
-  return x * (db_spl_to_rms(level_db_spl) / current)
+    return x * (float(target) / current_value)  # a Python scale keeps float32 as float32
+  return x * (target / current)
 
 
 def tone_amplitude(level_db_spl):

@@ -84,7 +84,8 @@ def resample(x, sr_in, sr_out):
     float32 numpy array, shape (round(time * sr_out / sr_in), ...) up to rounding of the ratio.
   """
   for arg, value in (("sr_in", sr_in), ("sr_out", sr_out)):
-    if isinstance(value, bool) or not np.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+        or not np.isfinite(value) or value <= 0:
       raise ParameterError(f"{arg}: expected a positive sample rate in Hz, got {value!r}")
   x = np.asarray(x, dtype=np.float32)
   if sr_in == sr_out:
@@ -94,12 +95,26 @@ def resample(x, sr_in, sr_out):
   else:
     ratio = Fraction(sr_out / sr_in)
   ratio = ratio.limit_denominator(MAX_RESAMPLE_DENOMINATOR)
+  if ratio.numerator == 0:
+    raise ParameterError(f"sr_out: {sr_out} Hz is too far below sr_in = {sr_in} Hz to resample to")
   y = scipy.signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=0)
   return y.astype(np.float32)
 
 
+def _check_whole_hz(sr, name="sr"):
+  """Audio files store whole-Hz rates: a fractional one would be silently rounded."""
+  if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)) \
+      or not np.isfinite(sr) or float(sr) != int(sr):
+    raise ParameterError(f"{name}: expected a whole number of Hz, got {sr!r}")
+
+
 def _decode(source, label, *, sr, mono, max_seconds):
   """Reads `source` (path or file object) with soundfile; `label` names it in errors."""
+  if sr is not None:
+    _check_whole_hz(sr)
+  if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) \
+      or not max_seconds > 0:  # NaN fails too
+    raise ParameterError(f"max_seconds: expected seconds > 0 (inf for no limit), got {max_seconds!r}")
   try:
     info = sf.info(source)
     if info.frames / info.samplerate > max_seconds:
@@ -188,10 +203,14 @@ def save(path, x, sr, *, subtype=None):
   if suffix not in FORMATS:
     raise ParameterError(f"path: expected a suffix in {sorted(FORMATS)}, got {path.name!r}")
   x = validate(x, sr, mono=False, max_seconds=float("inf"), _stacklevel=3)
+  _check_whole_hz(sr)
   file_format, default_subtype = FORMATS[suffix]
   if not path.parent.is_dir():
     raise AudioError(f"{path}: cannot write audio: folder {path.parent} does not exist")
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  try:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  except OSError as e:
+    raise AudioError(f"{path}: cannot write audio: {e.strerror or e}") from e
   try:
     with os.fdopen(fd, "wb") as f:
       sf.write(f, x, int(sr), format=file_format, subtype=subtype or default_subtype)

@@ -167,6 +167,18 @@ def check_weights(weights: CarfacWeights) -> None:
                            f"max {v.max():.3g}")
 
 
+def check_parts(hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
+                state: CarfacState) -> None:
+  """Raises ParameterError when coefficients, weights or state do not have the design's
+  channels (e.g. parts of two designs mixed); per waveform, so it also holds inside vmap."""
+  parts = {"coeffs": coeffs.car.r1, "weights.ohc_health": weights.ohc_health,
+           "weights.ihc_gain": weights.ihc_gain, "state": state.car.z1}
+  for name, v in parts.items():
+    if np.shape(v) != (hypers.n_ch,):
+      raise ParameterError(f"{name} has shape {np.shape(v)}, the design (hypers: sr {hypers.sr:g} "
+                           f"Hz) has {hypers.n_ch} channels; use parts of one design_carfac call")
+
+
 def check_input(x, hypers: Optional[CarfacHypers] = None, sr: Optional[float] = None) -> None:
   """Raises ParameterError for input CARFAC cannot run: not 1-D, empty, NaN/inf (when concrete),
   or a sample rate `sr` different from the design rate."""
@@ -272,9 +284,11 @@ def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
   Returns:
     (CarfacOutput, CarfacState): nap and bm of shape [n_samp, n_ch], channel 0 the highest CF.
   Raises:
-    ParameterError: x not 1-D, empty, non-finite; weights outside [0, 1] (checks on concrete values).
+    ParameterError: x not 1-D, empty, non-finite; parts of another design; weights outside
+      [0, 1] (checks on concrete values).
   """
   check_input(x, hypers)
+  check_parts(hypers, coeffs, weights, state)
   check_weights(weights)
   x = jnp.asarray(x, coeffs.car.r1.dtype)
   if native is None:

@@ -78,18 +78,31 @@ def thresholds_db_spl(freqs_hz, sr: float, weights: cf.CarfacWeights | None = No
     weights: CARFAC weights of the ear (default: healthy).
   Returns:
     Thresholds in dB SPL, shape [n_freqs]; NO_RESPONSE_DB_SPL where the tone is never detected.
+  Raises:
+    ParameterError: no frequencies, a frequency the model cannot test (above 0.8 * sr / 2, or
+      with no channel within PLACE_OCTAVES), or weights that are not this design's.
   """
   freqs = tuple(float(f) for f in np.atleast_1d(freqs_hz))
+  if not freqs or not all(np.isfinite(f) and f > 0 for f in freqs):
+    raise ParameterError(f"freqs_hz: expected one or more frequencies > 0 Hz, got {freqs_hz!r}")
   if not np.all(measurable_freqs(freqs, sr)):
     raise ParameterError(f"freqs_hz: a model at sr={sr} Hz tests tones up to "
                          f"{MAX_TONE_FRACTION_OF_NYQUIST * sr / 2:.0f} Hz, got {max(freqs):.0f} Hz")
+  if weights is not None and not isinstance(weights, cf.CarfacWeights):
+    raise ParameterError(f"weights: expected CarfacWeights or None, got {type(weights).__name__}")
   hypers, coeffs, healthy, state = designs.designed(sr, style)
   weights = healthy if weights is None else weights
+  cf.check_parts(hypers, coeffs, weights, state)
   cf.check_weights(weights)
+  cf_hz = np.asarray(coeffs.pole_hz)
+  unplaced = [f for f in freqs if np.min(np.abs(np.log2(cf_hz / f))) > PLACE_OCTAVES]
+  if unplaced:
+    raise ParameterError(f"freqs_hz: no channel of the model lies within {PLACE_OCTAVES:.2g} octave "
+                         f"of {unplaced[0]:g} Hz (its CFs span {cf_hz.min():.0f}.."
+                         f"{cf_hz.max():.0f} Hz)")
   naps = batch.map_chunks(_responses_fn(hypers), _tone_bank(freqs, float(sr)), coeffs, weights,
                           state)
   naps = naps.reshape(len(freqs), len(LEVELS_DB_SPL), hypers.n_ch)
-  cf_hz = np.asarray(coeffs.pole_hz)
   out = []
   for f, nap in zip(freqs, naps):
     place = np.abs(np.log2(cf_hz / f)) <= PLACE_OCTAVES

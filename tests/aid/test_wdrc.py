@@ -137,4 +137,7 @@ def test_errors_name_the_argument():
     design_wdrc(S2, SR, max_ratio=0.5)
   with pytest.raises(ParameterError, match="audiogram: expected"):
     master_hearing_aid(np.zeros(100), SR, None)
+  for option in ("threshold_db_spl", "reference_db_spl"):
+    with pytest.raises(ParameterError, match=f"{option}: expected a finite level"):
+      master_hearing_aid(np.ones(100), SR, S2, **{option: float("nan")})
   assert isinstance(params, WdrcParams)

@@ -90,7 +90,27 @@ def test_save_errors(tmp_path):
     io.save(tmp_path / "missing" / "a.wav", x, 16000)
   with pytest.raises(AudioError, match="NaN"):
     io.save(tmp_path / "a.wav", np.full(10, np.nan), 16000)
+  with pytest.raises(ParameterError, match="whole number of Hz, got 16000.7"):
+    io.save(tmp_path / "a.wav", x, 16000.7)  # a file would store 16000 Hz
   assert list(tmp_path.iterdir()) == []
+
+
+def test_save_into_a_read_only_folder_is_an_audio_error(tmp_path, monkeypatch):
+  def refuse(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+  monkeypatch.setattr(io.tempfile, "mkstemp", refuse)  # as in a folder without write permission
+  with pytest.raises(AudioError, match="cannot write audio: Permission denied"):
+    io.save(tmp_path / "a.wav", stimuli.tone(TONE_HZ, 0.1, 16000), 16000)
+
+
+@pytest.mark.parametrize("args, match", [
+    ((16000, "8000"), "sr_out: expected a positive sample rate"),
+    ((16000, float("nan")), "sr_out: expected a positive sample rate"),
+    ((48000, 1), "too far below"),
+])
+def test_resample_errors(args, match):
+  with pytest.raises(ParameterError, match=match):
+    io.resample(np.zeros(100, np.float32), *args)
 
 
 def test_unreadable_and_missing_files(tmp_path):
@@ -111,6 +131,12 @@ def test_load_limits(tmp_path):
   assert io.load(tmp_path / "hi.wav", sr=16000)[0].shape == (16000,)
   with pytest.raises(AudioError, match="too long"):
     io.load(tmp_path / "hi.wav", sr=16000, max_seconds=0.5)
+  for bad in (float("nan"), 0, -1):
+    with pytest.raises(ParameterError, match="max_seconds"):
+      io.load(tmp_path / "hi.wav", sr=16000, max_seconds=bad)
+  for bad in (16000.5, "16000"):  # a fractional rate would be reported rounded
+    with pytest.raises(ParameterError, match="whole number of Hz"):
+      io.load(tmp_path / "hi.wav", sr=bad)
 
 
 @pytest.mark.parametrize("x, sr, error, match", [

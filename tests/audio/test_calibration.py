@@ -69,6 +69,16 @@ def test_set_level_of_silence_raises():
     calibration.set_level(np.array([1.0, np.nan]), 65.0)
 
 
+@pytest.mark.parametrize("level", [float("nan"), float("inf"), 1000.0, "65"])
+def test_levels_that_are_not_sounds_raise(level):
+  with pytest.raises(ParameterError, match="level_db_spl: expected finite levels <= 194"):
+    calibration.db_spl_to_rms(level)
+  with pytest.raises(ParameterError, match="level_db_spl"):
+    calibration.set_level(np.ones(10), level)
+  with pytest.raises(ParameterError, match="level_db_spl"):
+    calibration.db_spl_to_rms(np.array([60.0, level], dtype=object))
+
+
 def test_negative_rms_raises():
   with pytest.raises(ParameterError, match="rms_value"):
     calibration.rms_to_db_spl(-0.1)

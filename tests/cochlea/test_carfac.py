@@ -264,3 +264,15 @@ def test_sample_rate_mismatch_raises():
   hypers = designs.designed(16000).hypers
   with pytest.raises(ParameterError, match="differs from the design rate"):
     cf.check_input(np.zeros(10, np.float32), hypers, sr=22050)
+
+
+@pytest.mark.parametrize("part", ["coeffs", "weights", "state"])
+@pytest.mark.parametrize("native", PATHS)
+def test_parts_of_another_design_raise(part, native):
+  mine, other = designs.designed(16000), designs.designed(22050)
+  parts = mine._replace(**{part: getattr(other, part)})
+  with pytest.raises(ParameterError, match=f"{part}.*has shape \\(71,\\).*65 channels"):
+    cf.run(np.zeros(100, np.float32), *parts, native=native)
+  batched = jax.vmap(lambda x: cf.run(x, *parts, native=native)[0].nap)
+  with pytest.raises(ParameterError, match="65 channels"):
+    batched(np.zeros((2, 100), np.float32))

@@ -37,6 +37,17 @@ def test_frequency_beyond_model_range_raises():
     audiometry.thresholds_db_spl([8000.0], SR)
 
 
+@pytest.mark.parametrize("freqs, weights, match", [
+    ([], None, "one or more frequencies"),
+    ([1000.0, float("nan")], None, "one or more frequencies"),
+    ([20.0], None, "no channel of the model lies within .* of 20 Hz"),
+    ([1000.0], "healthy", "weights: expected CarfacWeights"),
+    ([1000.0], cf.make_weights(designs.designed(22050.0).hypers), "has shape \\(71,\\)")])
+def test_bad_frequencies_and_weights_raise(freqs, weights, match):
+  with pytest.raises(ParameterError, match=match):
+    audiometry.model_audiogram_db_hl(freqs, SR, weights)
+
+
 def test_crossing_interpolates_in_log_response():
   levels = np.array([0.0, 10.0, 20.0])
   response = np.array([0.001, 0.1, 1.0])  # criterion 0.01 is halfway (in log) from 0 to 10 dB
