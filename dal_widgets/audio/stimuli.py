@@ -104,12 +104,17 @@ def click_train(rate_hz, dur_s, sr, *, level_db_spl=DEFAULT_LEVEL_DB_SPL,
     dur_s: Duration in seconds.
     sr: Sample rate in Hz.
     level_db_spl: Peak-equivalent level, dB peSPL.
-    click_width_s: Width of each click, at least one sample.
+    click_width_s: Width of each click, at least one sample and shorter than the period.
 
   Returns:
     float32 array, shape (round(dur_s * sr),).
   """
   n = _check(sr, dur_s, rate_hz=rate_hz)
+  period_s = 1.0 / rate_hz
+  if isinstance(click_width_s, bool) or not isinstance(click_width_s, (int, float)) \
+      or not 0 < click_width_s < period_s:  # wider clicks merge into a constant (DC) signal
+    raise ParameterError(f"click_width_s: expected seconds in (0, {period_s:.3g}) (the click "
+                         f"period at {rate_hz:g} Hz), got {click_width_s!r}")
   width = max(1, int(round(click_width_s * sr)))
   onsets = np.round(np.arange(0, n / sr, 1 / rate_hz) * sr).astype(int)
   x = np.zeros(n)

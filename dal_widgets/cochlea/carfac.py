@@ -115,6 +115,8 @@ def design_carfac(params: CarfacParams = CarfacParams(), *, dtype=jnp.float32) -
   """
   if params.style not in STYLES:
     raise ParameterError(f"style must be one of {sorted(STYLES)}, got {params.style!r}")
+  if isinstance(params.sr, bool) or not isinstance(params.sr, (int, float, np.integer, np.floating)):
+    raise ParameterError(f"sr must be a number of Hz, got {params.sr!r}")
   sr = float(params.sr)
   if not SR_MIN_HZ <= sr <= SR_MAX_HZ:
     raise ParameterError(f"sr must be within {SR_MIN_HZ:.0f}..{SR_MAX_HZ:.0f} Hz, got {params.sr!r}")
@@ -146,6 +148,8 @@ def init_state(hypers: CarfacHypers, coeffs: CarfacCoeffs) -> CarfacState:
 def make_weights(hypers: CarfacHypers, *, ohc_health=1.0, ihc_gain=1.0, dtype=jnp.float32):
   """CarfacWeights from scalars or [n_ch] arrays (validated when concrete: values in [0, 1])."""
   def full(name, v):
+    if np.asarray(v).dtype.kind not in "biuf":
+      raise ParameterError(f"{name} must be numbers in [0, 1], got {v!r}")
     v = jnp.broadcast_to(jnp.asarray(v, dtype), (hypers.n_ch,)) if np.ndim(v) == 0 else jnp.asarray(v, dtype)
     if v.shape != (hypers.n_ch,):
       raise ParameterError(f"{name} must be a scalar or shape ({hypers.n_ch},), got shape {v.shape}")

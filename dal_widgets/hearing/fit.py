@@ -134,10 +134,12 @@ def fit_cochlea(audiogram: Audiogram, sr: float = 16000.0, *, style: str = "v3",
   Returns:
     ImpairedEar; its `residual_db` says how well each frequency was matched.
   Raises:
-    ParameterError: no audiogram frequency lies within the model's range.
+    ParameterError: a sample rate CARFAC is not designed for, or no audiogram frequency lies
+      within the model's range.
   """
   if not isinstance(audiogram, Audiogram):
     raise ParameterError(f"audiogram must be an Audiogram, got {type(audiogram).__name__}")
+  designs.designed(sr, style)  # checks sr and style first (cached)
   sr = float(sr)
   entry = bundled().get(f"{sr:.0f}/{style}") if use_bundled else None
   for fitted_preset in (entry or {}).get("presets", {}).values():

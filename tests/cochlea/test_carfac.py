@@ -248,6 +248,13 @@ def test_unsupported_sample_rate_raises(sr):
     cf.design_carfac(cf.CarfacParams(sr=sr))
 
 
+def test_non_numeric_rates_and_weights_raise():
+  with pytest.raises(ParameterError, match="sr must be a number of Hz, got 'abc'"):
+    cf.design_carfac(cf.CarfacParams(sr="abc"))
+  with pytest.raises(ParameterError, match="ohc_health must be numbers"):
+    cf.make_weights(designs.designed(16000).hypers, ohc_health="a")
+
+
 def test_unknown_style_raises():
   with pytest.raises(ParameterError, match="style must be one of"):
     cf.design_carfac(cf.CarfacParams(style="v9"))

@@ -74,3 +74,5 @@ def test_bad_inputs_raise():
     fit.fit_cochlea([10, 20], SR)
   with pytest.raises(ParameterError, match="no frequency within the range"):
     fit.fit_cochlea(Audiogram((8000.0,), (30.0,)), SR)
+  with pytest.raises(ParameterError, match="sr must be within 8000..48000 Hz, got nan"):
+    fit.fit_cochlea(Audiogram((1000.0,), (30.0,)), float("nan"))
