@@ -48,6 +48,14 @@ def _as_float_array(values, name):
   return arr
 
 
+def _check_broadcast(freqs_hz, levels, name):
+  try:
+    np.broadcast_shapes(np.shape(freqs_hz), np.shape(levels))
+  except ValueError:
+    raise ParameterError(f"freqs_hz, {name}: shapes {np.shape(freqs_hz)} and {np.shape(levels)} "
+                         "do not broadcast") from None
+
+
 def _log_interp(freqs_hz, table_freqs_hz, table_values):
   """Linear interpolation in log-frequency; flat beyond the ends of the table."""
   log_f = np.log(np.clip(freqs_hz, table_freqs_hz[0], table_freqs_hz[-1]))
@@ -95,7 +103,9 @@ def hl_to_spl(freqs_hz, db_hl):
   db_hl = _as_float_array(db_hl, "db_hl")
   if not np.all(np.isfinite(db_hl)):
     raise ParameterError(f"db_hl: expected finite levels, got {db_hl}")
-  return reference_threshold_db_spl(freqs_hz) + db_hl
+  reference = reference_threshold_db_spl(freqs_hz)
+  _check_broadcast(reference, db_hl, "db_hl")
+  return reference + db_hl
 
 
 def spl_to_hl(freqs_hz, db_spl):
@@ -114,7 +124,9 @@ def spl_to_hl(freqs_hz, db_spl):
   db_spl = _as_float_array(db_spl, "db_spl")
   if not np.all(np.isfinite(db_spl)):
     raise ParameterError(f"db_spl: expected finite levels, got {db_spl}")
-  return db_spl - reference_threshold_db_spl(freqs_hz)
+  reference = reference_threshold_db_spl(freqs_hz)
+  _check_broadcast(reference, db_spl, "db_spl")
+  return db_spl - reference
 
 
 def point_problem(freq_hz, threshold_db_hl):

@@ -50,7 +50,12 @@ def _parse_json(text):
     data = json.loads(text)
   except json.JSONDecodeError as err:
     raise ParameterError(f"line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}") from err
-  return Audiogram.from_dict(data)
+  except (RecursionError, ValueError) as err:  # nested too deep; an integer of too many digits
+    raise ParameterError(f"invalid JSON: {err}") from err
+  try:
+    return Audiogram.from_dict(data)
+  except OverflowError as err:  # an integer too large for a float
+    raise ParameterError(f"a number is too large: {err}") from err
 
 
 def _parse_number(field, text, lineno):

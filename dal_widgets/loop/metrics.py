@@ -190,8 +190,12 @@ def stoi(clean, processed, sr, extended=False):
   from pystoi import stoi as pystoi_stoi  # imported here: it pulls in scipy submodules slowly
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    value = float(pystoi_stoi(clean, processed, int(sr), extended=bool(extended)))
-  if any("Not enough STFT frames" in str(w.message) for w in caught):
+    try:
+      value = float(pystoi_stoi(clean, processed, int(sr), extended=bool(extended)))
+      too_short = any("Not enough STFT frames" in str(w.message) for w in caught)
+    except np.exceptions.AxisError:  # pystoi fails outright below one STFT frame (25.6 ms)
+      too_short = True
+  if too_short:
     warnings.warn(f"stoi: speech too short ({clean.shape[0] / sr:.2f} s) for a 384 ms segment "
                   f"after silence removal; returning NaN", stacklevel=2)
     return float("nan")

@@ -174,6 +174,8 @@ def test_hl_spl_round_trip():
     (spl_to_hl, dict(freqs_hz=9000.0, db_spl=0.0), r"freqs_hz: expected frequencies within"),
     (spl_to_hl, dict(freqs_hz=1000.0, db_spl=float("inf")), r"db_spl: expected finite levels"),
     (spl_to_hl, dict(freqs_hz=float("nan"), db_spl=0.0), r"freqs_hz: expected finite frequencies"),
+    (spl_to_hl, dict(freqs_hz=[1000, 2000], db_spl=[1, 2, 3]), r"shapes \(2,\) and \(3,\) do not"),
+    (hl_to_spl, dict(freqs_hz=[1000, 2000], db_hl=[1, 2, 3]), r"freqs_hz, db_hl: shapes"),
 ])
 def test_conversion_errors(func, kwargs, match):
   with pytest.raises(ParameterError, match=match):

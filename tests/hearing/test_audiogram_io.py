@@ -107,6 +107,8 @@ def test_bad_csv_names_the_line(text, match):
      r"points\[0\]\.threshold_db_hl: 'ten' is not a number"),
     ('{"ear": "left"}', r"audiogram: missing field 'points'"),
     ('[1, 2]', r"audiogram: expected an object/dict, got list"),
+    ('{"points": [{"freq_hz": 1' + "0" * 400 + ', "threshold_db_hl": 10}]}', "too large"),
+    ("[" * 100000 + "]" * 100000, "invalid JSON"),
 ])
 def test_bad_json_names_the_line_or_field(text, match):
   with pytest.raises(ParameterError, match=match):

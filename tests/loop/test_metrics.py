@@ -134,9 +134,10 @@ def test_stoi_falls_as_the_noise_grows(speech, extended):
   assert values[0] > values[1] > values[2]
 
 
-def test_stoi_too_short_warns_and_returns_nan(speech):
+@pytest.mark.parametrize("n", [100, 1600])  # below one STFT frame, and below one segment
+def test_stoi_too_short_warns_and_returns_nan(speech, n):
   with pytest.warns(UserWarning, match="too short"):
-    value = metrics.stoi(speech[:1600], speech[:1600], SR)
+    value = metrics.stoi(speech[:n], speech[:n], SR)
   assert np.isnan(value)
 
 
