@@ -57,6 +57,20 @@ class SeanetConfig:
   causal: bool = False
   film_dim: int = 0
 
+  def __post_init__(self):
+    positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    for name in ("base_channels", "kernel_size"):
+      if not positive(getattr(self, name)):
+        raise ParameterError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
+    for name in ("strides", "dilations"):
+      value = getattr(self, name)
+      if not (isinstance(value, tuple) and value and all(positive(v) for v in value)):
+        raise ParameterError(f"{name}: expected a non-empty tuple of ints >= 1, got {value!r}")
+    if not isinstance(self.causal, bool):
+      raise ParameterError(f"causal: expected True or False, got {self.causal!r}")
+    if isinstance(self.film_dim, bool) or not isinstance(self.film_dim, int) or self.film_dim < 0:
+      raise ParameterError(f"film_dim: expected an int >= 0, got {self.film_dim!r}")
+
   @property
   def hop(self) -> int:
     """Total downsampling factor prod(strides); inputs are padded to a multiple of it."""
@@ -167,14 +181,8 @@ class Seanet(nn.Module):
 
 
 def _check_config(config):
-  if not isinstance(config, SeanetConfig):
+  if not isinstance(config, SeanetConfig):  # its fields are checked when it is made
     raise ParameterError(f"config: expected a SeanetConfig, got {type(config).__name__}")
-  if config.base_channels < 1 or not config.strides or min(config.strides) < 1:
-    raise ParameterError(f"config: expected base_channels >= 1 and non-empty positive strides, "
-                         f"got base_channels={config.base_channels}, strides={config.strides}")
-  if config.kernel_size < 1 or config.film_dim < 0:
-    raise ParameterError(f"config: expected kernel_size >= 1 and film_dim >= 0, got "
-                         f"kernel_size={config.kernel_size}, film_dim={config.film_dim}")
 
 
 def _check_inputs(config, x, condition):

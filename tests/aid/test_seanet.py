@@ -178,8 +178,14 @@ def test_errors_name_the_argument():
     apply_seanet(film_params, film_cfg, np.zeros((2, 30), np.float32), np.zeros((2, 4)))
   with pytest.raises(ParameterError, match="config: expected a SeanetConfig"):
     init_seanet(jax.random.PRNGKey(0), {"base_channels": 4})
-  with pytest.raises(ParameterError, match="config: expected base_channels"):
-    init_seanet(jax.random.PRNGKey(0), SeanetConfig(0, (2,)))
+  for fields, match in [((0, (2,)), "base_channels: expected an int >= 1"),
+                        ((4, ()), "strides: expected a non-empty tuple"),
+                        ((4, (2,), 7, (1, 0)), "dilations: expected a non-empty tuple of ints >= 1"),
+                        ((4, [2, 3]), "strides: expected a non-empty tuple")]:
+    with pytest.raises(ParameterError, match=match):
+      SeanetConfig(*fields)
+  with pytest.raises(ParameterError, match="film_dim: expected an int >= 0"):
+    SeanetConfig(film_dim=-1)
   with pytest.raises(ParameterError, match="n_samples"):
     init_seanet(jax.random.PRNGKey(0), TINY, n_samples=0)
   with pytest.raises(ParameterError, match="audiogram: expected an Audiogram"):
