@@ -256,7 +256,10 @@ def _run_blocks(x_blocks, hypers, coeffs, weights, state: CarfacState, linear):
     # IHC chain into every consumer of the AGC input (measured: about 2x slower on CPU).
     nap_block, bm_block, car, ihc, syn = jax.lax.optimization_barrier(
         (naps, bms, car, ihc, syn))
-    stage1_input = coeffs.agc.detect_scale * jnp.mean(nap_block, axis=0)
+    # The block's detector sum joins what accum[0] holds (0 for states made by `run`; a state
+    # built by hand may carry some), as in _run_partial and the native kernel.
+    stage1_input = (agc.accum[0] + coeffs.agc.detect_scale * jnp.sum(nap_block, axis=0)) / decim
+    agc = dataclasses.replace(agc, accum=agc.accum.at[0].set(0.0))
     agc = agc_lib.agc_update(stage1_input, coeffs.agc, hypers.agc, agc)
     car = _close_loop(coeffs, weights, car, agc.memory, decim)
     return (car, ihc, syn, agc), (nap_block, bm_block, agc.memory[0])
@@ -284,7 +287,8 @@ def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
       `make_weights(hypers, ohc_health=...)`; state from a previous call to continue a stream).
     linear: bypass the OHC velocity nonlinearity (AGC still acts).
     native: run the compiled CPU kernel (cochlea/native.py): None = when JAX's default backend is
-      the CPU and the kernel builds; False = the pure-JAX loop (also differentiates coefficients).
+      the CPU, the kernel builds and it runs this design (`native.unsupported`); False = the
+      pure-JAX loop (also differentiates coefficients).
   Returns:
     (CarfacOutput, CarfacState): nap and bm of shape [n_samp, n_ch], channel 0 the highest CF.
   Raises:
@@ -296,7 +300,7 @@ def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
   check_weights(weights)
   x = jnp.asarray(x, coeffs.car.r1.dtype)
   if native is None:
-    native = native_lib.default(x.dtype)
+    native = native_lib.default(x.dtype) and native_lib.unsupported(hypers, coeffs) is None
   if native:
     (nap, bm, agc1), state = native_lib.run(x, hypers, coeffs, weights, state, linear)
     return CarfacOutput(nap, bm, agc1), state

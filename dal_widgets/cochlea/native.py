@@ -204,6 +204,24 @@ class Spec:
                        *self.iterations], np.int32)
 
 
+# Synapse coefficients the kernel reads as scalars: one per fibre class, or one in all.
+SYN_SCALAR_SIZES = {"v_halfs": 3, "v_widths": 3, "agc_weights": 3, "a1": 1, "a2": 1,
+                    "spont_sub": 1, "res_coeff": 1, "lpf_coeff": 1}
+
+
+def unsupported(hypers, coeffs) -> str | None:
+  """Why the kernel cannot run this design (None when it can): more AGC stages than MAX_STAGES,
+  or per-channel synapse coefficients (designs have one value per fibre class)."""
+  if len(hypers.agc.decimation) > MAX_STAGES:
+    return f"{len(hypers.agc.decimation)} AGC stages (the kernel has room for {MAX_STAGES})"
+  if hypers.use_synapse:
+    for name, size in SYN_SCALAR_SIZES.items():
+      if np.size(getattr(coeffs.syn, name)) != size:
+        return (f"synapse coefficient {name} of shape {np.shape(getattr(coeffs.syn, name))} "
+                f"(the kernel takes {size} value{'s' * (size > 1)}, one per fibre class)")
+  return None
+
+
 def pack(coeffs, weights, state, use_synapse: bool):
   """Arrays the kernel reads, from CARFAC pytrees (jnp, traceable).
 
@@ -473,7 +491,8 @@ def run(x, hypers, coeffs, weights, state, linear: bool):
   """`carfac.run` through the kernel: (CarfacOutput fields nap, bm, agc; new CarfacState).
 
   Raises:
-    ParameterError: the kernel is unavailable here or `x`'s dtype is not float32/float64.
+    ParameterError: the kernel is unavailable here, `x`'s dtype is not float32/float64, or the
+      design is one it cannot run (`unsupported`).
   """
   if jax.default_backend() != "cpu":
     raise ParameterError(f"the native CARFAC kernel runs on the CPU backend, not "
@@ -482,6 +501,10 @@ def run(x, hypers, coeffs, weights, state, linear: bool):
     raise ParameterError(f"the native CARFAC kernel is unavailable for {np.dtype(x.dtype).name} "
                          "input (DAL_NATIVE=0, no C compiler, or not float32/float64); "
                          "use native=False")
+  why = unsupported(hypers, coeffs)
+  if why:
+    raise ParameterError(f"the native CARFAC kernel cannot run this design: {why}; "
+                         "use native=False (the default picks it)")
   agc_h = hypers.agc
   spec = Spec(n_samp=int(x.shape[0]), n_ch=hypers.n_ch, use_synapse=hypers.use_synapse,
               linear=bool(linear), decimation=tuple(agc_h.decimation), n_taps=tuple(agc_h.n_taps),

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dal_widgets.cochlea import agc as agc_lib
 from dal_widgets.cochlea import carfac as cf
 from dal_widgets.cochlea import native
 from dal_widgets.errors import ParameterError
@@ -255,3 +256,47 @@ def test_loading_the_kernel_keeps_subnormal_floats_in_the_process():
   assert native.library() is not None
   tiny = np.finfo(np.float32).smallest_subnormal
   assert np.float32(tiny) * np.float32(3) == 3 * tiny > 0
+
+
+def test_designs_the_kernel_cannot_run_take_the_jax_loop():
+  """More AGC stages than the kernel has room for, or per-channel synapse coefficients: the
+  default path is the JAX loop, and native=True says why it cannot."""
+  n_stages = native.MAX_STAGES + 1
+  agc = agc_lib.AgcParams(time_constants_s=tuple(0.002 * 2 ** k for k in range(n_stages)),
+                          decimation=(8, 2) + (1,) * (n_stages - 2),
+                          agc1_scales=tuple(np.sqrt(2) ** k for k in range(n_stages)),
+                          agc2_scales=tuple(1.65 * np.sqrt(2) ** k for k in range(n_stages)))
+  deep = cf.design_carfac(cf.CarfacParams(sr=16000, agc=agc))
+  hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000))
+  per_channel = jnp.broadcast_to(coeffs.syn.v_halfs, (3, hypers.n_ch))
+  syn = dataclasses.replace(coeffs.syn, v_halfs=per_channel)
+  wide = (hypers, dataclasses.replace(coeffs, syn=syn), weights, state)
+  x = jnp.asarray(0.05 * np.random.default_rng(8).standard_normal(400), jnp.float32)
+  for model, why in ((deep, "9 AGC stages"),
+                     (wide, "synapse coefficient v_halfs of shape \\(3, 65\\)")):
+    with pytest.raises(ParameterError, match=f"cannot run this design: {why}.*native=False"):
+      cf.run(x, *model, native=True)
+    default, _ = cf.run(x, *model)
+    np.testing.assert_array_equal(default.nap, cf.run(x, *model, native=False)[0].nap)
+
+
+def test_a_hand_built_stage1_accumulator_counts_on_both_paths():
+  """accum[0] of a state at phase 0 joins the first AGC update (runs leave it 0; a state built
+  by hand may not), in the forward and in the gradient, as a finite difference confirms."""
+  with jax.enable_x64(True):
+    hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000), dtype=jnp.float64)
+    x = jnp.asarray(0.05 * np.random.default_rng(1).standard_normal(40))
+    assert state.agc.phase == 0
+
+    def loss(acc0, nat):
+      agc = dataclasses.replace(state.agc, accum=state.agc.accum.at[0].set(acc0))
+      out, end = cf.run(x, hypers, coeffs, weights, dataclasses.replace(state, agc=agc), native=nat)
+      return jnp.sum(out.nap) + jnp.sum(jnp.sin(end.agc.accum))
+
+    acc0 = jnp.full((hypers.n_ch,), 1e-3)
+    np.testing.assert_allclose(loss(acc0, True), loss(acc0, False), rtol=1e-12)
+    g_n, g_j = (jax.grad(loss)(acc0, nat) for nat in (True, False))
+    np.testing.assert_allclose(g_n, g_j, rtol=1e-8, atol=1e-12)
+    step = 1e-6 * jnp.eye(hypers.n_ch)[10]
+    fd = (loss(acc0 + step, False) - loss(acc0 - step, False)) / 2e-6
+    assert abs(g_j[10]) > 1e-3 and float(g_j[10]) == pytest.approx(float(fd), rel=1e-5)

@@ -597,8 +597,8 @@ int FN(carfac_forward)(int n, int n_ch, int n_pad, int lanes, int n_stages, cons
   REAL *cur = buf, *nxt = buf + ssize, *work = buf + 2 * ssize;
   REAL *nap_t = work + (size_t)WORK_ROWS * w, *bm_t = nap_t + w, *agc_t = bm_t + w;
   memcpy(cur, state, sizeof(REAL) * ssize);
-  advise_huge_pages(nap, sizeof(REAL) * (size_t)n * w);
-  advise_huge_pages(bm, sizeof(REAL) * (size_t)n * w);
+  advise_huge_pages(nap, sizeof(REAL) * (size_t)n * n_ch * lanes); /* the outputs are unpadded */
+  advise_huge_pages(bm, sizeof(REAL) * (size_t)n * n_ch * lanes);
   int phase = counters[0], n_up = 0;
   for (int t = 0; t < n; t++) {
     if (checkpoints && t % SEG == 0) {
