@@ -165,7 +165,7 @@ def apply_fir(x, taps) -> np.ndarray:
     Filtered signal, shape of x; a float x keeps its dtype (float64 for integer input).
 
   Raises:
-    ParameterError: if taps is not 1-D of odd length or x is empty.
+    ParameterError: if taps is not 1-D of odd length, or x is empty or not finite.
   """
   x = np.asarray(x)
   taps = np.asarray(taps, dtype=np.float64)
@@ -173,6 +173,8 @@ def apply_fir(x, taps) -> np.ndarray:
     raise ParameterError(f"taps: expected a 1-D array of odd length, got shape {taps.shape}")
   if x.ndim < 1 or x.shape[-1] == 0:
     raise ParameterError(f"x: expected shape [..., n_samp] with n_samp >= 1, got {x.shape}")
+  if not np.all(np.isfinite(x)):
+    raise ParameterError("x: expected finite samples, got NaN or inf")
   delay = (taps.size - 1) // 2
   kernel = taps.reshape((1,) * (x.ndim - 1) + (-1,))
   full = scipy.signal.oaconvolve(x.astype(np.float64), kernel, mode="full", axes=-1)

@@ -189,7 +189,12 @@ def _check_inputs(config, x, condition):
   if x.ndim not in (1, 2) or x.shape[-1] < 1:
     raise ParameterError(f"x: expected shape [batch, time] or [time] with time >= 1, "
                          f"got shape {tuple(x.shape)}")
+  if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
+    raise ParameterError("x: expected finite samples, got NaN or inf")
   if config.film_dim == 0:
+    if condition is not None:
+      raise ParameterError("condition: this model has no FiLM conditioning (film_dim=0); "
+                           "pass condition=None")
     return
   want = (config.film_dim,) if x.ndim == 1 else (x.shape[0], config.film_dim)
   if condition is None or tuple(jnp.shape(condition)) != want:

@@ -88,6 +88,8 @@ def resample(x, sr_in, sr_out):
         or not np.isfinite(value) or value <= 0:
       raise ParameterError(f"{arg}: expected a positive sample rate in Hz, got {value!r}")
   x = np.asarray(x, dtype=np.float32)
+  if not np.all(np.isfinite(x)):
+    raise AudioError(f"x: contains {np.count_nonzero(~np.isfinite(x))} NaN or inf samples")
   if sr_in == sr_out:
     return x.copy()
   if float(sr_in).is_integer() and float(sr_out).is_integer():

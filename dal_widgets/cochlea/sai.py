@@ -196,6 +196,8 @@ def _check_nap(nap, params: SaiParams, name: str) -> None:
   if len(shape) != 2 or shape[1] != params.num_channels:
     raise ParameterError(f"{name}: expected shape [n_samp, num_channels={params.num_channels}] "
                          f"(time first), got {tuple(shape)}")
+  if not isinstance(nap, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(nap))):
+    raise ParameterError(f"{name}: expected finite values, got NaN or inf")
 
 
 def _check_state(state: SaiState, params: SaiParams) -> None:

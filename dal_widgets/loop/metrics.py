@@ -22,6 +22,7 @@ import importlib
 import inspect
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,13 +39,17 @@ HASPI_MODULE = "clarity.evaluator.haspi"
 
 
 def _check_pair(a, b, names, min_ndim=1):
-  """Shapes of two arrays to compare: equal, at least `min_ndim`-D (static, so jit-safe)."""
+  """Two arrays to compare: equal shapes, at least `min_ndim`-D, finite values (when concrete;
+  jit-safe)."""
   shape_a, shape_b = jnp.shape(a), jnp.shape(b)
   if len(shape_a) < min_ndim:
     raise ParameterError(f"{names[0]}: expected at least {min_ndim}-D, got shape {shape_a}")
   if shape_a != shape_b:
     raise ParameterError(f"{names[0]}, {names[1]}: expected equal shapes, got {shape_a} and "
                          f"{shape_b}")
+  for name, v in zip(names, (a, b)):
+    if not isinstance(v, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(v))):
+      raise ParameterError(f"{name}: expected finite values, got NaN or inf")
 
 
 def _mean_abs_difference(a, b):
@@ -120,9 +125,6 @@ def _signal_pair(estimate, reference, names):
   _check_pair(estimate, reference, names)
   if estimate.shape[-1] < 2:
     raise ParameterError(f"{names[0]}: expected at least 2 samples, got shape {estimate.shape}")
-  for name, x in zip(names, (estimate, reference)):
-    if not np.all(np.isfinite(x)):
-      raise ParameterError(f"{name}: expected finite samples, got NaN or inf")
   return estimate, reference
 
 

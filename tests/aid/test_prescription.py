@@ -106,3 +106,5 @@ def test_errors_name_the_argument():
     nalr_prescription_db([10, 20, 30])
   with pytest.raises(ParameterError, match="taps: expected a 1-D array of odd length"):
     apply_fir(np.zeros(10), np.ones(4))
+  with pytest.raises(ParameterError, match="x: expected finite samples"):
+    apply_fir(np.array([0.0, np.inf, 0.0]), np.ones(3))

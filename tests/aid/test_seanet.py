@@ -170,6 +170,10 @@ def test_errors_name_the_argument():
   params = init_seanet(jax.random.PRNGKey(0), TINY)
   with pytest.raises(ParameterError, match="x: expected shape"):
     apply_seanet(params, TINY, np.zeros((1, 2, 30), np.float32))
+  with pytest.raises(ParameterError, match="x: expected finite samples"):
+    apply_seanet(params, TINY, np.full((2, 30), np.nan, np.float32))
+  with pytest.raises(ParameterError, match="condition: this model has no FiLM"):
+    apply_seanet(params, TINY, np.zeros((2, 30), np.float32), np.zeros((2, 3)))
   film_cfg = SeanetConfig(4, (2, 3), film_dim=3)
   film_params = init_seanet(jax.random.PRNGKey(0), film_cfg)
   with pytest.raises(ParameterError, match=r"condition: expected shape \(2, 3\)"):

@@ -111,6 +111,8 @@ def test_save_into_a_read_only_folder_is_an_audio_error(tmp_path, monkeypatch):
 def test_resample_errors(args, match):
   with pytest.raises(ParameterError, match=match):
     io.resample(np.zeros(100, np.float32), *args)
+  with pytest.raises(AudioError, match="x: contains 1 NaN or inf samples"):
+    io.resample(np.array([0.0, np.nan, 0.0]), 16000, 8000)
 
 
 def test_unreadable_and_missing_files(tmp_path):

@@ -211,6 +211,8 @@ def test_bad_shapes_raise():
     sai.sai_frames(np.zeros((60, 7)), SMALL)
   with pytest.raises(ParameterError, match="nap: expected at least input_segment_width=20"):
     sai.sai_frames(np.zeros((19, 8)), SMALL)
+  with pytest.raises(ParameterError, match="nap: expected finite values"):
+    sai.sai_frames(np.full((60, 8), np.nan), SMALL)
   with pytest.raises(ParameterError, match="segment: expected 20 samples"):
     sai.sai_step(sai.init_sai_state(SMALL), np.zeros((21, 8)), SMALL)
   with pytest.raises(ParameterError, match="multiple of input_segment_width=20"):

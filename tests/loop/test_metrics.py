@@ -116,6 +116,8 @@ def test_si_sdr_errors(speech):
     metrics.si_sdr(speech, np.ones_like(speech))
   with pytest.raises(ParameterError, match="estimate: expected finite"):
     metrics.si_sdr(np.full_like(speech, np.nan), speech)
+  with pytest.raises(ParameterError, match="nap_b: expected finite values"):
+    metrics.nap_l1(np.zeros((4, 3)), np.full((4, 3), np.nan))
 
 
 def test_stoi_identical_is_one_and_noise_is_low(speech):
