@@ -283,3 +283,11 @@ def test_parts_of_another_design_raise(part, native):
   batched = jax.vmap(lambda x: cf.run(x, *parts, native=native)[0].nap)
   with pytest.raises(ParameterError, match="65 channels"):
     batched(np.zeros((2, 100), np.float32))
+
+
+def test_a_cochleagram_too_large_for_memory_raises_before_running(monkeypatch):
+  monkeypatch.setattr(designs, "available_memory_bytes", lambda: 10_000_000)
+  with pytest.raises(ParameterError, match="needs about 32 MB .* 10 MB is available"):
+    designs.cochleagram(np.zeros(16000 * 3, np.float32), 16000)  # 3 s: 2 x 12.5 MB of outputs
+  monkeypatch.setattr(designs, "available_memory_bytes", lambda: None)  # unknown: no check
+  assert designs.cochleagram(np.zeros(1600, np.float32), 16000).nap.shape == (1600, 65)
