@@ -17,6 +17,7 @@ Constants checked against two public implementations: the Auditory Modeling Tool
 import numpy as np
 import scipy.signal
 
+from dal_widgets.audio.io import MAX_SR, MIN_SR
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
 
@@ -121,6 +122,13 @@ def default_n_taps(sr: float) -> int:
   return 2 * int(round(sr * NALR_FIR_DURATION_S / 2)) + 1
 
 
+def check_sr(sr) -> None:
+  """Raises ParameterError unless `sr` is a sample rate in Hz the aids are designed for."""
+  if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)) \
+      or not MIN_SR <= sr <= MAX_SR:
+    raise ParameterError(f"sr: expected a sample rate within {MIN_SR}..{MAX_SR} Hz, got {sr!r}")
+
+
 def design_nalr_fir(audiogram: Audiogram, sr: float, *, n_taps: int | None = None,
                     profound: bool = False) -> np.ndarray:
   """Linear-phase FIR whose magnitude response follows the NAL-R gains.
@@ -138,11 +146,10 @@ def design_nalr_fir(audiogram: Audiogram, sr: float, *, n_taps: int | None = Non
     FIR taps, float64, shape [n_taps].
 
   Raises:
-    ParameterError: if sr is not positive or n_taps is not an odd int >= 3.
+    ParameterError: if sr is outside 8000..48000 Hz or n_taps is not an odd int >= 3.
   """
   check_audiogram(audiogram)
-  if not np.isfinite(sr) or sr <= 0:
-    raise ParameterError(f"sr: expected a positive sample rate in Hz, got {sr!r}")
+  check_sr(sr)
   n_taps = default_n_taps(sr) if n_taps is None else n_taps
   if not isinstance(n_taps, (int, np.integer)) or n_taps < 3 or n_taps % 2 == 0:
     raise ParameterError(f"n_taps: expected an odd int >= 3 (linear phase, integer delay), "

@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 import scipy.signal
 
-from dal_widgets.aid.prescription import apply_fir, check_audiogram, design_nalr_fir
+from dal_widgets.aid.prescription import apply_fir, check_audiogram, check_sr, design_nalr_fir
 from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
@@ -106,12 +106,11 @@ def design_wdrc(audiogram: Audiogram, sr: float, *, threshold_db_spl: float = TH
     WdrcParams.
 
   Raises:
-    ParameterError: on a non-Audiogram, non-positive sr / times, max_ratio < 1, or levels that
+    ParameterError: on a non-Audiogram, sr outside 8000..48000 Hz, non-positive times, max_ratio < 1, or levels that
       are not finite numbers.
   """
   check_audiogram(audiogram)
-  if not np.isfinite(sr) or sr <= 0:
-    raise ParameterError(f"sr: expected a positive sample rate in Hz, got {sr!r}")
+  check_sr(sr)
   if not (attack_ms > 0 and release_ms > 0):
     raise ParameterError(f"attack_ms, release_ms: expected > 0, got {attack_ms!r}, {release_ms!r}")
   if not max_ratio >= 1:
@@ -202,8 +201,7 @@ def _check_signal(x, sr):
                          f"got shape {x.shape} dtype {x.dtype}")
   if not np.all(np.isfinite(x)):
     raise ParameterError("x: expected finite samples, got NaN or inf")
-  if not np.isfinite(sr) or sr <= 0:
-    raise ParameterError(f"sr: expected a positive sample rate in Hz, got {sr!r}")
+  check_sr(sr)
   return x
 
 

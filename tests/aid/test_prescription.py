@@ -100,8 +100,9 @@ def test_errors_name_the_argument():
     nalr_gains_db(N3, [0.0, 1000.0])
   with pytest.raises(ParameterError, match="n_taps: expected an odd int"):
     design_nalr_fir(N3, 16000, n_taps=128)
-  with pytest.raises(ParameterError, match="sr: expected a positive"):
-    design_nalr_fir(N3, 0)
+  for sr in (0, 10, float("nan"), "16000"):
+    with pytest.raises(ParameterError, match="sr: expected a sample rate within 8000..48000 Hz"):
+      design_nalr_fir(N3, sr)
   with pytest.raises(ParameterError, match="thresholds_db_hl: expected 8"):
     nalr_prescription_db([10, 20, 30])
   with pytest.raises(ParameterError, match="taps: expected a 1-D array of odd length"):

@@ -137,6 +137,8 @@ def test_errors_name_the_argument():
     design_wdrc(S2, SR, max_ratio=0.5)
   with pytest.raises(ParameterError, match="audiogram: expected"):
     master_hearing_aid(np.zeros(100), SR, None)
+  with pytest.raises(ParameterError, match="sr: expected a sample rate within"):
+    master_hearing_aid(np.ones(100), 10, S2)  # not the FIR's n_taps
   for option in ("threshold_db_spl", "reference_db_spl"):
     with pytest.raises(ParameterError, match=f"{option}: expected a finite level"):
       master_hearing_aid(np.ones(100), SR, S2, **{option: float("nan")})
