@@ -106,8 +106,8 @@ def design_wdrc(audiogram: Audiogram, sr: float, *, threshold_db_spl: float = TH
     WdrcParams.
 
   Raises:
-    ParameterError: on a non-Audiogram, sr outside 8000..48000 Hz, non-positive times, max_ratio < 1, or levels that
-      are not finite numbers.
+    ParameterError: on a non-Audiogram, sr outside 8000..48000 Hz, non-positive times,
+      max_ratio < 1, or levels that are not finite numbers.
   """
   check_audiogram(audiogram)
   check_sr(sr)
