@@ -21,6 +21,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from dal_widgets.atomic import write_atomic, write_text_atomic
 from dal_widgets.errors import DalError, TrainingError
 
 EXIT_OK = 0
@@ -123,25 +124,6 @@ def _status(message):
   print(message, file=sys.stderr, flush=True)
 
 
-def _write_atomic(path, write):
-  """Calls write(file_object) on a temporary file next to `path`, then renames it over `path`."""
-  import os
-  import tempfile
-  path = Path(path)
-  if not path.parent.is_dir():
-    raise UsageError(f"--out: folder {str(path.parent)!r} does not exist")
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-  return path
-
-
 def _checkpoint_dir(args):
   """--checkpoint, else the bundled pretrained checkpoint, else a UsageError."""
   if args.checkpoint is not None:
@@ -200,7 +182,7 @@ def cmd_fit_audiogram(args):
   print(ear.table())
   if args.out is not None:
     text = json.dumps(ear.to_dict(), indent=1) + "\n"
-    _write_atomic(args.out, lambda f: f.write(text.encode("utf-8")))
+    write_text_atomic(args.out, text)
     _status(f"wrote {args.out}")
   return EXIT_OK
 
@@ -381,7 +363,7 @@ def cmd_cochleagram(args):
             "ihc_gain": np.broadcast_to(np.asarray(ihc_gain, np.float32), out.nap.shape[1:])}
   if args.bm:
     arrays["bm"] = np.asarray(out.bm)
-  _write_atomic(args.out, lambda f: np.savez_compressed(f, **arrays))
+  write_atomic(args.out, lambda f: np.savez_compressed(f, **arrays))
   _status(f"wrote {args.out}: nap {arrays['nap'].shape} (time, channel), channel 0 = "
           f"{arrays['cf_hz'][0]:.0f} Hz")
   return EXIT_OK

@@ -4,8 +4,6 @@ Audio in dal_widgets is float32 numpy, shape (time,) for mono or (time, channels
 calibrated by `dal_widgets.audio.calibration` (rms 1.0 = 100 dB SPL).
 """
 import io as _io
-import os
-import tempfile
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -14,13 +12,13 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
+from dal_widgets.atomic import write_atomic
 from dal_widgets.errors import AudioError, ParameterError
 
 MIN_SR = 8000  # Hz; telephone band, the lowest rate CARFAC designs are meaningful at here
 MAX_SR = 48000  # Hz; highest common audio rate (CARFAC designs exist up to 48 kHz, 84 channels)
 MAX_SECONDS = 600.0  # default longest accepted sound; longer files are almost always a mistake
 MAX_RESAMPLE_DENOMINATOR = 1000  # bounds up/down factors of resample_poly for irrational ratios
-NEW_FILE_MODE = 0o644  # rw-r--r-- for files save() creates
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 
 
@@ -209,22 +207,14 @@ def save(path, x, sr, *, subtype=None):
   file_format, default_subtype = FORMATS[suffix]
   if not path.parent.is_dir():
     raise AudioError(f"{path}: cannot write audio: folder {path.parent} does not exist")
+  encode = lambda f: sf.write(f, x, int(sr), format=file_format,
+                              subtype=subtype or default_subtype)
   try:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    write_atomic(path, encode)
   except OSError as e:
     raise AudioError(f"{path}: cannot write audio: {e.strerror or e}") from e
-  try:
-    with os.fdopen(fd, "wb") as f:
-      sf.write(f, x, int(sr), format=file_format, subtype=subtype or default_subtype)
-    # mkstemp creates mode 0600; keep an existing file's mode, else the usual rw-r--r--.
-    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else NEW_FILE_MODE)
-    os.replace(tmp, path)
-  except BaseException as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    if isinstance(e, (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError)):
-      raise AudioError(f"{path}: cannot write audio: {e}") from e
-    raise
+  except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+    raise AudioError(f"{path}: cannot write audio: {e}") from e
 
 
 def to_wav_bytes(x, sr):

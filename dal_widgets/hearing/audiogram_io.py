@@ -20,15 +20,14 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 
+from dal_widgets.atomic import write_text_atomic
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import DEFAULT_EAR, EARS, Audiogram, order_problem, point_problem
 
 FORMATS = ("json", "csv")
 CSV_HEADER = ("freq_hz", "threshold_db_hl")
 CSV_COMMENT_KEYS = ("ear", "name")
-NEW_FILE_MODE = 0o644  # rw-r--r--, like files written by `open`
 
 
 def _check_fmt(fmt):
@@ -234,21 +233,8 @@ def write_audiogram(audiogram, path, *, fmt=None):
     raise ParameterError(f"path: cannot tell the format from suffix {path.suffix!r}; use .json "
                          f"or .csv, or pass fmt")
   text = dumps_audiogram(audiogram, fmt)
-  folder = path.parent
-  tmp_name = None
   try:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp_name, NEW_FILE_MODE)
-    os.replace(tmp_name, path)
-    tmp_name = None
+    return write_text_atomic(path, text)
   except OSError as err:
     raise ParameterError(f"path: cannot write audiogram file {str(path)!r}: "
                          f"{err.strerror or err}") from err
-  finally:
-    if tmp_name is not None and os.path.exists(tmp_name):
-      os.remove(tmp_name)
-  return path

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 from flax import serialization
 
+from dal_widgets.atomic import write_atomic, write_text_atomic
 from dal_widgets.errors import DalError, ParameterError
 from dal_widgets.loop.config import TrainConfig
 
@@ -54,20 +55,6 @@ class Checkpoint(NamedTuple):
 def checkpoint_path(workdir, step: int) -> Path:
   """Path of the checkpoint of `step` in `workdir`."""
   return Path(workdir) / f"ckpt_{int(step):08d}.msgpack"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def check_writable(workdir) -> Path:
@@ -121,8 +108,8 @@ def save(workdir, state, config: TrainConfig, *, keep: int = KEEP) -> Path:
   path = checkpoint_path(workdir, step)
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, envelope)
-    _write_atomic(workdir / MARKER, json.dumps({"file": path.name, "step": step}).encode())
+    write_atomic(path, lambda f: f.write(envelope))
+    write_text_atomic(workdir / MARKER, json.dumps({"file": path.name, "step": step}))
   except OSError as err:
     raise CheckpointError(f"{path}: cannot write the checkpoint: {err.strerror or err}") from err
   for old in _checkpoints(workdir)[:-keep]:

@@ -23,14 +23,13 @@ import dataclasses
 import functools
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import jax
 import numpy as np
 
+from dal_widgets import atomic
 from dal_widgets.cochlea import batch, carfac, designs, sai
 from dal_widgets.errors import DalError, ParameterError
 from dal_widgets.loop import metrics
@@ -141,7 +140,7 @@ class EvaluationTable:
     return "\n".join(lines) + "\n"
 
   def to_csv(self, path) -> Path:
-    """Writes the mean rows as CSV, atomically (temporary file, then os.replace).
+    """Writes the mean rows as CSV, atomically (dal_widgets.atomic).
 
     Returns:
       The destination as a Path.
@@ -157,21 +156,15 @@ class EvaluationTable:
 
 
 def write_text_atomic(path, text: str) -> Path:
-  """Writes `text` to `path` through a temporary file in the same folder and os.replace."""
-  path = Path(path)
+  """Writes `text` (UTF-8) to `path` atomically (dal_widgets.atomic).
+
+  Raises:
+    ParameterError: the file cannot be written (missing or read-only folder, full disk, ...).
+  """
   try:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return atomic.write_text_atomic(path, text)
   except OSError as err:
     raise ParameterError(f"path: cannot write {str(path)!r}: {err.strerror or err}") from err
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-      f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except OSError as err:
-    os.unlink(tmp)
-    raise ParameterError(f"path: cannot write {str(path)!r}: {err.strerror or err}") from err
-  return path
 
 
 def _format(value) -> str:

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from dal_widgets import atomic
 from dal_widgets.audio import calibration, io, stimuli
 from dal_widgets.errors import AudioError, ParameterError
 
@@ -66,7 +67,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
   io.save(path, old, 16000)
   io.save(path, 0.5 * old, 16000)  # overwrite
   assert [p.name for p in tmp_path.iterdir()] == ["a.flac"]
-  assert oct(path.stat().st_mode & 0o777) == oct(io.NEW_FILE_MODE)
+  assert oct(path.stat().st_mode & 0o777) == oct(atomic.NEW_FILE_MODE)
 
   def broken_write(file, *args, **kwargs):  # writes half a file, then fails
     if isinstance(file, (str, bytes)) or hasattr(file, "__fspath__"):
@@ -98,7 +99,7 @@ def test_save_errors(tmp_path):
 def test_save_into_a_read_only_folder_is_an_audio_error(tmp_path, monkeypatch):
   def refuse(*args, **kwargs):
     raise PermissionError(13, "Permission denied")
-  monkeypatch.setattr(io.tempfile, "mkstemp", refuse)  # as in a folder without write permission
+  monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)  # as in a folder without write permission
   with pytest.raises(AudioError, match="cannot write audio: Permission denied"):
     io.save(tmp_path / "a.wav", stimuli.tone(TONE_HZ, 0.1, 16000), 16000)
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
+from dal_widgets import atomic
 from dal_widgets.aid.seanet import SeanetConfig, init_seanet
 from dal_widgets.cochlea import carfac as cf
 from dal_widgets.cochlea import designs
@@ -168,7 +169,7 @@ def test_a_failed_write_never_replaces_the_last_good_checkpoint(tmp_path, monkey
   good = checkpoint.save(tmp_path, _state(step=1), CFG)
   def fail(fd):
     raise OSError("disk full")
-  monkeypatch.setattr(checkpoint.os, "fsync", fail)
+  monkeypatch.setattr(atomic.os, "fsync", fail)
   with pytest.raises(checkpoint.CheckpointError, match="cannot write the checkpoint: disk full"):
     checkpoint.save(tmp_path, _state(step=2), CFG)
   monkeypatch.undo()
