@@ -48,12 +48,18 @@ def _as_float_array(values, name):
   return arr
 
 
-def _check_broadcast(freqs_hz, levels, name):
+def _reference_and_levels(freqs_hz, levels, name):
+  """(reference threshold at freqs_hz, levels as float64), checked: finite, shapes broadcast."""
+  levels = _as_float_array(levels, name)
+  if not np.all(np.isfinite(levels)):
+    raise ParameterError(f"{name}: expected finite levels, got {levels}")
+  reference = reference_threshold_db_spl(freqs_hz)
   try:
-    np.broadcast_shapes(np.shape(freqs_hz), np.shape(levels))
+    np.broadcast_shapes(reference.shape, levels.shape)
   except ValueError:
-    raise ParameterError(f"freqs_hz, {name}: shapes {np.shape(freqs_hz)} and {np.shape(levels)} "
+    raise ParameterError(f"freqs_hz, {name}: shapes {reference.shape} and {levels.shape} "
                          "do not broadcast") from None
+  return reference, levels
 
 
 def _log_interp(freqs_hz, table_freqs_hz, table_values):
@@ -100,11 +106,7 @@ def hl_to_spl(freqs_hz, db_hl):
   Raises:
     ParameterError: if a frequency is out of range or a value is not finite.
   """
-  db_hl = _as_float_array(db_hl, "db_hl")
-  if not np.all(np.isfinite(db_hl)):
-    raise ParameterError(f"db_hl: expected finite levels, got {db_hl}")
-  reference = reference_threshold_db_spl(freqs_hz)
-  _check_broadcast(reference, db_hl, "db_hl")
+  reference, db_hl = _reference_and_levels(freqs_hz, db_hl, "db_hl")
   return reference + db_hl
 
 
@@ -121,11 +123,7 @@ def spl_to_hl(freqs_hz, db_spl):
   Raises:
     ParameterError: if a frequency is out of range or a value is not finite.
   """
-  db_spl = _as_float_array(db_spl, "db_spl")
-  if not np.all(np.isfinite(db_spl)):
-    raise ParameterError(f"db_spl: expected finite levels, got {db_spl}")
-  reference = reference_threshold_db_spl(freqs_hz)
-  _check_broadcast(reference, db_spl, "db_spl")
+  reference, db_spl = _reference_and_levels(freqs_hz, db_spl, "db_spl")
   return db_spl - reference
 
 
