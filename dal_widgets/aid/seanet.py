@@ -189,7 +189,8 @@ def _check_inputs(config, x, condition):
   if x.ndim not in (1, 2) or x.shape[-1] < 1:
     raise ParameterError(f"x: expected shape [batch, time] or [time] with time >= 1, "
                          f"got shape {tuple(x.shape)}")
-  if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
+  xp = jnp if isinstance(x, jax.Array) else np  # a jax input is checked where it lives
+  if not isinstance(x, jax.core.Tracer) and not bool(xp.all(xp.isfinite(x))):
     raise ParameterError("x: expected finite samples, got NaN or inf")
   if config.film_dim == 0:
     if condition is not None:

@@ -196,7 +196,8 @@ def _check_nap(nap, params: SaiParams, name: str) -> None:
   if len(shape) != 2 or shape[1] != params.num_channels:
     raise ParameterError(f"{name}: expected shape [n_samp, num_channels={params.num_channels}] "
                          f"(time first), got {tuple(shape)}")
-  if not isinstance(nap, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(nap))):
+  xp = jnp if isinstance(nap, jax.Array) else np  # a jax NAP is checked where it lives
+  if not isinstance(nap, jax.core.Tracer) and not bool(xp.all(xp.isfinite(nap))):
     raise ParameterError(f"{name}: expected finite values, got NaN or inf")
 
 

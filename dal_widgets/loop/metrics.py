@@ -48,7 +48,8 @@ def _check_pair(a, b, names, min_ndim=1):
     raise ParameterError(f"{names[0]}, {names[1]}: expected equal shapes, got {shape_a} and "
                          f"{shape_b}")
   for name, v in zip(names, (a, b)):
-    if not isinstance(v, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(v))):
+    xp = jnp if isinstance(v, jax.Array) else np  # jax arrays are checked where they live
+    if not isinstance(v, jax.core.Tracer) and not bool(xp.all(xp.isfinite(v))):
       raise ParameterError(f"{name}: expected finite values, got NaN or inf")
 
 
