@@ -228,10 +228,38 @@ def init_seanet(rng: jax.Array, config: SeanetConfig, n_samples: int | None = No
   n_samples = config.hop if n_samples is None else n_samples
   if int(n_samples) < 1:
     raise ParameterError(f"n_samples: expected an int >= 1, got {n_samples!r}")
-  x = jnp.zeros((1, int(n_samples)), jnp.float32)
-  condition = jnp.zeros((1, config.film_dim), jnp.float32) if config.film_dim else None
-  shapes = jax.eval_shape(Seanet(config).init, rng, x, condition)["params"]
-  return _lecun_init(rng, shapes)
+  return _lecun_init(rng, param_shapes(config, int(n_samples)))
+
+
+@functools.lru_cache(maxsize=32)
+def param_shapes(config: SeanetConfig, n_samples: int | None = None) -> dict:
+  """The `params` tree a config needs, as jax.ShapeDtypeStructs (no values are computed)."""
+  _check_config(config)
+  x = jax.ShapeDtypeStruct((1, config.hop if n_samples is None else n_samples), jnp.float32)
+  condition = jax.ShapeDtypeStruct((1, config.film_dim), jnp.float32) if config.film_dim else None
+  return jax.eval_shape(Seanet(config).init, jax.random.key(0), x, condition)["params"]
+
+
+def _check_params(params, config):
+  """ParameterError unless `params` has exactly the layers and shapes `config` needs."""
+  name = lambda path: "/".join(str(getattr(p, "key", p)) for p in path)
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  odd = [f"{name(path)} = {type(leaf).__name__}" for path, leaf in leaves
+         if not hasattr(leaf, "shape")]
+  if odd:
+    raise ParameterError(f"params: expected a tree of arrays from init_seanet, got {odd[0]}")
+  got = {name(path): tuple(leaf.shape) for path, leaf in leaves}
+  want = {name(path): leaf.shape
+          for path, leaf in jax.tree_util.tree_flatten_with_path(param_shapes(config))[0]}
+  if got == want:
+    return
+  missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+  wrong = [f"{k} has shape {got[k]}, the config needs {want[k]}"
+           for k in sorted(want.keys() & got.keys()) if got[k] != want[k]]
+  detail = wrong[:1] + [f"missing {k}" for k in missing[:1]] + [f"unknown {k}" for k in extra[:1]]
+  raise ParameterError(f"params: made for another SeanetConfig than {config} "
+                       f"({len(wrong)} shapes differ, {len(missing)} layers missing, "
+                       f"{len(extra)} unknown; e.g. {'; '.join(detail)})")
 
 
 def _starts_at_zero(path) -> bool:
@@ -277,9 +305,10 @@ def apply_seanet(params: dict, config: SeanetConfig, x: jnp.ndarray,
     Aided waveform, same shape as x.
 
   Raises:
-    ParameterError: if shapes do not match the config.
+    ParameterError: if the params, x or condition do not match the config.
   """
   _check_config(config)
+  _check_params(params, config)
   x = jnp.asarray(x, jnp.float32)
   _check_inputs(config, x, condition)
   if config.film_dim == 0:

@@ -27,6 +27,11 @@ SINE_PEAK_TO_RMS = float(np.sqrt(2.0))  # peak / rms of a pure sine
 # 20 log10(101325 / sqrt(2) / 20e-6 Pa) ~= 191 dB SPL rms (194 dB for the peak). Levels above it
 # are typing errors, not sounds.
 MAX_LEVEL_DB_SPL = 194.0
+# The quietest level taken: a digital rms of 1e-10, 100 dB below the threshold of hearing (about
+# 0 dB SPL at 1-4 kHz, ISO 389-7) and a millionth of the amplitude CARFAC treats as threshold
+# (1e-4, module docstring). Lower levels are typing errors (-1000 would give a silent float32
+# signal); float32 stays normal far below this (smallest normal 1.2e-38).
+MIN_LEVEL_DB_SPL = -100.0
 
 
 def _xp(x):
@@ -55,14 +60,15 @@ def db_spl_to_rms(level_db_spl):
     Digital rms amplitude, same shape as the input (1.0 at 100 dB SPL).
 
   Raises:
-    ParameterError: a (concrete) level that is not a finite number <= MAX_LEVEL_DB_SPL.
+    ParameterError: a (concrete) level that is not a finite number in [MIN_LEVEL_DB_SPL,
+      MAX_LEVEL_DB_SPL].
   """
   if not _is_traced(level_db_spl):
     values = np.asarray(level_db_spl)
     if values.dtype.kind not in "iuf" or not np.all(np.isfinite(values)) \
-        or np.any(values > MAX_LEVEL_DB_SPL):
-      raise ParameterError(f"level_db_spl: expected finite levels <= {MAX_LEVEL_DB_SPL:g} dB SPL, "
-                           f"got {level_db_spl!r}")
+        or np.any(values > MAX_LEVEL_DB_SPL) or np.any(values < MIN_LEVEL_DB_SPL):
+      raise ParameterError(f"level_db_spl: expected finite levels from {MIN_LEVEL_DB_SPL:g} to "
+                           f"{MAX_LEVEL_DB_SPL:g} dB SPL, got {level_db_spl!r}")
   xp = _xp(level_db_spl)
   out = 10.0 ** ((xp.asarray(level_db_spl) - FULL_SCALE_RMS_DB_SPL) / 20.0)
   return _scalar_back(level_db_spl, out)
@@ -118,7 +124,7 @@ def set_level(x, level_db_spl):
     The scaled signal, same shape and dtype kind as `x`.
 
   Raises:
-    ParameterError: a level that is not finite or above MAX_LEVEL_DB_SPL.
+    ParameterError: a level that is not finite or outside [MIN_LEVEL_DB_SPL, MAX_LEVEL_DB_SPL].
     AudioError: if `x` is digitally silent (rms 0) or not finite, so no scale can reach the level.
   """
   xp = _xp(x)

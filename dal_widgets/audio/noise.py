@@ -110,6 +110,9 @@ def speech_shaped_noise(n, sr, rng, *, reference=None, level_db_spl=DEFAULT_LEVE
     ref_freqs_hz, ref_power = scipy.signal.welch(reference, fs=sr, nperseg=nperseg)
     power = np.interp(freqs_hz, ref_freqs_hz, ref_power)
   power[0] = 0.0  # no DC
+  if reference is not None and not np.any(power > 0):
+    raise AudioError(f"reference: no power above 0 Hz in {reference.size} samples (too short or "
+                     "constant), so there is no spectrum to shape the noise like")
   shaped = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * np.sqrt(power), n)
   return calibration.set_level(shaped, level_db_spl).astype(np.float32)
 

@@ -196,6 +196,20 @@ def test_errors_name_the_argument():
     condition_from_audiogram({"freqs_hz": (1000,), "thresholds_db_hl": (20,)})
 
 
+@pytest.mark.parametrize("other", [SeanetConfig(8, (2, 3)), SeanetConfig(4, (2, 3, 2)),
+                                   SeanetConfig(4, (2, 3), film_dim=3)],
+                         ids=["wider", "deeper", "with film"])
+def test_params_of_another_config_are_refused_by_name(other):
+  x = np.zeros((1, 36), np.float32)
+  params = init_seanet(jax.random.PRNGKey(0), other)
+  with pytest.raises(ParameterError, match="params: made for another SeanetConfig"):
+    apply_seanet(params, TINY, x)
+  with pytest.raises(ParameterError, match="params: made for another SeanetConfig"):
+    jax.jit(apply_seanet, static_argnums=1)(params, TINY, x)  # shapes are known when traced
+  with pytest.raises(ParameterError, match="params: expected a tree of arrays"):
+    apply_seanet([object()], TINY, x)
+
+
 def test_init_kernels_are_lecun_normal_and_biases_zero():
   params = init_seanet(jax.random.PRNGKey(0), SEANET_SIZES["paper"])
   kernel = np.asarray(params["bottleneck"]["kernel"])  # shape [7, 512, 512]

@@ -69,9 +69,9 @@ def test_set_level_of_silence_raises():
     calibration.set_level(np.array([1.0, np.nan]), 65.0)
 
 
-@pytest.mark.parametrize("level", [float("nan"), float("inf"), 1000.0, "65"])
+@pytest.mark.parametrize("level", [float("nan"), float("inf"), 1000.0, -1000.0, -100.5, "65"])
 def test_levels_that_are_not_sounds_raise(level):
-  with pytest.raises(ParameterError, match="level_db_spl: expected finite levels <= 194"):
+  with pytest.raises(ParameterError, match="level_db_spl: expected finite levels from -100 to 194"):
     calibration.db_spl_to_rms(level)
   with pytest.raises(ParameterError, match="level_db_spl"):
     calibration.set_level(np.ones(10), level)
@@ -82,3 +82,9 @@ def test_levels_that_are_not_sounds_raise(level):
 def test_negative_rms_raises():
   with pytest.raises(ParameterError, match="rms_value"):
     calibration.rms_to_db_spl(-0.1)
+
+
+def test_the_level_limits_themselves_are_sounds():
+  quiet = calibration.set_level(np.ones(10, np.float32), calibration.MIN_LEVEL_DB_SPL)
+  assert quiet.dtype == np.float32 and np.all(quiet > 0)  # normal float32, not flushed to zero
+  assert calibration.db_spl_to_rms(calibration.MAX_LEVEL_DB_SPL) == pytest.approx(10 ** 4.7)

@@ -144,3 +144,9 @@ def test_speech_shaped_noise_copies_a_reference_spectrum():
     assert relative_x == pytest.approx(relative_ref, abs=SPECTRUM_TOL_DB)
   with pytest.raises(AudioError, match="reference"):
     noise.speech_shaped_noise(100, SR, rng, reference=np.zeros(50))
+
+
+@pytest.mark.parametrize("reference", [np.array([0.3]), np.full(400, 0.2)], ids=["1 sample", "dc"])
+def test_speech_shaped_noise_refuses_a_reference_without_a_spectrum(reference):
+  with pytest.raises(AudioError, match="reference: no power above 0 Hz"):
+    noise.speech_shaped_noise(1000, SR, np.random.default_rng(0), reference=reference)
