@@ -10,6 +10,8 @@ outputs). Paste the printed table into bench/RESULTS.md.
 import argparse
 import os
 import sys
+import tempfile
+import time
 from functools import partial
 
 import dal_widgets  # noqa: F401  first: one CPU device per core (dal_widgets/cpu_cores.py)
@@ -82,6 +84,27 @@ def main():
     c, r = time_call(grad_b, xb, n_runs=max(5, args.n_runs // 4))
     print(row(f"grad batch {args.batch}", n, seconds * args.batch, c, r, f"{compiled_mb(gb, xb):.0f} MB"),
           flush=True)
+  if native:
+    print(f"\nOne-time build of the CPU kernel (both precisions, cached per machine): "
+          f"{kernel_build_s():.1f} s")
+
+
+def kernel_build_s() -> float:
+  """Seconds to build the native kernel from scratch (into a temporary cache)."""
+  old = os.environ.get("DAL_NATIVE_CACHE")
+  with tempfile.TemporaryDirectory() as tmp:
+    os.environ["DAL_NATIVE_CACHE"] = tmp
+    cf.native_lib.library.cache_clear()
+    try:
+      t0 = time.perf_counter()
+      cf.native_lib.library()
+      return time.perf_counter() - t0
+    finally:
+      if old is None:
+        del os.environ["DAL_NATIVE_CACHE"]
+      else:
+        os.environ["DAL_NATIVE_CACHE"] = old
+      cf.native_lib.library.cache_clear()
 
 
 if __name__ == "__main__":

@@ -165,6 +165,29 @@ def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
     native.library.cache_clear()
 
 
+@pytest.mark.parametrize("refuses", ["-march=native", "-c"], ids=["no -march", "broken"])
+def test_a_compiler_that_fails_is_reported_or_worked_around(tmp_path, monkeypatch, caplog,
+                                                             refuses):
+  """Both precisions compile at once; a compiler that rejects -march=native gets a plain build,
+  and one that fails outright leaves the JAX loop with a warning that quotes its error."""
+  cc = tmp_path / "cc"
+  cc.write_text(f'#!/bin/sh\ncase " $* " in *" {refuses} "*) echo "cc: refused {refuses}" >&2; '
+                'exit 1;; esac\nexec gcc "$@"\n')
+  cc.chmod(0o755)
+  monkeypatch.setenv("DAL_NATIVE_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("CC", str(cc))
+  native.library.cache_clear()
+  try:
+    with caplog.at_level(logging.WARNING):
+      built = native.library() is not None
+    assert built == (refuses == "-march=native")
+    if not built:
+      assert f"cc: refused {refuses}" in caplog.text
+  finally:
+    monkeypatch.undo()
+    native.library.cache_clear()
+
+
 @pytest.mark.parametrize("env,value", [("DAL_NATIVE", "0"), ("CC", "/no/such/compiler")])
 def test_without_the_kernel_run_falls_back_to_jax(tmp_path, monkeypatch, caplog, env, value):
   monkeypatch.setenv("DAL_NATIVE_CACHE", str(tmp_path))  # an empty cache: CC must build
