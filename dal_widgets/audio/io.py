@@ -118,15 +118,16 @@ def _decode(source, label, *, sr, mono, max_seconds):
   try:
     info = sf.info(source)
     if info.frames / info.samplerate > max_seconds:
-      raise AudioError(f"{label}: too long, {info.frames / info.samplerate:.1f} s > "
-                       f"max_seconds={max_seconds}")
+      raise AudioError(f"{label}: too long, {info.frames / info.samplerate:.2f} s > "
+                       f"max_seconds={max_seconds:g}")
     if hasattr(source, "seek"):
       source.seek(0)
     x, file_sr = sf.read(source, dtype="float32", always_2d=True)
   except AudioError:
     raise
   except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as e:
-    raise AudioError(f"{label}: cannot read audio: {e}") from e
+    why = str(e).replace(repr(source), "the data")  # not "<_io.BytesIO object at 0x...>"
+    raise AudioError(f"{label}: cannot read audio: {why}") from e
   if mono:
     x = x.mean(axis=1)  # average the channels
   if sr is None and not MIN_SR <= file_sr <= MAX_SR:
@@ -162,12 +163,13 @@ def load(path, *, sr=None, mono=True, max_seconds=MAX_SECONDS):
   return _decode(str(path), str(path), sr=sr, mono=mono, max_seconds=max_seconds)
 
 
-def from_bytes(data, *, sr=None, mono=True, max_seconds=MAX_SECONDS):
+def from_bytes(data, *, sr=None, mono=True, max_seconds=MAX_SECONDS, name=None):
   """Decodes an encoded sound held in memory (e.g. a browser upload).
 
   Args:
     data: The encoded file contents (bytes).
     sr, mono, max_seconds: As for `load`.
+    name: What errors call the data (e.g. the uploaded file's name); default its size.
 
   Returns:
     (x, sr): float32 audio and its sample rate in Hz.
@@ -179,7 +181,7 @@ def from_bytes(data, *, sr=None, mono=True, max_seconds=MAX_SECONDS):
     raise ParameterError(f"data: expected bytes, got {type(data).__name__}")
   if len(data) == 0:
     raise AudioError("data: cannot read audio: no bytes")
-  label = f"uploaded audio ({len(data)} bytes)"
+  label = str(name) if name else f"uploaded audio ({len(data)} bytes)"
   return _decode(_io.BytesIO(bytes(data)), label, sr=sr, mono=mono, max_seconds=max_seconds)
 
 

@@ -7,11 +7,13 @@ one compiled CARFAC / SAI / SEANet (CARFAC and the SAI are causal, so padding at
 change what comes before it, and the padding is cropped off again).
 """
 import functools
+import io
 import math
 import warnings
 
 import jax
 import numpy as np
+import soundfile as sf
 
 from dal_widgets import audio
 from dal_widgets.aid.wdrc import master_hearing_aid
@@ -54,18 +56,16 @@ def load_clip(name: str, sr: int = SR) -> np.ndarray:
   return audio.load_clip(name, sr=sr)[0]
 
 
-def decode(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
-  """Decodes an uploaded sound file (audio.from_bytes): (mono float32 [n_samp], its rate in Hz).
+def decode(data: bytes, *, max_seconds: float, sr: int = SR, name: str | None = None):
+  """Decodes an uploaded sound file at any rate (audio.from_bytes) and resamples it to `sr` Hz:
+  (mono float32 [n_samp], the file's own rate in Hz). `name` names the file in errors.
 
   Raises:
-    AudioError, ParameterError: unreadable, empty, too long or at an unusable rate.
+    AudioError, ParameterError: unreadable, empty or too long.
   """
-  return audio.from_bytes(bytes(data), max_seconds=max_seconds)
-
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-  """x resampled from sr_in to sr_out Hz (audio.resample), float32."""
-  return np.asarray(audio.resample(x, sr_in, sr_out), np.float32)
+  data = bytes(data)
+  x, _ = audio.from_bytes(data, sr=sr, max_seconds=max_seconds, name=name)  # checks everything
+  return x, int(sf.info(io.BytesIO(data)).samplerate)  # readable: from_bytes has just read it
 
 
 def noise(kind: str, n: int, sr: int, *, talkers=(), seed: int = 0) -> np.ndarray:

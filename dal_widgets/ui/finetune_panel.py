@@ -165,6 +165,8 @@ class FineTunePanel(widgets.VBox):
     super().__init__([widgets.HBox([settings, run, self.curve],
                                    layout=widgets.Layout(align_items="flex-start"))], **kwargs)
     self.observe(self._on_model_changed, "model")
+    self.observe(self._on_ear_changed, "ear")
+    self._on_ear_changed(None)
 
   def config(self) -> TrainConfig:
     """The TrainConfig of the current settings for the current listener.
@@ -173,7 +175,8 @@ class FineTunePanel(widgets.VBox):
       ParameterError: no listener (`ear` unset) or both loss weights 0.
     """
     if self.ear is None:
-      raise ParameterError("ear: expected the listener's fitted ear before a fine-tune, got None")
+      raise ParameterError("ear: no listener to fine-tune for yet (set the fitted ear; in the "
+                           "workbench, wait until the new audiogram is fitted)")
     if self.w_nap.value == 0 and self.w_sai.value == 0:
       raise ParameterError("w_nap, w_sai: expected at least one loss weight above 0, got both 0")
     base = self.base_config
@@ -248,7 +251,7 @@ class FineTunePanel(widgets.VBox):
                  error=True)
     finally:
       with self.hold_sync():
-        self.start_button.disabled, self.cancel_button.disabled = False, True
+        self.start_button.disabled, self.cancel_button.disabled = self.ear is None, True
       self.running = False
       self._kernel_lock.release()
 
@@ -300,3 +303,10 @@ class FineTunePanel(widgets.VBox):
 
   def _on_model_changed(self, change):
     self.model_text.value = self._model_html()
+
+  def _on_ear_changed(self, change):
+    """Start waits for a listener (e.g. while a workbench fits a new audiogram)."""
+    waiting = self.ear is None
+    self.start_button.tooltip = "waiting for the listener's fit" if waiting else ""
+    if not self.running:
+      self.start_button.disabled = waiting

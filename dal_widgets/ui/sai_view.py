@@ -111,6 +111,13 @@ class SAIView(HasTraits):
     else:
       self._show(self.frame)
 
+  def clear(self) -> None:
+    """Shows no image (e.g. when there is nothing to show for the chosen source)."""
+    self._frames = np.zeros((0, len(self.cf_hz), self.lag_ms.size), np.float32)
+    self.source.data = dict(image=[], x=[], y=[], dw=[], dh=[])
+    with self.play.hold_sync(), self.slider.hold_sync():
+      self.play.disabled = self.slider.disabled = True
+
   def _show(self, frame: int) -> None:
     if frame < len(self._frames):
       x0 = self.lag_ms[0] - self._lag_step_ms / 2

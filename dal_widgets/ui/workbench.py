@@ -44,6 +44,10 @@ QUIET_SNR_DB = 100.0  # evaluation label of a clip without noise (the table show
 MIN_SOUND_S = 0.1  # shorter sounds make no SAI frame (25 ms hop) worth showing
 UPLOAD_MAX_BYTES = 4_000_000  # default upload limit: 10 s of 48 kHz stereo 16-bit WAV is 1.9 MB
 UPLOAD_MAX_S = 10.0  # default longest upload, s (CARFAC runs ~20x real time on 2 CPU cores)
+# Quietest upload taken, dB re digital full scale (rms 1), DC removed: 16-bit silence is about
+# -101 dB FS and a quiet room through a typical sound card about -70 dB FS; quieter files would be
+# raised by 100 dB or more to reach 65 dB SPL, so noise and rounding would be what is heard.
+MIN_UPLOAD_DBFS = -70.0
 SECTION_CSS = "margin:14px 0 4px 0;padding-bottom:2px;border-bottom:2px solid #1f77b4;color:#1f3b5b"
 
 
@@ -73,6 +77,14 @@ class Sound:
   noise_kind: str
   snr_db: float
   key: int
+
+
+def _other_listener(model, audiogram) -> str | None:
+  """'trained for N3' when `model` (a TrainedAid) was trained for another audiogram, else None."""
+  trained_for = getattr(model, "audiogram", None)
+  if trained_for is None or trained_for == audiogram:
+    return None
+  return f"trained for {trained_for.name or 'another audiogram'}"
 
 
 class SoundPicker(widgets.VBox):
@@ -133,25 +145,31 @@ class SoundPicker(widgets.VBox):
         raise AudioError(f"{filename}: expected a WAV file (RIFF/WAVE header), got something else")
       with warnings.catch_warnings():  # soft problems (silence, peaks) are handled right here
         warnings.simplefilter("ignore")
-        x, file_sr = self.compute.decode(data, max_seconds=self.upload_max_s)
-      note = ""
-      if file_sr != self.sr:
-        x = self.compute.resample(x, file_sr, self.sr)
-        note = f", resampled from {file_sr / 1000:g} kHz"
+        x, file_sr = self.compute.decode(data, max_seconds=self.upload_max_s, sr=self.sr,
+                                         name=filename)
+      note = f", resampled from {file_sr / 1000:g} kHz" if file_sr != self.sr else ""
       if x.shape[0] < MIN_SOUND_S * self.sr:
         raise AudioError(f"{filename}: {x.shape[0] / self.sr:.2f} s is too short; expected at "
                          f"least {MIN_SOUND_S} s")
       if not np.any(x):
         raise AudioError(f"{filename}: the file is digital silence")
+      level_dbfs = 20 * math.log10(max(float(np.std(x)), 1e-30))  # rms without its DC offset
+      if level_dbfs < MIN_UPLOAD_DBFS:
+        raise AudioError(f"{filename}: the recording is too quiet ({level_dbfs:.0f} dB FS rms "
+                         f"without DC; expected at least {MIN_UPLOAD_DBFS:.0f} dB FS): setting it "
+                         "to 65 dB SPL would mostly amplify noise or rounding")
     except (DalError, ValueError) as err:
       self._show(f"Could not use the upload: {err}", error=True)
       return False
     label = f"\u2b06 {filename}"
     self._upload = (label, np.asarray(x, np.float32))
     options = [o for o in self.clip.options if not o[0].startswith("\u2b06")] + [(label, label)]
+    again = self.clip.value == label  # a new file of the same name: no value change to emit
     with self.hold_trait_notifications():
       self.clip.options = options
       self.clip.value = label  # emits through _on_setting_changed
+    if again:
+      self._refresh()
     self._show(f"Loaded {filename}: {x.shape[0] / self.sr:.2f} s{note}.")
     return True
 
@@ -375,14 +393,22 @@ class Workbench(widgets.VBox):
     return ear, False
 
   def _pipeline(self, generation):
-    st, c, sr = self.state, self.compute, self.sr
-    sound, audiogram, model = st.sound, st.audiogram, st.model
+    sound, audiogram, model = self.state.sound, self.state.audiogram, self.state.model
     if sound is None or audiogram is None:
       return
-    used = set()
-    memo = lambda key, fn: self._memoised(used, key, fn)
     ear, refined = self._current_ear(audiogram)
     self._show_fit(refined)
+    try:
+      self._stages(generation, sound, audiogram, model, ear, refined)
+    finally:  # the refined fit is wanted even when a later stage fails
+      if self._refiner is not None and not refined and not self._stale(generation):
+        self._refiner.request(audiogram)
+
+  def _stages(self, generation, sound, audiogram, model, ear, refined):
+    """The stages of `_pipeline` for a fitted `ear`, most urgent first."""
+    c, sr = self.compute, self.sr
+    used = set()
+    memo = lambda key, fn: self._memoised(used, key, fn)
     ear_key = (audiogram, refined)
     self.busy.message = "NAPs\u2026"
     keys = {NORMAL: ("nap", sound.key), UNAIDED: ("nap", sound.key, UNAIDED, ear_key)}
@@ -402,6 +428,9 @@ class Workbench(widgets.VBox):
       if label in outputs:
         keys[label] = ("nap", out_keys[label], ear_key)
         naps[label] = memo(keys[label], lambda: c.nap(outputs[label], sr, ear))
+    other = _other_listener(model, audiogram) if DAL in outputs else None
+    if DAL in self.aids:
+      self.cochleagram.figures[DAL].title.text = PANEL_TITLES[DAL] + (f" ({other})" if other else "")
     self._draw(sound, naps, complete=True)
     if self._stale(generation):
       return
@@ -418,18 +447,25 @@ class Workbench(widgets.VBox):
                              **{name: (y, sr) for name, y in heard.items()}})
     if DAL in self.aids and DAL not in outputs:
       self.player.warnings[HEARD[DAL]].value = '<span style="color:#999">(fine-tune first)</span>'
+    elif other:
+      self.player.warnings[HEARD[DAL]].value += f'<span style="color:#b26a00"> {other}</span>'
     if self.metrics is not None and not self._stale(generation):
       self.busy.message = "metrics\u2026"
       self.metrics.show_message("computing the metrics\u2026")
       snr_db = sound.snr_db if math.isfinite(sound.snr_db) else QUIET_SNR_DB
-      table = memo(("metrics", keys[UNAIDED], tuple(keys.get(a) for a in self.aids)),
-                   lambda: c.evaluation(sound.noisy, sound.clean, snr_db, sr, ear, outputs))
-      self.metrics.render(table)
+      try:
+        table = memo(("metrics", keys[UNAIDED], tuple(keys.get(a) for a in self.aids)),
+                     lambda: c.evaluation(sound.noisy, sound.clean, snr_db, sr, ear, outputs))
+      except (DalError, ValueError) as err:
+        self.metrics.html.value = ""  # the last table was of another sound or listener
+        self.metrics.show_message(f"no metrics for this sound: {err}", error=True)
+      else:
+        self.metrics.render(table)
+        if other:
+          self.metrics.show_message(f"The DAL row is an aid {other}; fine-tune it for this one.")
     with self._lock:
       if not self._stale(generation):
         self._memo = {k: v for k, v in self._memo.items() if k in used}
-    if self._refiner is not None and not refined and not self._stale(generation):
-      self._refiner.request(audiogram)
 
   def _draw(self, sound, naps, complete=False):
     """Shows NAPs; panels not recomputed yet keep their previous image of the same sound."""
@@ -454,6 +490,8 @@ class Workbench(widgets.VBox):
   def _draw_sai(self, naps, keys, memo, sound_key):
     label = self.sai_source.value
     if label not in naps:
+      self.sai_view.clear()  # not the image of another panel under this title
+      self._sai_key = None
       self.sai_view.figure.title.text = f"SAI \u00b7 {label}: fine-tune first"
       return
     params = self.compute.sai_params(self.sr, naps[label].shape[1])
@@ -501,6 +539,10 @@ class Workbench(widgets.VBox):
     self.state.sound = change["new"]
 
   def _on_editor_audiogram_changed(self, change):
+    with self._lock:  # until the new listener is fitted there is no ear to fine-tune for
+      if getattr(self.state.ear, "audiogram", None) != change["new"]:
+        with self.state.hold_trait_notifications():
+          self.state.ear, self.state.ear_refined = None, False
     self.state.audiogram = change["new"]
 
   def _on_finetune_model_changed(self, change):

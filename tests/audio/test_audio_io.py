@@ -187,3 +187,8 @@ def test_from_bytes_errors():
     io.from_bytes(b"")
   with pytest.raises(ParameterError, match="expected bytes"):
     io.from_bytes("a string")
+  with pytest.raises(AudioError, match="^me.wav: cannot read audio: Error opening the data: "):
+    io.from_bytes(b"RIFF0000WAVEjunk", name="me.wav")  # no "<_io.BytesIO object at 0x...>"
+  long = io.to_wav_bytes(np.full(16160, 0.1, np.float32), 16000)
+  with pytest.raises(AudioError, match=r"me.wav: too long, 1.01 s > max_seconds=1$"):
+    io.from_bytes(long, max_seconds=1.0, name="me.wav")

@@ -213,4 +213,7 @@ def test_hearing_aid_lab_fine_tune_progresses_and_cancels_and_views_answer(voila
   page.get_by_text("Could not load bad.json", exact=False).wait_for(timeout=UPDATE_TIMEOUT_MS)
   _upload(page, ".dal-sound-picker", "notes.txt", "text/plain", b"not a sound")
   page.get_by_text("expected a WAV file", exact=False).wait_for(timeout=UPDATE_TIMEOUT_MS)
+  huge = b"RIFF\x00\x00\x00\x00WAVE" + bytes(12 * 2 ** 20)  # over tornado's default 10 MiB
+  _upload(page, ".dal-sound-picker", "huge.wav", "audio/wav", huge)
+  page.get_by_text("over the upload limit", exact=False).wait_for(timeout=UPDATE_TIMEOUT_MS)
   _assert_no_errors(page)

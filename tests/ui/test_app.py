@@ -139,4 +139,8 @@ def test_voila_config_hides_code_and_tracebacks_and_culls_idle_kernels():
   assert config["VoilaConfiguration"]["show_tracebacks"] is False
   culling = config["MappingKernelManager"]
   assert culling["cull_idle_timeout"] > 0 and culling["cull_interval"] > 0
+  assert culling["cull_connected"] is False  # an open page keeps its kernel (and its fine-tune)
+  # an upload far over the app's limit still reaches the kernel, which refuses it with a reason
+  # (tornado closes the connection on messages over its default 10 MiB)
+  assert config["Voila"]["tornado_settings"]["websocket_max_message_size"] >= 50 * 2 ** 20
   assert 0 < config["VoilaExecutor"]["timeout"] <= 120  # make_app returns fast; heavy work is async

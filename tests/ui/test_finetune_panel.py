@@ -159,8 +159,10 @@ def test_progress_updates_are_throttled_to_the_ui_rate():
 
 def test_missing_listener_or_zero_weights_refuse_to_start_with_a_reason():
   panel = FineTunePanel(train_fn=FakeTrain(), base_config=BASE)
-  assert not panel.start() and "ear: expected the listener" in panel.status.value
+  assert panel.start_button.disabled  # nothing to train for yet
+  assert not panel.start() and "ear: no listener to fine-tune for yet" in panel.status.value
   panel.ear = EAR
+  assert not panel.start_button.disabled
   panel.w_nap.value = panel.w_sai.value = 0.0
   assert not panel.start() and "at least one loss weight" in panel.status.value
   assert not panel.running

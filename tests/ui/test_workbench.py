@@ -6,6 +6,7 @@ threshold change shows in exactly the NAP channels near its frequency (also used
 import collections
 import io
 import math
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -35,7 +36,6 @@ class FakeCompute:
   sai_params = staticmethod(real_compute.sai_params)  # plain Python design, no compilation
   sai_lags_ms = staticmethod(real_compute.sai_lags_ms)
   decode = staticmethod(real_compute.decode)  # soundfile; fast
-  resample = staticmethod(real_compute.resample)
 
   def __init__(self):
     self.calls = collections.Counter()
@@ -198,6 +198,48 @@ def test_the_finetune_panel_trains_for_the_current_listener():
   assert bench.finetune.config().audiogram.name == "N3"
 
 
+def test_no_fine_tune_for_a_listener_whose_fit_is_not_ready():
+  bench, compute = _bench(preset="N3")
+  assert not bench.finetune.start_button.disabled
+  gate = threading.Event()
+  fit = compute.fit_ear
+  compute.fit_ear = lambda *a, **k: (gate.wait(WAIT_S), fit(*a, **k))[1]  # a slow fit
+  bench.editor.apply_preset("S2")
+  # the previous listener's ear is gone at once, before the background fit of S2 ends
+  assert bench.finetune.ear is None and bench.finetune.start_button.disabled
+  assert not bench.finetune.start()
+  assert "ear: no listener to fine-tune for yet" in bench.finetune.status.value
+  gate.set()
+  assert bench.wait(WAIT_S)
+  assert bench.finetune.ear.audiogram.name == "S2" and not bench.finetune.start_button.disabled
+  assert bench.finetune.config().audiogram.name == "S2"
+
+
+def test_an_aid_trained_for_another_listener_is_labelled_so():
+  bench, _ = _bench(preset="N3")
+  bench.finetune.steps.value = 2
+  assert bench.finetune.start() and bench.finetune.wait(WAIT_S) and bench.wait(WAIT_S)
+  title = lambda: bench.cochleagram.figures[DAL].title.text
+  assert "trained for" not in title() and "trained for" not in bench.metrics.message.value
+  bench.editor.apply_preset("S2")
+  assert bench.wait(WAIT_S)
+  assert title().endswith("(trained for N3)")
+  assert "trained for N3" in bench.player.warnings[HEARD[DAL]].value
+  assert "The DAL row is an aid trained for N3" in bench.metrics.message.value
+
+
+def test_failing_metrics_clear_the_table_and_the_fit_is_still_refined():
+  bench, compute = _bench()
+  assert "<table>" in bench.metrics.html.value
+  compute.evaluation = lambda *a, **k: (_ for _ in ()).throw(ParameterError("reference: constant"))
+  refined = compute.calls["fit_refined"]
+  bench.editor.sliders[0].value = 30.0
+  assert bench.wait(WAIT_S)
+  assert bench.metrics.html.value == ""
+  assert "no metrics for this sound: reference: constant" in bench.metrics.message.value
+  assert compute.calls["fit_refined"] == refined + 1 and bench.state.ear_refined
+
+
 def test_snr_and_noise_kind_change_the_noisy_sound_only():
   bench, _ = _bench()
   clean, noisy = bench.state.sound.clean, bench.state.sound.noisy
@@ -223,12 +265,37 @@ def test_a_wav_upload_is_resampled_and_becomes_the_sound():
   assert bench.cochleagram.sources[NORMAL].data["dw"] == [pytest.approx(1.0, abs=0.01)]
 
 
+@pytest.mark.parametrize("file_sr", [96000, 7000])
+def test_uploads_at_any_rate_are_resampled(file_sr):
+  bench, _ = _bench()
+  t = np.arange(file_sr // 2) / file_sr
+  assert bench.sound_picker.load_upload(_wav(0.1 * np.sin(2 * np.pi * 300 * t), file_sr), "hi.wav")
+  assert len(bench.state.sound.clean) == FakeCompute.SR // 2
+  assert f"resampled from {file_sr / 1000:g} kHz" in bench.sound_picker.message.value
+  assert bench.wait(WAIT_S)
+
+
+def test_a_new_file_of_the_same_name_replaces_the_sound():
+  bench, _ = _bench()
+  t = np.arange(16000) / 16000
+  assert bench.sound_picker.load_upload(_wav(0.1 * np.sin(2 * np.pi * 300 * t), 16000), "me.wav")
+  first = bench.state.sound
+  assert bench.sound_picker.load_upload(_wav(0.1 * np.sin(2 * np.pi * 300 * t[:8000]), 16000),
+                                        "me.wav")
+  assert bench.state.sound is not first and len(bench.state.sound.clean) == 8000
+  assert bench.wait(WAIT_S)
+  assert bench.cochleagram.sources[NORMAL].data["dw"] == [pytest.approx(0.5, abs=0.01)]
+
+
 @pytest.mark.parametrize("data, name, reason", [
     (b"RIFF\x00\x00\x00\x00WAVE" + bytes(100), "big.wav", "over the upload limit"),
     (b"ID3\x03 not a wav at all", "song.mp3", "expected a WAV file"),
-    (b"RIFF\x24\x00\x00\x00WAVEfmt broken", "broken.wav", "cannot read audio"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt broken", "broken.wav", "broken.wav: cannot read audio: "
+                                                             "Error opening the data"),
     (_wav(np.zeros(16000, np.float32), 16000), "silent.wav", "digital silence"),
     (_wav(np.full(100, 0.1, np.float32), 16000), "click.wav", "too short"),
+    (_wav(np.full(16000, 0.3, np.float32), 16000), "dc.wav", "too quiet"),  # a constant
+    (_wav(np.r_[np.zeros(15999), 1.0 / 32768].astype(np.float32), 16000), "lsb.wav", "too quiet"),
 ])
 def test_bad_uploads_are_refused_with_a_reason_and_keep_the_sound(data, name, reason):
   compute = FakeCompute()
@@ -262,6 +329,18 @@ def test_sai_follows_the_chosen_panel_and_the_nap_cursor():
   bench.cochleagram.cursor_s = 0.1
   assert bench.sai_view.frame == round(0.1 / bench.sai_view.hop_s)
   assert bench.sai_view.play.value == bench.sai_view.frame  # a re-sent page state agrees
+
+
+def test_sai_of_the_dal_panel_without_an_aid_shows_nothing():
+  bench, _ = _bench()
+  assert bench.state.model is None and bench.sai_view.source.data["image"]
+  bench.sai_source.value = DAL
+  assert bench.wait(WAIT_S)
+  assert bench.sai_view.source.data["image"] == [] and bench.sai_view.play.disabled
+  assert bench.sai_view.figure.title.text.endswith("fine-tune first")
+  bench.sai_source.value = NORMAL
+  assert bench.wait(WAIT_S)
+  assert len(bench.sai_view.source.data["image"]) == 1 and "normal ear" in bench.sai_view.figure.title.text
 
 
 def test_explorer_configuration_has_only_the_listener_parts():
