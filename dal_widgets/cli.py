@@ -2,7 +2,7 @@
 
     dal fit-audiogram --preset N3 --out ear.json     fit an impaired CARFAC to an audiogram
     dal train --config widget --steps 40             train (or resume) a DAL hearing aid
-    dal enhance in.wav out.wav --checkpoint DIR      run a trained hearing aid on a sound file
+    dal enhance in.wav out.wav --checkpoint PATH     run a trained hearing aid on a sound file
     dal evaluate --snr 0 5 --out results.md          compare unprocessed, NAL-R+WDRC and DAL
     dal cochleagram in.wav --out nap.npz             NAP of a sound through a (impaired) cochlea
 
@@ -125,10 +125,10 @@ def _status(message):
 
 
 def _checkpoint_dir(args):
-  """--checkpoint, else the bundled pretrained checkpoint, else a UsageError."""
+  """--checkpoint (a folder or a file), else the bundled pretrained checkpoint, else a
+  UsageError."""
   if args.checkpoint is not None:
-    if not args.checkpoint.is_dir():
-      raise UsageError(f"--checkpoint: no such folder {str(args.checkpoint)!r}")
+    _check_checkpoint(args.checkpoint)
     return args.checkpoint
   bundled = _bundled_checkpoint()
   if bundled is None:
@@ -148,9 +148,16 @@ def _bundled_checkpoint():
   return None
 
 
+def _check_checkpoint(path):
+  if not path.exists():
+    raise UsageError(f"--checkpoint: no such folder or file {str(path)!r}")
+
+
 def _restore(checkpoint_dir):
-  """(params, TrainConfig, step) of the latest checkpoint in `checkpoint_dir`."""
+  """(params, TrainConfig, step) of a checkpoint file, or of the latest checkpoint in a folder."""
   from dal_widgets.loop import checkpoint
+  if Path(checkpoint_dir).is_file():  # e.g. an aid downloaded from the fine-tune panel
+    return checkpoint.restore_params(checkpoint_dir)
   found = checkpoint.latest(checkpoint_dir)
   if found is None:
     raise UsageError(f"--checkpoint: no checkpoint in {str(checkpoint_dir)!r}; train with "
@@ -303,8 +310,7 @@ def cmd_evaluate(args):
   checkpoint_dir = args.checkpoint if args.checkpoint is not None else _bundled_checkpoint()
   cfg = params = None
   if checkpoint_dir is not None:
-    if not Path(checkpoint_dir).is_dir():
-      raise UsageError(f"--checkpoint: no such folder {str(checkpoint_dir)!r}")
+    _check_checkpoint(Path(checkpoint_dir))
     params, cfg = _restore(checkpoint_dir)[:2]
   sr = cfg.data.sr if cfg is not None else DEFAULT_SR
   style = cfg.style if cfg is not None else "v3"
@@ -412,8 +418,9 @@ def build_parser():
                                  "are absolute: digital rms 1.0 = 100 dB SPL.")
   p.add_argument("input", type=Path, help="input sound file (wav, flac, ogg)")
   p.add_argument("output", type=Path, help="output sound file (.wav, .flac or .ogg)")
-  p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
-                 help="training folder (default: the bundled pretrained model, if any)")
+  p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+                 help="training folder or checkpoint file (default: the bundled pretrained "
+                      "model, if any)")
   _add_listener_args(p, "the checkpoint's listener; only for conditioned models", with_ear=False)
   p.add_argument("--level-db-spl", type=float, default=None, metavar="DB",
                  help="set the input to this rms level first (default: keep the file's level)")
@@ -423,8 +430,9 @@ def build_parser():
                      description="Evaluate hearing-aid systems on held-out noisy speech: NAP L1 "
                                  "and correlation, SAI L1, SI-SDR, STOI, ESTOI (and HASPI v2 "
                                  "when pyclarity is installed).")
-  p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
-                 help="training folder of a DAL model (default: the bundled one, if any)")
+  p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+                 help="training folder or checkpoint file of a DAL model (default: the "
+                      "bundled one, if any)")
   _add_listener_args(p, f"the checkpoint's listener, else {DEFAULT_PRESET}")
   p.add_argument("--snr", type=float, nargs="+", default=list(DEFAULT_SNRS_DB), metavar="DB",
                  help="SNRs in dB (default %(default)s)")

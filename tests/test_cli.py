@@ -228,6 +228,22 @@ def test_train_enhance_evaluate_round_trip(tmp_path, ear_file, capsys):
   assert "| DAL | 5 | 1 |" in printed and "| NAL-R+WDRC | all | 1 |" in printed
 
 
+def test_an_aid_file_from_the_fine_tune_panel_enhances_like_its_folder(tmp_path, capsys):
+  from dal_widgets.loop import checkpoint
+  params, cfg, step = checkpoint.restore_params(cli._bundled_checkpoint())
+  aid = tmp_path / "dal_aid_N3_320steps.msgpack"  # what the panel's download link saves
+  aid.write_bytes(checkpoint.aid_bytes(params, cfg, step))
+  from_folder, from_file = tmp_path / "folder.wav", tmp_path / "file.wav"
+  assert cli.main(["enhance", str(_clip_path()), str(from_folder)]) == 0
+  assert cli.main(["enhance", str(_clip_path()), str(from_file), "--checkpoint", str(aid)]) == 0
+  np.testing.assert_array_equal(soundfile.read(str(from_file))[0],
+                                soundfile.read(str(from_folder))[0])
+  capsys.readouterr()
+  assert cli.main(["enhance", str(_clip_path()), str(from_file),
+                   "--checkpoint", str(tmp_path / "nothing.msgpack")]) == 2
+  assert "no such folder or file" in _one_line_error(capsys, "enhance")
+
+
 def test_enhance_with_the_bundled_model_writes_an_amplified_file(tmp_path):
   assert cli._bundled_checkpoint() is not None
   out = tmp_path / "aided.wav"

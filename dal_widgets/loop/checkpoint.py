@@ -97,14 +97,7 @@ def save(workdir, state, config: TrainConfig, *, keep: int = KEEP) -> Path:
     raise ParameterError(f"keep: expected an int >= 1, got {keep!r}")
   workdir = Path(workdir)
   step = int(jax.device_get(state.step))
-  body = serialization.msgpack_serialize({
-      "state": serialization.to_state_dict(jax.device_get(state)),
-      "step": step,
-      "config": json.dumps(config.to_dict()),
-  })
-  envelope = serialization.msgpack_serialize({
-      "format": FORMAT, "version": VERSION, "sha256": hashlib.sha256(body).hexdigest(),
-      "body": body})
+  envelope = encode(serialization.to_state_dict(jax.device_get(state)), step, config)
   path = checkpoint_path(workdir, step)
   try:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +109,28 @@ def save(workdir, state, config: TrainConfig, *, keep: int = KEEP) -> Path:
     if old != path:  # a restarted run may save a lower step than older files: keep the newest
       old.unlink(missing_ok=True)
   return path
+
+
+def encode(state: dict, step: int, config: TrainConfig) -> bytes:
+  """The bytes of a checkpoint file (what `save` writes) of a state dict of host arrays."""
+  body = serialization.msgpack_serialize({"state": state, "step": int(step),
+                                          "config": json.dumps(config.to_dict())})
+  return serialization.msgpack_serialize({
+      "format": FORMAT, "version": VERSION, "sha256": hashlib.sha256(body).hexdigest(),
+      "body": body})
+
+
+def aid_bytes(params, config: TrainConfig, step: int) -> bytes:
+  """A checkpoint file of a trained aid's parameters alone (no optimizer state), e.g. for a
+  download from a widget: `dal enhance` and `dal evaluate` read it; `dal train` cannot resume it.
+
+  Raises:
+    ParameterError: config is not a TrainConfig.
+  """
+  if not isinstance(config, TrainConfig):
+    raise ParameterError(f"config: expected a TrainConfig, got {type(config).__name__}")
+  params = serialization.to_state_dict(jax.device_get(params))
+  return encode({"params": params, "opt_state": {}, "step": int(step)}, step, config)
 
 
 def _checkpoints(workdir: Path) -> list:

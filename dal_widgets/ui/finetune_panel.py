@@ -21,8 +21,10 @@ from traitlets import Bool, Instance
 from dal_widgets.aid.seanet import SEANET_SIZES, SeanetConfig
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
+from dal_widgets.loop import checkpoint
 from dal_widgets.loop.config import TrainConfig, config_for
 from dal_widgets.ui import compute
+from dal_widgets.ui.ab_player import download_link, file_stem
 from dal_widgets.ui.bokeh_setup import bokeh_model
 from dal_widgets.ui.busy import Throttle
 
@@ -45,12 +47,14 @@ class TrainedAid:
     audiogram: The listener it was trained for (None if unknown).
     steps_done: Optimizer steps taken.
     loss: Mean loss of the last steps (TrainResult.loss).
+    train_config: The TrainConfig it was trained with (None if unknown); makes it downloadable.
   """
   params: Any
   model_config: SeanetConfig
   audiogram: Audiogram | None
   steps_done: int
   loss: float
+  train_config: TrainConfig | None = None
 
   def describe(self) -> str:
     """One line for people: size, steps, loss, listener."""
@@ -58,6 +62,11 @@ class TrainedAid:
     who = (self.audiogram.name or "custom audiogram") if self.audiogram else "unknown listener"
     loss = f", loss {self.loss:.4g}" if math.isfinite(self.loss) else ""
     return f"{size} SEANet, {self.steps_done} steps{loss}, for {who}"
+
+  def file_name(self) -> str:
+    """A file name for its checkpoint, e.g. dal_aid_N3_40steps.msgpack."""
+    who = self.audiogram.name if self.audiogram and self.audiogram.name else "custom"
+    return f"dal_aid_{file_stem(who)}_{self.steps_done}steps.msgpack"
 
 
 def _sizes(model_sizes):
@@ -143,6 +152,8 @@ class FineTunePanel(widgets.VBox):
     if initial_model is not None:
       self.model = initial_model
     self.model_text = widgets.HTML(self._model_html())
+    self.download = widgets.HTML(self._download_html())
+    self.download.add_class("dal-finetune-download")
     self.source = ColumnDataSource(dict(step=[], loss=[], smooth=[]))
     fig = figure(title="DAL loss per step", frame_width=360, frame_height=150, tools="",
                  toolbar_location=None)
@@ -161,7 +172,7 @@ class FineTunePanel(widgets.VBox):
     settings = widgets.VBox([self.steps, self.learning_rate, self.w_nap, self.w_sai, self.size,
                              caps])
     run = widgets.VBox([widgets.HBox([self.start_button, self.cancel_button]), self.progress,
-                        self.status, self.model_text])
+                        self.status, self.model_text, self.download])
     super().__init__([widgets.HBox([settings, run, self.curve],
                                    layout=widgets.Layout(align_items="flex-start"))], **kwargs)
     self.observe(self._on_model_changed, "model")
@@ -276,7 +287,7 @@ class FineTunePanel(widgets.VBox):
     self.progress.bar_style = "warning" if capped else "success"
     self.model = TrainedAid(params=result.params, model_config=cfg.model_config,
                             audiogram=cfg.audiogram if isinstance(cfg.audiogram, Audiogram) else None,
-                            steps_done=steps, loss=float(result.loss))
+                            steps_done=steps, loss=float(result.loss), train_config=cfg)
     why = f"stopped at the {self.max_seconds:g} s cap after" if capped else "done:"
     self._show(f"{why} {steps} steps in {elapsed_s:.1f} s; the DAL rows now use this model.")
 
@@ -301,8 +312,20 @@ class FineTunePanel(widgets.VBox):
     text = self.model.describe() if self.model is not None else "none yet (DAL rows stay empty)"
     return f"<small><b>current DAL model:</b> {html.escape(text)}</small>"
 
+  def _download_html(self):
+    """A link that saves the current aid as a checkpoint file (nothing is lost with the page)."""
+    aid = self.model
+    if aid is None or aid.train_config is None:
+      return ""
+    data = checkpoint.aid_bytes(aid.params, aid.train_config, aid.steps_done)
+    name = aid.file_name()
+    link = download_link(data, name, "application/octet-stream", "download this aid")
+    return (f"<small>{link} ({len(data) / 1e6:.1f} MB; then <code>dal enhance in.wav out.wav "
+            f"--checkpoint {html.escape(name)}</code>)</small>")
+
   def _on_model_changed(self, change):
     self.model_text.value = self._model_html()
+    self.download.value = self._download_html()
 
   def _on_ear_changed(self, change):
     """Start waits for a listener (e.g. while a workbench fits a new audiogram)."""

@@ -1,5 +1,7 @@
 """FineTunePanel: a background run shows progress, can be cancelled; a failure keeps the model."""
+import base64
 import dataclasses
+import re
 import threading
 import time
 from types import SimpleNamespace
@@ -8,6 +10,7 @@ from unittest import mock
 import pytest
 
 from dal_widgets.hearing.presets import preset
+from dal_widgets.loop import checkpoint
 from dal_widgets.loop.config import config_for
 from dal_widgets.ui.finetune_panel import FineTunePanel, TrainedAid
 
@@ -83,6 +86,22 @@ def test_a_run_fills_the_bar_and_the_loss_curve_then_emits_the_model():
   assert model.steps_done == BASE.steps and model.audiogram == EAR.audiogram
   assert "done: 8 steps" in panel.status.value and panel.progress.bar_style == "success"
   assert not panel.running and not panel.start_button.disabled and panel.cancel_button.disabled
+
+
+def test_the_trained_aid_can_be_downloaded_as_a_checkpoint(tmp_path):
+  panel = _panel(FakeTrain())
+  assert panel.download.value == ""  # nothing to save yet
+  assert panel.start() and panel.wait(WAIT_S)
+  link = re.search(r'download="([^"]+)" href="data:application/octet-stream;base64,([^"]+)"',
+                   panel.download.value)
+  assert link and link.group(1) == "dal_aid_N3_8steps.msgpack"
+  saved = tmp_path / link.group(1)
+  saved.write_bytes(base64.b64decode(link.group(2)))
+  params, cfg, step = checkpoint.restore_params(saved)
+  assert params == {"gain": 2.0} and step == 8
+  assert cfg == panel.model.train_config and cfg.audiogram == EAR.audiogram
+  panel.model = None
+  assert panel.download.value == ""
 
 
 def test_settings_reach_the_training_config():
