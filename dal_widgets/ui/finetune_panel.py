@@ -19,7 +19,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Instance
 
 from dal_widgets.aid.seanet import SEANET_SIZES, SeanetConfig
-from dal_widgets.errors import ParameterError
+from dal_widgets.errors import ParameterError, TrainingError
 from dal_widgets.hearing.audiogram import Audiogram
 from dal_widgets.loop import checkpoint
 from dal_widgets.loop.config import TrainConfig, config_for
@@ -204,14 +204,16 @@ class FineTunePanel(widgets.VBox):
     except ParameterError as err:
       self._show(str(err), error=True)
       return False
+    if self.running:
+      return False  # e.g. a double click: this panel's run goes on, its status stays
     if not self._kernel_lock.acquire(blocking=False):
       self._show("A fine-tune is already running in this kernel; wait for it or cancel it.",
                  error=True)
       return False
     self._cancel.clear()
     self.running = True
-    with self.hold_sync():
-      self.start_button.disabled, self.cancel_button.disabled = True, False
+    self._enable_settings(False)
+    with self.progress.hold_sync():
       self.progress.value, self.progress.max, self.progress.bar_style = 0, cfg.steps, "info"
     self.source.data = dict(step=[], loss=[], smooth=[])
     self._show(COMPILE_NOTE)
@@ -257,12 +259,18 @@ class FineTunePanel(widgets.VBox):
       self._finish(cfg, result, time.monotonic() - t0)
     except Exception as err:  # noqa: BLE001 - any failure must end as a message, not a traceback
       self._stop_progress(show_progress)
-      self.progress.bar_style = "danger"
-      self._show(f"fine-tune failed: {type(err).__name__}: {err}. Kept the previous model.",
-                 error=True)
+      partial = getattr(err, "result", None)  # TrainingError: the steps before the failure
+      if isinstance(err, TrainingError) and partial is not None and int(partial.steps_done) > 0:
+        self.progress.bar_style = "warning"
+        self._keep(cfg, partial)
+        self._show(f"fine-tune stopped: {err}. The DAL rows now use them (step "
+                   f"{int(partial.steps_done)}); a lower learning rate may help.", error=True)
+      else:
+        self.progress.bar_style = "danger"
+        self._show(f"fine-tune failed: {type(err).__name__}: {err}. Kept the previous model.",
+                   error=True)
     finally:
-      with self.hold_sync():
-        self.start_button.disabled, self.cancel_button.disabled = self.ear is None, True
+      self._enable_settings(True)
       self.running = False
       self._kernel_lock.release()
 
@@ -285,11 +293,24 @@ class FineTunePanel(widgets.VBox):
       return
     capped = bool(result.stopped_early)
     self.progress.bar_style = "warning" if capped else "success"
-    self.model = TrainedAid(params=result.params, model_config=cfg.model_config,
-                            audiogram=cfg.audiogram if isinstance(cfg.audiogram, Audiogram) else None,
-                            steps_done=steps, loss=float(result.loss), train_config=cfg)
+    self._keep(cfg, result)
     why = f"stopped at the {self.max_seconds:g} s cap after" if capped else "done:"
     self._show(f"{why} {steps} steps in {elapsed_s:.1f} s; the DAL rows now use this model.")
+
+  def _keep(self, cfg, result):
+    """Makes the parameters of `result` (a TrainResult) the current model."""
+    self.model = TrainedAid(params=result.params, model_config=cfg.model_config,
+                            audiogram=cfg.audiogram if isinstance(cfg.audiogram, Audiogram) else None,
+                            steps_done=int(result.steps_done), loss=float(result.loss),
+                            train_config=cfg)
+
+  def _enable_settings(self, enabled):
+    """Start and the settings while no run is going (a run does not read them), Cancel during one."""
+    with self.hold_sync():
+      for w in (self.steps, self.learning_rate, self.w_nap, self.w_sai, self.size):
+        w.disabled = not enabled
+      self.start_button.disabled = not enabled or self.ear is None
+      self.cancel_button.disabled = enabled
 
   def _show_progress(self, step, total, history, elapsed_s):
     with self._ui_lock:

@@ -9,6 +9,7 @@ from unittest import mock
 
 import pytest
 
+from dal_widgets.errors import TrainingError
 from dal_widgets.hearing.presets import preset
 from dal_widgets.loop import checkpoint
 from dal_widgets.loop.config import config_for
@@ -33,8 +34,9 @@ class FakeTrain:
   after the first, or raises after `fail_after` steps."""
 
   def __init__(self, *, gate: threading.Event | None = None, fail_after: int | None = None,
-               step_s: float = 0.0):
+               step_s: float = 0.0, diverge_after: int | None = None):
     self.gate, self.fail_after, self.step_s = gate, fail_after, step_s
+    self.diverge_after = diverge_after
     self.calls = []
     self.init_params = []
 
@@ -48,6 +50,11 @@ class FakeTrain:
         return FakeResult({"gain": 2.0}, step, True, 1.0 / max(step, 1))
       if self.fail_after is not None and step == self.fail_after:
         raise RuntimeError("loss is NaN")
+      if self.diverge_after is not None and step == self.diverge_after:  # as loop.train does
+        err = TrainingError(f"training diverged: 3 non-finite steps in a row (up to step "
+                            f"{step + 3}); kept the parameters of the last good step")
+        err.result = FakeResult({"gain": 1.5}, step, False, 0.25)
+        raise err
       time.sleep(self.step_s)
       on_progress(step + 1, cfg.steps, {"loss": 1.0 / (step + 1)})
     return FakeResult({"gain": 2.0}, cfg.steps, False, 1.0 / cfg.steps)
@@ -145,17 +152,32 @@ def test_a_failure_is_shown_in_the_panel_and_keeps_the_previous_model():
   assert panel.start() and panel.wait(WAIT_S)  # the kernel-wide lock was released
 
 
+def test_a_diverged_run_keeps_its_last_good_step_and_says_so():
+  panel = _panel(FakeTrain(diverge_after=3))
+  assert panel.start() and panel.wait(WAIT_S)
+  assert panel.model.params == {"gain": 1.5} and panel.model.steps_done == 3
+  assert "fine-tune stopped: training diverged" in panel.status.value
+  assert "The DAL rows now use them (step 3)" in panel.status.value
+  assert "Kept the previous model" not in panel.status.value
+  assert panel.progress.bar_style == "warning" and not panel.start_button.disabled
+
+
 def test_one_run_at_a_time_even_across_panels():
   gate = threading.Event()
   first, second = _panel(FakeTrain(gate=gate)), _panel(FakeTrain())
   assert first.start()
   _wait_until(lambda: first.progress.value >= 1)
+  shown = first.status.value
   assert not first.start() and not second.start()
+  assert first.status.value == shown  # a double click leaves the running panel's status alone
   assert "already running" in second.status.value
+  # settings a run would not read are locked while it goes on
+  assert first.steps.disabled and first.learning_rate.disabled and first.size.disabled
   gate.set()
   assert first.wait(WAIT_S)
   assert second.start() and second.wait(WAIT_S)
   assert second.model is not None
+  assert not first.steps.disabled and not first.w_sai.disabled
 
 
 def test_the_time_cap_stops_a_run_and_keeps_what_it_learned():
