@@ -15,6 +15,7 @@ Heavy modules (JAX, CARFAC, training) are imported inside the commands, so --hel
 import argparse
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -74,6 +75,8 @@ def _audiogram(args, default=None):
   """The Audiogram of --audiogram or --preset; else `default`, else the DEFAULT_PRESET."""
   from dal_widgets.hearing import PRESET_NAMES, preset, read_audiogram
   if args.audiogram is not None:
+    if args.audiogram.is_dir():
+      raise UsageError(f"--audiogram: {str(args.audiogram)!r} is a folder, not an audiogram file")
     if not args.audiogram.is_file():
       raise UsageError(f"--audiogram: no such file {str(args.audiogram)!r}")
     return read_audiogram(args.audiogram)
@@ -98,19 +101,30 @@ def _read_ear(path):
   except OSError as err:
     raise UsageError(f"--ear: cannot read {str(path)!r}: {err.strerror or err}") from err
   except (ValueError, KeyError, TypeError) as err:
+    why = f"it has no field {err}" if isinstance(err, KeyError) else str(err)
     raise UsageError(f"--ear: {str(path)!r} is not a fitted ear written by "
-                     f"`dal fit-audiogram --out`: {err}") from err
+                     f"`dal fit-audiogram --out` ({why})") from err
 
 
 def _fitted_ear(args, sr, style="v3", default_audiogram=None):
   """The ImpairedEar of --ear, or a fresh fit of --preset / --audiogram / the default."""
   if getattr(args, "ear", None) is not None:
-    ear = _read_ear(args.ear)
-    if ear.sr != float(sr) or ear.style != style:
-      raise UsageError(f"--ear: fitted for sr={ear.sr:g} Hz, style={ear.style}; this run needs "
-                       f"sr={float(sr):g} Hz, style={style}")
-    return ear
+    return _check_ear(_read_ear(args.ear), sr, style)
   return _fit(_audiogram(args, default_audiogram), sr, style)
+
+
+def _check_ear(ear, sr, style):
+  if ear.sr != float(sr) or ear.style != style:
+    raise UsageError(f"--ear: fitted for sr={ear.sr:g} Hz, style={ear.style}; this run needs "
+                     f"sr={float(sr):g} Hz, style={style}")
+  return ear
+
+
+def _check_sr(sr, option="--sr"):
+  """A model rate CARFAC designs take (audio.MIN_SR..MAX_SR), checked before any work."""
+  from dal_widgets.audio.io import MAX_SR, MIN_SR
+  if not MIN_SR <= sr <= MAX_SR:  # NaN fails too
+    raise UsageError(f"{option}: expected a sample rate in {MIN_SR}..{MAX_SR} Hz, got {sr:g}")
 
 
 def _fit(audiogram, sr, style):
@@ -173,20 +187,40 @@ def _tqdm(**kwargs):
 # ---------------------------------------------------------------- commands
 
 
-def _check_output(path: Path, option: str, suffixes: tuple) -> None:
-  """Raises UsageError before any work when `path` cannot be written: suffix or folder."""
+def _check_output(path: Path, option: str, suffixes: tuple, inputs=()) -> None:
+  """Raises UsageError before any work when `path` cannot be written (suffix, folder missing or
+  read-only, a folder in the way) or would overwrite one of the `inputs`."""
+  import tempfile
   if path.suffix.lower() not in suffixes:
     raise UsageError(f"{option}: expected a {' or '.join(suffixes)} file, got {str(path)!r}")
   if not path.parent.is_dir():
     raise UsageError(f"{option}: folder {str(path.parent)!r} does not exist")
+  if path.is_dir():
+    raise UsageError(f"{option}: {str(path)!r} is a folder, not a file")
+  same = [p for p in inputs if p is not None and p.exists() and p.resolve() == path.resolve()]
+  if same:
+    raise UsageError(f"{option}: {str(path)!r} is also the input; it would be overwritten")
+  try:
+    fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".write-check.", suffix=".tmp")
+    os.close(fd)
+    os.remove(probe)
+  except OSError as err:
+    raise UsageError(f"{option}: cannot write in {str(path.parent)!r}: "
+                     f"{err.strerror or err}") from err
 
 
 def cmd_fit_audiogram(args):
   import json
+  _check_sr(args.sr)
   if args.out is not None:
-    _check_output(args.out, "--out", (".json",))
-  ear = _fit(_audiogram(args), args.sr, args.style)
+    _check_output(args.out, "--out", (".json",), inputs=(args.audiogram,))
+  audiogram = _audiogram(args)
+  ear = _fit(audiogram, args.sr, args.style)
   print(ear.table())
+  skipped = [f for f in audiogram.freqs_hz if f not in ear.freqs_hz]
+  if skipped:
+    _status(f"note: {', '.join(f'{f:g}' for f in skipped)} Hz not fitted: above the tones a "
+            f"{args.sr:g} Hz model can test; a higher --sr (up to 48000) reaches them")
   if args.out is not None:
     text = json.dumps(ear.to_dict(), indent=1) + "\n"
     write_text_atomic(args.out, text)
@@ -211,6 +245,13 @@ def cmd_train(args):
     changes["audiogram"] = _config_audiogram(_audiogram(args))
   if changes:
     cfg = cfg.replace(**changes)
+  if ear is not None:
+    _check_ear(ear, cfg.data.sr, cfg.style)  # before the work folder is made
+  found = None if args.fresh else train_lib.resumable(args.workdir, cfg)  # before the fit
+  if found is not None and found.step >= cfg.steps:
+    print(f"nothing to do: {found.path} is at step {found.step}, --steps is {cfg.steps} "
+          f"(ask for more steps to continue, or --fresh to start again)")
+    return EXIT_OK
   checkpoint.check_writable(args.workdir)  # before the fit and the training, not after
   if ear is None:
     ear = _fit(train_lib.listener_audiogram(cfg), cfg.data.sr, cfg.style)
@@ -252,40 +293,76 @@ def _log_lines(logger, *, enabled):
     logger.setLevel(level)
 
 
+# Ctrl-C, `kill` (SIGTERM: also docker stop, batch-queue time limits) and a closed terminal
+# (SIGHUP) all stop a command the same way.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
 @contextlib.contextmanager
-def _stop_on_interrupt(stop):
-  """The first Ctrl-C sets `stop` (training saves and returns); a second one interrupts."""
+def _handling(handler, *, after=None):
+  """`handler` for every STOP_SIGNALS inside the block (main thread only); then the previous
+  handlers, or `after()`'s handler when it returns one."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  previous = signal.getsignal(signal.SIGINT)
+  previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+  for sig in STOP_SIGNALS:
+    signal.signal(sig, handler)
+  try:
+    yield
+  finally:
+    late = after() if after is not None else None
+    for sig, old in previous.items():
+      signal.signal(sig, late or old)
 
+
+def _interrupt(signum, frame):
+  raise KeyboardInterrupt  # unwinds: atomic writes remove their temporary files
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(stop):
+  """The first stop signal sets `stop` (training saves and returns); a second one interrupts.
+  Once stopped, signals that arrive late (during a step) are ignored rather than hitting the
+  process's exit."""
   def handler(signum, frame):
     if stop.is_set():
       raise KeyboardInterrupt
     stop.set()
     _status("dal train: stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
-  signal.signal(signal.SIGINT, handler)
-  try:
+  with _handling(handler, after=lambda: signal.SIG_IGN if stop.is_set() else None):
     yield
-  finally:
-    signal.signal(signal.SIGINT, previous)
 
 
 def cmd_enhance(args):
   from dal_widgets import audio
-  _check_output(args.output, "output", AUDIO_SUFFIXES)
+  import numpy as np
+  import soundfile
+  _check_output(args.output, "output", AUDIO_SUFFIXES, inputs=(args.input,))
   params, cfg = _restore(_checkpoint_dir(args))[:2]
   from dal_widgets.loop import train as train_lib
   condition = _condition(args, cfg)
   x, sr = audio.load(args.input, sr=cfg.data.sr)
+  file_sr = soundfile.info(str(args.input)).samplerate  # readable: it has just been loaded
   if args.level_db_spl is not None:
     x = audio.set_level(x, args.level_db_spl)
   y = train_lib.enhance(params, cfg.model_config, x, condition)
-  audio.save(args.output, y, sr)
-  _status(f"wrote {args.output}: {audio.rms_to_db_spl(float(audio.rms(x))):.1f} dB SPL in, "
+  peak = float(np.max(np.abs(y))) if y.size else 0.0
+  subtype = "FLOAT" if peak > 1.0 and args.output.suffix.lower() == ".wav" else None
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # clipping is reported below, with the file's name
+    audio.save(args.output, y, sr, subtype=subtype)
+  rate = f" (the model's rate; the input was {file_sr} Hz)" if file_sr != sr else ""
+  _status(f"wrote {args.output} at {sr} Hz{rate}: "
+          f"{audio.rms_to_db_spl(float(audio.rms(x))):.1f} dB SPL in, "
           f"{audio.rms_to_db_spl(float(audio.rms(y))):.1f} dB SPL out")
+  if peak > 1.0:
+    _status(f"note: the output peaks at {peak:.2f}, above digital full scale (1.0 = "
+            f"{audio.rms_to_db_spl(1.0):.0f} dB SPL); "
+            + ("written as 32-bit float WAV, so nothing is clipped" if subtype else
+               f"{args.output.suffix} clips it; write a .wav for float samples"))
   return EXIT_OK
 
 
@@ -302,8 +379,15 @@ def _condition(args, cfg):
 
 def cmd_evaluate(args):
   from dal_widgets.loop import evaluate as ev
+  import math
+  from dal_widgets.loop.config import MAX_CLIP_S, MAX_SNR_DB
   if args.n_clips < 1:
     raise UsageError(f"--n-clips: expected >= 1, got {args.n_clips}")
+  if args.clip_s is not None and not 0 < args.clip_s <= MAX_CLIP_S:  # NaN fails too
+    raise UsageError(f"--clip-s: expected seconds in (0, {MAX_CLIP_S:g}], got {args.clip_s:g}")
+  bad_snr = [v for v in args.snr if not (math.isfinite(v) and abs(v) <= MAX_SNR_DB)]
+  if bad_snr:
+    raise UsageError(f"--snr: expected dB values within +-{MAX_SNR_DB:g}, got {bad_snr[0]:g}")
   out = args.out
   if out is not None:
     _check_output(out, "--out", (".md", ".csv"))
@@ -311,7 +395,8 @@ def cmd_evaluate(args):
   cfg = params = None
   if checkpoint_dir is not None:
     _check_checkpoint(Path(checkpoint_dir))
-    params, cfg = _restore(checkpoint_dir)[:2]
+    params, cfg, step = _restore(checkpoint_dir)
+    _status(f"DAL model: {checkpoint_dir}, step {step}")
   sr = cfg.data.sr if cfg is not None else DEFAULT_SR
   style = cfg.style if cfg is not None else "v3"
   listener = None
@@ -324,6 +409,9 @@ def cmd_evaluate(args):
   if params is not None:
     from dal_widgets.aid.seanet import condition_from_audiogram
     condition = condition_from_audiogram(ear.audiogram) if cfg.model_config.film_dim else None
+    if condition is None and listener is not None and ear.audiogram != listener:
+      _status(f"note: the DAL model was trained for {listener.name or 'another audiogram'}, not "
+              f"for the listener evaluated here ({ear.audiogram.name or 'custom audiogram'})")
     systems.append(ev.dal_system(params, cfg.model_config, condition=condition))
   else:
     _status("no checkpoint: evaluating unprocessed and NAL-R+WDRC only (train with `dal train`)")
@@ -332,7 +420,7 @@ def cmd_evaluate(args):
                         on_progress=lambda done, total: bar.update(done - bar.n))
   print(table.to_markdown(), end="")
   if out is not None:
-    if out.suffix == ".csv":
+    if out.suffix.lower() == ".csv":
       table.to_csv(out)
     else:
       ev.write_text_atomic(out, table.to_markdown())
@@ -355,7 +443,9 @@ def cmd_cochleagram(args):
   import numpy as np
   from dal_widgets import audio
   from dal_widgets.cochlea import designs
-  _check_output(args.out, "--out", (".npz",))
+  _check_output(args.out, "--out", (".npz",), inputs=(args.input,))
+  if args.sr is not None:
+    _check_sr(args.sr)
   x, sr = audio.load(args.input, sr=args.sr)
   if args.level_db_spl is not None:
     x = audio.set_level(x, args.level_db_spl)
@@ -478,7 +568,7 @@ def main(argv=None) -> int:
   except SystemExit as stop:  # --help (0) or a usage error (2), already printed
     return stop.code if isinstance(stop.code, int) else EXIT_USAGE
   try:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _handling(_interrupt):
       warnings.showwarning = _one_line_warning(args.command)
       return args.run(args)
   except TrainingError as err:

@@ -133,6 +133,187 @@ def test_outputs_are_checked_before_the_work(tmp_path, capsys, monkeypatch, argv
   assert problem in _one_line_error(capsys, argv[0])
 
 
+@pytest.mark.parametrize("argv, problem", [
+    (["evaluate", "--clip-s", "inf"], "--clip-s: expected seconds in (0, 60], got inf"),
+    (["evaluate", "--clip-s", "1e6"], "--clip-s: expected seconds in (0, 60]"),
+    (["evaluate", "--clip-s", "nan"], "--clip-s: expected seconds in (0, 60]"),
+    (["evaluate", "--snr", "5", "nan"], "--snr: expected dB values within +-60, got nan"),
+    (["evaluate", "--snr", "1e6"], "--snr: expected dB values within +-60"),
+    (["fit-audiogram", "--sr", "nan"], "--sr: expected a sample rate in 8000..48000 Hz, got nan"),
+    (["fit-audiogram", "--sr", "96000"], "--sr: expected a sample rate in 8000..48000 Hz"),
+    (["cochleagram", "{clip}", "--sr", "0", "--out", "{tmp}/nap.npz"], "--sr: expected a sample"),
+    (["fit-audiogram", "--audiogram", "{tmp}", "--out", "{tmp}/ear.json"], "is a folder, not an"),
+    (["fit-audiogram", "--out", "{tmp}/adir.json"], "adir.json' is a folder, not a file"),
+    (["fit-audiogram", "--audiogram", "{tmp}/a.json", "--out", "{tmp}/a.json"],
+     "a.json' is also the input; it would be overwritten"),
+    (["enhance", "{tmp}/x.wav", "{tmp}/x.wav"], "x.wav' is also the input"),
+    (["cochleagram", "{clip}", "--ear", "{tmp}/a.json", "--out", "{tmp}/nap.npz"],
+     "is not a fitted ear written by `dal fit-audiogram --out` (it has no field 'audiogram')"),
+])
+def test_values_and_paths_are_checked_before_the_work(tmp_path, capsys, monkeypatch, argv,
+                                                      problem):
+  from dal_widgets.hearing import Audiogram, write_audiogram
+  write_audiogram(Audiogram((1000.0,), (40.0,)), tmp_path / "a.json")
+  soundfile.write(str(tmp_path / "x.wav"), np.zeros(160), 16000)
+  (tmp_path / "adir.json").mkdir()
+  monkeypatch.setattr(cli, "_fit", lambda *a: pytest.fail("the work started"))
+  args = [a.format(tmp=tmp_path, clip=_clip_path()) for a in argv]
+  assert cli.main(args) == 2
+  assert problem in _one_line_error(capsys, argv[0])
+  assert (tmp_path / "a.json").read_text().startswith("{")  # inputs untouched
+
+
+def test_an_output_folder_that_cannot_be_written_fails_first(tmp_path, capsys, monkeypatch):
+  import errno
+  import tempfile
+
+  def read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+  monkeypatch.setattr(tempfile, "mkstemp", read_only)  # root ignores chmod: fake a read-only mount
+  monkeypatch.setattr(cli, "_fit", lambda *a: pytest.fail("the work started"))
+  assert cli.main(["fit-audiogram", "--out", str(tmp_path / "ear.json")]) == 2
+  assert f"--out: cannot write in {str(tmp_path)!r}: Read-only file system" in \
+      _one_line_error(capsys, "fit-audiogram")
+
+
+def test_stop_signals_stop_training_once_then_interrupt(monkeypatch):
+  import os
+  import signal
+  import threading
+  before = {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS}
+  try:
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+      stop = threading.Event()
+      with pytest.raises(KeyboardInterrupt):
+        with cli._stop_on_interrupt(stop):
+          os.kill(os.getpid(), sig)  # handled in the main thread, at the next bytecode
+          assert stop.is_set()
+          os.kill(os.getpid(), sig)  # the second one aborts
+          pytest.fail("a second stop signal must interrupt")
+      # a signal arriving late (e.g. during the step after the stop) must not hit the exit
+      assert all(signal.getsignal(s) == signal.SIG_IGN for s in cli.STOP_SIGNALS)
+      for s, handler in before.items():
+        signal.signal(s, handler)
+  finally:
+    for s, handler in before.items():
+      signal.signal(s, handler)
+
+
+def test_a_kill_during_a_write_leaves_no_temporary_file(tmp_path):
+  import os
+  import signal
+  from dal_widgets.atomic import write_atomic
+  before = {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS}
+  with pytest.raises(KeyboardInterrupt), cli._handling(cli._interrupt):
+    write_atomic(tmp_path / "nap.npz", lambda f: (f.write(b"x" * 100),
+                                                    os.kill(os.getpid(), signal.SIGTERM)))
+  assert list(tmp_path.iterdir()) == []
+  assert {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS} == before
+
+
+def _aid_checkpoint(workdir, step, audiogram="N3"):
+  """A checkpoint file in `workdir` without training (loop.checkpoint.aid_bytes)."""
+  import jax
+  from dal_widgets.aid.seanet import init_seanet
+  from dal_widgets.loop import checkpoint
+  from dal_widgets.loop.config import config_for
+  cfg = config_for("widget").replace(audiogram=audiogram)
+  params = init_seanet(jax.random.PRNGKey(0), cfg.model_config)
+  workdir.mkdir(exist_ok=True)
+  checkpoint.checkpoint_path(workdir, step).write_bytes(checkpoint.aid_bytes(params, cfg, step))
+
+
+def test_train_checks_what_it_would_resume_before_the_fit(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(cli, "_fit", lambda *a: pytest.fail("the work started"))
+  _aid_checkpoint(tmp_path / "run", 5)
+  argv = ["train", "--config", "widget", "--workdir", str(tmp_path / "run")]
+  assert cli.main(argv + ["--steps", "3"]) == 0
+  assert "nothing to do: " in capsys.readouterr().out
+  assert cli.main(argv + ["--steps", "9", "--preset", "S3"]) == 2
+  line = _one_line_error(capsys, "train")
+  assert "holds a model for listener 'N3'" in line and "`dal train --fresh`" in line
+  assert cli.main(argv + ["--steps", "9", "--config", "paper"]) == 2
+  assert 'holds a "small" SEANet, this run trains a "paper" one' in _one_line_error(capsys, "train")
+
+
+def test_train_with_an_ear_of_another_rate_makes_no_folder(tmp_path, capsys, ear_file):
+  ear = json.loads(ear_file.read_text())
+  ear["sr"] = 22050.0
+  (tmp_path / "ear22k.json").write_text(json.dumps(ear))
+  workdir = tmp_path / "run"
+  assert cli.main(["train", "--config", "widget", "--ear", str(tmp_path / "ear22k.json"),
+                   "--workdir", str(workdir), "--steps", "1"]) == 2
+  assert "--ear: fitted for sr=22050 Hz" in _one_line_error(capsys, "train")
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_enhance_keeps_or_reports_peaks_above_full_scale(tmp_path, capsys, suffix):
+  out = tmp_path / f"loud{suffix}"
+  assert cli.main(["enhance", str(_clip_path()), str(out), "--level-db-spl", "95"]) == 0
+  err = capsys.readouterr().err
+  assert f"wrote {out} at 16000 Hz:" in err  # the clip's own rate: no resampling note
+  y, _ = soundfile.read(str(out), dtype="float32")
+  if suffix == ".wav":
+    assert soundfile.info(str(out)).subtype == "FLOAT" and np.max(np.abs(y)) > 1.0
+    assert "written as 32-bit float WAV, so nothing is clipped" in err
+  else:
+    assert np.max(np.abs(y)) <= 1.0 and ".flac clips it; write a .wav for float samples" in err
+
+
+def test_enhance_says_when_it_changed_the_rate(tmp_path, capsys):
+  x, sr = soundfile.read(str(_clip_path()), dtype="float32")
+  soundfile.write(str(tmp_path / "in.wav"), np.repeat(x, 3)[:sr], 48000)  # 1/3 s at 48 kHz
+  assert cli.main(["enhance", str(tmp_path / "in.wav"), str(tmp_path / "out.wav")]) == 0
+  assert "at 16000 Hz (the model's rate; the input was 48000 Hz)" in capsys.readouterr().err
+
+
+def test_evaluate_names_its_model_and_a_listener_it_was_not_trained_for(capsys, monkeypatch):
+  from types import SimpleNamespace
+  from dal_widgets.loop import evaluate as ev
+  monkeypatch.setattr(cli, "_fitted_ear", lambda *a: SimpleNamespace(audiogram=preset("S3")))
+  monkeypatch.setattr(cli, "_evaluation_clips", lambda *a: [])
+  table = SimpleNamespace(to_markdown=lambda: "| table |\n")
+  monkeypatch.setattr(ev, "evaluate", lambda clips, sr, ear, systems, on_progress: table)
+  assert cli.main(["evaluate", "--preset", "S3"]) == 0
+  err = capsys.readouterr().err
+  assert f"DAL model: {cli._bundled_checkpoint()}, step " in err
+  assert "note: the DAL model was trained for N3, not for the listener evaluated here (S3)" in err
+
+
+@pytest.mark.slow  # compiles the training step (~20-60 s on 2 cores)
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_killed_training_run_saves_its_steps_and_resumes(tmp_path, ear_file, sig):
+  import signal
+  import time
+  workdir = tmp_path / "run"
+  command = [sys.executable, "-m", "dal_widgets.cli", "train", "--config", "widget", "--steps",
+             "200", "--batch-size", "1", "--ear", str(ear_file), "--workdir", str(workdir)]
+  proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  for line in proc.stderr:  # log lines, one per step (stderr is not a terminal)
+    if "step 2/200" in line or time.monotonic() > deadline:
+      break
+  proc.send_signal(getattr(signal, sig))
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == cli.EXIT_INTERRUPTED, err
+  assert "stopped at step" in out and "Traceback" not in err
+  saved = sorted(p.name for p in workdir.iterdir())
+  assert saved[-1] == "latest.json" and saved[0].startswith("ckpt_")
+  assert int(saved[0][5:13]) >= 2 and not [n for n in saved if n.endswith(".tmp")]
+
+
+def test_fit_audiogram_says_which_points_are_above_the_model(tmp_path, capsys, monkeypatch):
+  from types import SimpleNamespace
+  from dal_widgets.hearing import Audiogram, write_audiogram
+  path = write_audiogram(Audiogram((1000.0, 8000.0), (40.0, 60.0)), tmp_path / "a.json")
+  fitted = SimpleNamespace(freqs_hz=(1000.0,), table=lambda: "| 1000 |")  # as fit_cochlea: 8 kHz
+  monkeypatch.setattr(cli, "_fit", lambda audiogram, sr, style: fitted)  # is beyond 16 kHz's reach
+  assert cli.main(["fit-audiogram", "--audiogram", str(path)]) == 0
+  assert "note: 8000 Hz not fitted: above the tones a 16000 Hz model can test" in \
+      capsys.readouterr().err
+
+
 def test_copied_names_match_the_lower_layers():
   from dal_widgets.audio.io import FORMATS
   from dal_widgets.loop.config import NOISE_KINDS, PRESETS
@@ -175,7 +356,7 @@ def test_subprocess_bad_input_exit_2_without_traceback(tmp_path):
 @pytest.mark.slow  # compiles the batched CARFAC + SAI pass: ~10 s on 2 cores
 def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys, monkeypatch):
   monkeypatch.setattr(cli, "_bundled_checkpoint", lambda: None)  # only the two baseline systems
-  out = tmp_path / "results.csv"
+  out = tmp_path / "results.CSV"  # the suffix in any case picks the format
   assert cli.main(["evaluate", "--ear", str(ear_file), "--n-clips", "1", "--snr", "5",
                    "--clip-s", "0.5", "--noise", "white", "--out", str(out)]) == 0
   printed = capsys.readouterr().out
@@ -195,7 +376,9 @@ def test_fit_audiogram_prints_the_table_and_writes_a_reusable_ear(tmp_path, caps
   ear_path = tmp_path / "ear.json"
   assert cli.main(["fit-audiogram", "--audiogram", str(audiogram_path), "--out",
                    str(ear_path)]) == 0
-  out = capsys.readouterr().out
+  captured = capsys.readouterr()
+  out = captured.out
+  assert "not fitted" not in captured.err
   assert out.splitlines()[0] == "| freq_hz | target_db_hl | fitted_db_hl | residual_db |"
   assert "| 1000 | 40.0 |" in out and "| 2000 | 50.0 |" in out
   ear = ImpairedEar.from_dict(json.loads(ear_path.read_text()))

@@ -17,6 +17,12 @@ COMPRESSIONS = ("log", "power", "none")
 NOISE_KINDS = ("babble", "speech_shaped", "white")
 DECAYS = ("cosine", "constant")
 STYLES = ("v2", "v3")
+# Longest example or evaluation clip, s: CARFAC's gradient keeps the whole clip's NAP, and the
+# bundled sentences are 2-4 s; a minute is far past any use and still fits in memory.
+MAX_CLIP_S = 60.0
+# SNRs beyond +-60 dB are quiet or noise alone for every metric used here (speech at 65 dB SPL
+# would face noise at 5 or 125 dB SPL).
+MAX_SNR_DB = 60.0
 
 
 def _check_number(name, value, *, low=-math.inf, high=math.inf, low_open=False):
@@ -128,12 +134,12 @@ class DataConfig:
     for name in ("snr_db_range", "noise_kinds", "noise_probs"):
       _as_tuple(self, name)
     _check_int("sr", self.sr, low=8000)
-    _check_number("clip_s", self.clip_s, low=0.0, high=60.0, low_open=True)
+    _check_number("clip_s", self.clip_s, low=0.0, high=MAX_CLIP_S, low_open=True)
     if (len(self.snr_db_range) != 2 or self.snr_db_range[0] > self.snr_db_range[1]):
       raise ParameterError(f"snr_db_range: expected (low, high) with low <= high, "
                            f"got {self.snr_db_range!r}")
     for i, v in enumerate(self.snr_db_range):
-      _check_number(f"snr_db_range[{i}]", v, low=-60.0, high=60.0)
+      _check_number(f"snr_db_range[{i}]", v, low=-MAX_SNR_DB, high=MAX_SNR_DB)
     _check_number("speech_level_db_spl", self.speech_level_db_spl, low=0.0, high=120.0)
     if not self.noise_kinds or any(k not in NOISE_KINDS for k in self.noise_kinds):
       raise ParameterError(f"noise_kinds: expected a non-empty tuple of {NOISE_KINDS}, "

@@ -20,7 +20,7 @@ import numpy as np
 
 from dal_widgets import audio
 from dal_widgets.errors import AudioError, ParameterError
-from dal_widgets.loop.config import DataConfig
+from dal_widgets.loop.config import MAX_CLIP_S, DataConfig
 
 SPLITS = ("train", "held_out")
 HELD_OUT_STREAM = 1  # rng stream of held-out examples, apart from training steps (stream 0)
@@ -160,7 +160,8 @@ class SpeechSource:
     examples = [self.example(rng, (float(rng.uniform(low, high)),)) for _ in range(batch_size)]
     return _stack([e[0] for e in examples])
 
-  def example(self, rng: np.random.Generator, snrs_db, *, n_samples=None, noise_kind=None):
+  def example(self, rng: np.random.Generator, snrs_db, *, n_samples=None, noise_kind=None,
+              pad: bool = True):
     """One speech crop and one noise, mixed at each SNR of `snrs_db` (paired examples).
 
     Args:
@@ -168,6 +169,8 @@ class SpeechSource:
       snrs_db: SNRs in dB.
       n_samples: Crop length; cfg.n_samples by default, 0 for the whole recording.
       noise_kind: One of cfg.noise_kinds to use; drawn with cfg.noise_probs when None.
+      pad: Zero-pad a recording shorter than the crop (equal lengths, for batches); False uses
+        the whole recording instead (evaluation: padding silence would change the metrics).
 
     Returns:
       List of (noisy, clean, snr_db), one per SNR, float32 waveforms of equal length.
@@ -180,6 +183,7 @@ class SpeechSource:
     cfg = self.cfg
     recording, x = self._draw(rng)
     n = cfg.n_samples if n_samples is None else (n_samples or x.size)
+    n = n if pad else min(n, x.size)
     speech = _crop(x, n, rng)
     if noise_kind is None:
       probs = np.asarray(cfg.noise_probs, float)
@@ -256,7 +260,7 @@ def _stack(examples) -> Batch:
                snr_db=np.asarray([e[2] for e in examples], np.float32))
 
 
-def _held_out_examples(cfg, snrs_db, n, n_samples, noise_kind):
+def _held_out_examples(cfg, snrs_db, n, n_samples, noise_kind, pad=True):
   if not isinstance(cfg, DataConfig):
     raise ParameterError(f"cfg: expected a DataConfig, got {type(cfg).__name__}")
   if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -270,7 +274,7 @@ def _held_out_examples(cfg, snrs_db, n, n_samples, noise_kind):
   out = []
   for i in range(n):
     rng = np.random.default_rng((cfg.seed, HELD_OUT_STREAM, i))
-    out.extend(source.example(rng, snrs_db, n_samples=n_samples, noise_kind=noise_kind))
+    out.extend(source.example(rng, snrs_db, n_samples=n_samples, noise_kind=noise_kind, pad=pad))
   return out
 
 
@@ -299,13 +303,15 @@ def evaluation_clips(cfg: DataConfig, *, snrs_db=(0.0, 5.0), n_clips: int = 4, c
     cfg: DataConfig.
     snrs_db: SNRs in dB.
     n_clips: Number of (recording, noise) pairs.
-    clip_s: Crop length in seconds; None keeps whole recordings (lengths then differ).
+    clip_s: Crop length in seconds (at most MAX_CLIP_S); None keeps whole recordings. Shorter
+      recordings are used whole, not padded (lengths then differ).
     noise_kind: Fix the noise kind; drawn per pair when None.
 
   Returns:
     List of n_clips * len(snrs_db) tuples (noisy [n_samp], clean [n_samp], snr_db).
   """
-  if clip_s is not None and not (isinstance(clip_s, (int, float)) and clip_s > 0):
-    raise ParameterError(f"clip_s: expected None or seconds > 0, got {clip_s!r}")
+  if clip_s is not None and not (isinstance(clip_s, (int, float)) and not isinstance(clip_s, bool)
+                                 and 0 < clip_s <= MAX_CLIP_S):  # NaN fails too
+    raise ParameterError(f"clip_s: expected None or seconds in (0, {MAX_CLIP_S:g}], got {clip_s!r}")
   n_samples = 0 if clip_s is None else int(round(clip_s * cfg.sr))
-  return _held_out_examples(cfg, tuple(snrs_db), n_clips, n_samples, noise_kind)
+  return _held_out_examples(cfg, tuple(snrs_db), n_clips, n_samples, noise_kind, pad=False)

@@ -42,7 +42,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from dal_widgets.aid.seanet import SeanetConfig, apply_seanet, condition_from_audiogram, init_seanet
+from dal_widgets.aid.seanet import (SEANET_SIZES, SeanetConfig, apply_seanet, condition_from_audiogram,
+                                    init_seanet)
 from dal_widgets.cochlea import carfac as cf
 from dal_widgets.cochlea import designs
 from dal_widgets.errors import ParameterError, TrainingError
@@ -341,23 +342,42 @@ def _check_run(cfg: TrainConfig, n_devices: int):
                            f"{cfg.loss.sai_frame_ms} ms), got {cfg.data.clip_s} s")
 
 
-def _resume(workdir, cfg, template):
-  """The state to start from: the latest checkpoint of workdir if any, else the template."""
+def resumable(workdir, cfg: TrainConfig):
+  """The latest checkpoint of `workdir` that a run of `cfg` would resume (None: none), checked
+  before any work.
+
+  Raises:
+    ParameterError: the checkpoint holds another model size or another listener's model.
+    CheckpointError: it cannot be read.
+  """
   found = checkpoint.latest(workdir) if workdir is not None else None
   if found is None:
-    return template
+    return None
   ckpt = checkpoint.restore(found)  # config first: a clearer error than mismatched shapes
+  fresh = "start afresh (resume=False; `dal train --fresh`) or use another workdir"
   if ckpt.config.model_config != cfg.model_config:
-    raise ParameterError(f"workdir: {found} holds a {ckpt.config.model_config} model, this run "
-                         f"trains {cfg.model_config}; use resume=False or another workdir")
+    raise ParameterError(f"workdir: {found} holds a {_size_name(ckpt.config.model_config)} "
+                         f"SEANet, this run trains a {_size_name(cfg.model_config)} one; {fresh}")
   if listener_audiogram(ckpt.config) != listener_audiogram(cfg):
     raise ParameterError(f"workdir: {found} holds a model for listener "
                          f"{listener_audiogram(ckpt.config).name!r}, this run trains for "
-                         f"{listener_audiogram(cfg).name!r}; use resume=False or another workdir")
+                         f"{listener_audiogram(cfg).name!r}; {fresh}")
+  return ckpt
+
+
+def _size_name(model_cfg: SeanetConfig) -> str:
+  return next((f'"{k}"' for k, v in SEANET_SIZES.items() if v == model_cfg), str(model_cfg))
+
+
+def _resume(workdir, cfg, template):
+  """The state to start from: the latest checkpoint of workdir if any, else the template."""
+  ckpt = resumable(workdir, cfg)
+  if ckpt is None:
+    return template
   if ckpt.config.replace(steps=cfg.steps) != cfg:
-    warnings.warn(f"resuming {found} (step {ckpt.step}), whose config differs from this run's "
-                  "in more than `steps`; continuing with this run's config", stacklevel=3)
-  return checkpoint.restore(found, target=template).state
+    warnings.warn(f"resuming {ckpt.path} (step {ckpt.step}), whose config differs from this "
+                  "run's in more than `steps`; continuing with this run's config", stacklevel=3)
+  return checkpoint.restore(ckpt.path, target=template).state
 
 
 def _start_from(template, params, cfg):

@@ -110,6 +110,12 @@ def test_evaluation_clips_whole_recordings_and_crops():
   cropped = data.evaluation_clips(CFG, snrs_db=(0.0, 5.0), n_clips=2, clip_s=0.5)
   assert len(cropped) == 4 and all(len(c[0]) == SR // 2 for c in cropped)
   assert [c[2] for c in cropped] == [0.0, 5.0, 0.0, 5.0]
+  # longer than every recording: each is used whole, not padded with silence
+  longest = data.evaluation_clips(CFG, snrs_db=(0.0,), n_clips=2, clip_s=59.0)
+  assert [len(c[0]) for c in longest] == [len(c[0]) for c in whole]
+  for bad in (float("inf"), float("nan"), 61.0, 0.0):
+    with pytest.raises(ParameterError, match=r"clip_s: expected None or seconds in \(0, 60\]"):
+      data.evaluation_clips(CFG, n_clips=1, clip_s=bad)
 
 
 def _write_corpus(root, talkers):
