@@ -11,6 +11,7 @@ pays for compiling CARFAC and the training step.
 """
 import dataclasses
 import html
+import math
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import jax
 import traitlets
 from jupyter_bokeh.widgets import BokehModel
 
+from dal_widgets.aid.seanet import SEANET_SIZES
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.presets import PRESET_NAMES, preset
 from dal_widgets.loop.config import config_for
@@ -72,24 +74,27 @@ class AppConfig:
     """
     environ = os.environ if environ is None else environ
     sizes = lambda v: tuple(s.strip() for s in v.split(",") if s.strip())
-    fields = {"finetune_steps": ("DAL_FINETUNE_STEPS", int, "an integer"),
-              "max_steps": ("DAL_FINETUNE_MAX_STEPS", int, "an integer"),
-              "max_seconds": ("DAL_FINETUNE_MAX_S", float, "a number of seconds"),
-              "model_sizes": ("DAL_MODEL_SIZES", sizes, "comma-separated size names"),
-              "upload_max_bytes": ("DAL_UPLOAD_MAX_BYTES", int, "an integer"),
-              "upload_max_s": ("DAL_UPLOAD_MAX_S", float, "a number of seconds"),
-              "cache_dir": ("DAL_JAX_CACHE_DIR", str, "a folder")}
+    count = lambda v: v >= 1
+    seconds = lambda v: 0 < v < math.inf  # NaN fails too
+    known = lambda v: bool(v) and all(size in SEANET_SIZES for size in v)
+    fields = {"finetune_steps": ("DAL_FINETUNE_STEPS", int, count, "an integer >= 1"),
+              "max_steps": ("DAL_FINETUNE_MAX_STEPS", int, count, "an integer >= 1"),
+              "max_seconds": ("DAL_FINETUNE_MAX_S", float, seconds, "seconds > 0"),
+              "model_sizes": ("DAL_MODEL_SIZES", sizes, known,
+                              f"comma-separated names among {', '.join(SEANET_SIZES)}"),
+              "upload_max_bytes": ("DAL_UPLOAD_MAX_BYTES", int, count, "an integer >= 1"),
+              "upload_max_s": ("DAL_UPLOAD_MAX_S", float, seconds, "seconds > 0"),
+              "cache_dir": ("DAL_JAX_CACHE_DIR", str, lambda v: True, "a folder")}
     values = {}
-    for field, (variable, parse, expected) in fields.items():
+    for field, (variable, parse, ok, expected) in fields.items():
       if variable in environ:
         try:
           values[field] = parse(environ[variable])
-        except ValueError as err:
-          raise ParameterError(f"{variable}: expected {expected}, got {environ[variable]!r}") from err
-    config = cls(**values)
-    if config.max_steps < 1 or config.max_seconds <= 0 or config.finetune_steps < 1:
-      raise ParameterError(f"DAL_FINETUNE_*: expected positive steps and seconds, got {config}")
-    return config
+        except ValueError:
+          values[field] = None
+        if values[field] is None or not ok(values[field]):
+          raise ParameterError(f"{variable}: expected {expected}, got {environ[variable]!r}")
+    return cls(**values)
 
 
 def enable_compilation_cache(cache_dir: str) -> bool:

@@ -79,6 +79,11 @@ class Sound:
   key: int
 
 
+def _size_text(n_bytes: int) -> str:
+  """4 MB, 400 kB, 12.6 MB (three significant digits)."""
+  return f"{n_bytes / 1e6:.3g} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:.3g} kB"
+
+
 def _other_listener(model, audiogram) -> str | None:
   """'trained for N3' when `model` (a TrainedAid) was trained for another audiogram, else None."""
   trained_for = getattr(model, "audiogram", None)
@@ -121,7 +126,7 @@ class SoundPicker(widgets.VBox):
     self.message = widgets.HTML()
     self.message.add_class("dal-sound-message")
     limits = widgets.HTML(f'<div style="font-size:11px;line-height:1.3;color:#555">up to '
-                          f"{self.upload_max_bytes / 1e6:.0f} MB, {self.upload_max_s:.0f} s; "
+                          f"{_size_text(self.upload_max_bytes)}, {self.upload_max_s:g} s; "
                           "speech set to 65 dB SPL</div>", layout=widgets.Layout(width="180px"))
     for w, name in ((self.clip, "value"), (self.noise_kind, "value"), (self.snr, "value")):
       w.observe(self._on_setting_changed, name)
@@ -139,8 +144,8 @@ class SoundPicker(widgets.VBox):
     """
     try:
       if len(data) > self.upload_max_bytes:
-        raise AudioError(f"{filename}: {len(data) / 1e6:.1f} MB is over the upload limit of "
-                         f"{self.upload_max_bytes / 1e6:.0f} MB")
+        raise AudioError(f"{filename}: {_size_text(len(data))} is over the upload limit of "
+                         f"{_size_text(self.upload_max_bytes)}")
       if not filename.lower().endswith(".wav") or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise AudioError(f"{filename}: expected a WAV file (RIFF/WAVE header), got something else")
       with warnings.catch_warnings():  # soft problems (silence, peaks) are handled right here
@@ -481,7 +486,7 @@ class Workbench(widgets.VBox):
       diff_fig.title.text = f"{other} \u2212 {NORMAL} (red: more)"
     self.cochleagram.render(self._shown)
     normal = float(np.mean(self._shown[NORMAL])) or 1.0
-    parts = [f"{html.escape(label)} <b>{100 * float(np.mean(nap)) / normal:.0f} %</b>"
+    parts = [f"{html.escape(label)} <b>{round(100 * float(np.mean(nap)) / normal)} %</b>"  # no -0
              for label, nap in self._shown.items() if label != NORMAL]
     joined = " \u00b7 ".join(parts)
     self.readout.value = ('<span style="font-size:13px">mean NAP activity re normal ear on clean '

@@ -107,10 +107,15 @@ def test_config_reads_the_environment_and_names_a_bad_variable():
   assert (config.max_steps, config.max_seconds, config.model_sizes) == (12, 45.5, ("small", "paper"))
   assert config.upload_max_bytes == 1000 and config.cache_dir == ""
   assert AppConfig.from_env({}) == AppConfig()
-  with pytest.raises(ParameterError, match="DAL_FINETUNE_MAX_STEPS: expected an integer, got 'lots'"):
-    AppConfig.from_env({"DAL_FINETUNE_MAX_STEPS": "lots"})
-  with pytest.raises(ParameterError, match="DAL_FINETUNE"):
-    AppConfig.from_env({"DAL_FINETUNE_MAX_S": "0"})
+  for variable, value, expected in [
+      ("DAL_FINETUNE_MAX_STEPS", "lots", "an integer >= 1"),
+      ("DAL_FINETUNE_MAX_STEPS", "0", "an integer >= 1"),
+      ("DAL_FINETUNE_MAX_S", "0", "seconds > 0"), ("DAL_FINETUNE_MAX_S", "nan", "seconds > 0"),
+      ("DAL_UPLOAD_MAX_BYTES", "-5", "an integer >= 1"), ("DAL_UPLOAD_MAX_S", "inf", "seconds > 0"),
+      ("DAL_MODEL_SIZES", "", "comma-separated names among"),
+      ("DAL_MODEL_SIZES", "small,huge", "comma-separated names among")]:
+    with pytest.raises(ParameterError, match=f"^{variable}: expected {expected}.*got {value!r}"):
+      AppConfig.from_env({variable: value})
 
 
 def test_compilation_cache_is_switched_on_once_and_never_over_a_configured_one(tmp_path):

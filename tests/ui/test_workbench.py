@@ -288,7 +288,8 @@ def test_a_new_file_of_the_same_name_replaces_the_sound():
 
 
 @pytest.mark.parametrize("data, name, reason", [
-    (b"RIFF\x00\x00\x00\x00WAVE" + bytes(100), "big.wav", "over the upload limit"),
+    (b"RIFF\x00\x00\x00\x00WAVE" + bytes(100), "big.wav",
+     "big.wav: 0.112 kB is over the upload limit of 0.05 kB"),
     (b"ID3\x03 not a wav at all", "song.mp3", "expected a WAV file"),
     (b"RIFF\x24\x00\x00\x00WAVEfmt broken", "broken.wav", "broken.wav: cannot read audio: "
                                                              "Error opening the data"),
@@ -341,6 +342,13 @@ def test_sai_of_the_dal_panel_without_an_aid_shows_nothing():
   bench.sai_source.value = NORMAL
   assert bench.wait(WAIT_S)
   assert len(bench.sai_view.source.data["image"]) == 1 and "normal ear" in bench.sai_view.figure.title.text
+
+
+def test_the_activity_readout_has_no_minus_zero():
+  bench, _ = _bench()
+  nap = np.ones((100, FakeCompute.N_CH), np.float32)
+  bench._draw(bench.state.sound, {NORMAL: nap, UNAIDED: -0.001 * nap})  # v3 NAPs can dip below 0
+  assert f"{UNAIDED} <b>0 %</b>" in bench.readout.value and "-0" not in bench.readout.value
 
 
 def test_explorer_configuration_has_only_the_listener_parts():
