@@ -199,8 +199,9 @@ def stoi(clean, processed, sr, extended=False):
     except np.exceptions.AxisError:  # pystoi fails outright below one STFT frame (25.6 ms)
       too_short = True
   if too_short:
-    warnings.warn(f"stoi: speech too short ({clean.shape[0] / sr:.2f} s) for a 384 ms segment "
-                  f"after silence removal; returning NaN", stacklevel=2)
+    warnings.warn(f"stoi: less than one 384 ms segment of speech is left once frames more than "
+                  f"40 dB below the loudest are removed (of {clean.shape[0] / sr:.2f} s in all); "
+                  "returning NaN", stacklevel=2)
     return float("nan")
   return value
 

@@ -19,6 +19,8 @@ METRIC_LABELS = {"nap_l1": ("NAP L1", ".4f"), "nap_corr": ("NAP corr.", ".3f"),
 CAPTION = ("Impaired ear hearing each system's output vs. the normal ear hearing the clean speech "
            "(NAP, SAI); SI-SDR and (E)STOI compare the output with the clean speech. "
            "\u2191 higher is better, \u2193 lower is better; best in bold.")
+MISSING_NOTE = ("\u2013: not computable for this clip ((E)STOI needs at least 384 ms of speech "
+                "within 40 dB of its loudest frame).")
 _STYLE = ("<style>.dal-metrics table{border-collapse:collapse;font-size:13px}"
           ".dal-metrics th,.dal-metrics td{padding:3px 10px;border-bottom:1px solid #ddd;"
           "text-align:right}.dal-metrics th:first-child,.dal-metrics td:first-child"
@@ -57,9 +59,12 @@ def table_html(table) -> str:
       cells.append(f'<td{" class=best" if is_best else ""}>{_cell(value, METRIC_LABELS[metric][1])}'
                    "</td>")
     body.append(f"<tr><td>{html.escape(str(row['system']))}</td>{''.join(cells)}</tr>")
+  caption = CAPTION
+  if any(math.isnan(row[m]) for row in rows for m in metrics):
+    caption += " " + MISSING_NOTE
   return (f'{_STYLE}<div class="dal-metrics"><table><thead><tr><th>system</th>{head}</tr></thead>'
           f"<tbody>{''.join(body)}</tbody></table>"
-          f'<div style="font-size:11px;color:#555;max-width:640px">{html.escape(CAPTION)}</div></div>')
+          f'<div style="font-size:11px;color:#555;max-width:640px">{html.escape(caption)}</div></div>')
 
 
 class MetricsTable(widgets.VBox):

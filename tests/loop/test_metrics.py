@@ -138,9 +138,16 @@ def test_stoi_falls_as_the_noise_grows(speech, extended):
 
 @pytest.mark.parametrize("n", [100, 1600])  # below one STFT frame, and below one segment
 def test_stoi_too_short_warns_and_returns_nan(speech, n):
-  with pytest.warns(UserWarning, match="too short"):
+  with pytest.warns(UserWarning, match="less than one 384 ms segment of speech is left"):
     value = metrics.stoi(speech[:n], speech[:n], SR)
   assert np.isnan(value)
+
+
+def test_stoi_of_mostly_silence_says_what_was_too_short(speech):
+  x = np.zeros(6 * SR, np.float32)  # 6 s, of which 0.1 s is speech
+  x[:SR // 10] = speech[:SR // 10]
+  with pytest.warns(UserWarning, match=r"of 6\.00 s in all"):
+    assert np.isnan(metrics.stoi(x, x, SR))
 
 
 def test_stoi_errors(speech):

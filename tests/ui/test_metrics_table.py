@@ -45,11 +45,13 @@ def test_renders_the_all_rows_with_the_best_value_per_column_in_bold():
   assert cells["unprocessed"] == ["0.2000", "0.400", "5.0*", "0.800"]
   assert "NAP L1 &darr;" in view.html.value and "STOI &uarr;" in view.html.value
   assert view.message.value == ""
+  assert "not computable for this clip ((E)STOI needs at least 384 ms" in view.html.value
 
 
 def test_a_single_system_has_no_best_marks():
-  cells = _cells(table_html(_table({"unprocessed": (0.2, 0.4, 5.0, 0.8)})))
-  assert not any(c.endswith("*") for c in cells["unprocessed"])
+  html_text = table_html(_table({"unprocessed": (0.2, 0.4, 5.0, 0.8)}))
+  assert not any(c.endswith("*") for c in _cells(html_text)["unprocessed"])
+  assert "not computable" not in html_text  # the dash is explained only where one is shown
 
 
 def test_message_keeps_the_last_table_readable():
