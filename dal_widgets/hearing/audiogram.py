@@ -305,6 +305,7 @@ class Audiogram:
       if problem is not None:
         raise ParameterError(f"points[{i}]: {problem}")
     ear = data.get("ear", DEFAULT_EAR)
+    ear = ear.lower() if isinstance(ear, str) else ear  # "Left" as in the CSV comment
     if ear not in EARS:
-      raise ParameterError(f"ear: expected one of {EARS}, got {ear!r}")
+      raise ParameterError(f"ear: expected one of {EARS}, got {data.get('ear')!r}")
     return cls(freqs, thresholds, ear=ear, name=data.get("name"))

@@ -52,6 +52,25 @@ class AudiogramState(HasTraits):
     return Audiogram(self.freqs_hz, self.thresholds_db_hl, ear=self.ear, name=self.name or None)
 
 
+def _fitting_note(audiogram: Audiogram, freqs_hz) -> str:
+  """What showing `audiogram` at the editor's `freqs_hz` changed ("" when nothing)."""
+  given, shown = tuple(audiogram.freqs_hz), tuple(freqs_hz)
+  hz = lambda fs: ", ".join(f"{f:g}" for f in fs)
+  notes = []
+  dropped = [f for f in given if f not in shown]
+  if dropped:
+    notes.append(f"{hz(dropped)} Hz not among the editor's frequencies (they shape the "
+                 "interpolation; a saved file has the editor's frequencies only)")
+  outside = [f for f in shown if f < given[0] or f > given[-1]]
+  if outside:
+    notes.append(f"{hz(outside)} Hz outside the file's {hz([given[0]])}-{hz([given[-1]])} Hz: "
+                 "set to the threshold of its nearest point")
+  between = [f for f in shown if given[0] < f < given[-1] and f not in given]
+  if between:
+    notes.append(f"{hz(between)} Hz interpolated")
+  return f" ({'; '.join(notes)})" if notes else ""
+
+
 def _hz_label(freq_hz: float) -> str:
   return f"{freq_hz / 1000:g}k" if freq_hz >= 1000 else f"{freq_hz:g}"
 
@@ -185,9 +204,7 @@ class AudiogramEditor(widgets.VBox):
       self._show_message(f"Could not load {filename}: {err}", error=True)
       return False
     self.set_audiogram(audiogram)
-    resampled = "" if tuple(audiogram.freqs_hz) == tuple(self.state.freqs_hz) else \
-        " (interpolated to the editor's frequencies)"
-    self._show_message(f"Loaded {filename}{resampled}.")
+    self._show_message(f"Loaded {filename}{_fitting_note(audiogram, self.state.freqs_hz)}.")
     return True
 
   @contextlib.contextmanager

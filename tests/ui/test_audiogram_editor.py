@@ -1,6 +1,7 @@
 """AudiogramEditor: one user action -> one threshold change -> one emitted Audiogram."""
 import base64
 import datetime
+import html
 import re
 from unittest import mock
 
@@ -95,8 +96,22 @@ def test_csv_upload_sets_thresholds_ear_and_name_in_one_emission():
   assert (emitted.ear, emitted.name) == ("left", "listener 7")
   assert emitted.thresholds_db_hl[FREQS_HZ.index(1000.0)] == 30
   assert emitted.thresholds_db_hl[-1] == 70
-  assert "interpolated" in editor.message.value
+  assert "500, 2000, 3000, 4000, 6000 Hz interpolated" in editor.message.value
   assert editor.upload.value == ()
+
+
+def test_loading_says_what_was_extrapolated_and_dropped():
+  editor, _ = _observed_editor()
+  text = b"freq_hz,threshold_db_hl\n750,30\n4000,60\n8000,70\n"
+  assert editor.load_file(text, "odd.csv")
+  message = html.unescape(editor.message.value)
+  assert "750 Hz not among the editor's frequencies" in message
+  assert "250, 500 Hz outside the file's 750-8000 Hz: set to the threshold of its nearest point" \
+      in message
+  assert editor.audiogram.thresholds_db_hl[0] == 30
+  assert editor.load_file(b'{"ear": "Left", "points": [{"freq_hz": 250, "threshold_db_hl": 10}]}',
+                          "left.json")
+  assert editor.audiogram.ear == "left"
 
 
 def test_json_download_round_trips():
