@@ -345,6 +345,7 @@ def cmd_enhance(args):
   from dal_widgets.loop import train as train_lib
   condition = _condition(args, cfg)
   x, sr = audio.load(args.input, sr=cfg.data.sr)
+  _note_channels(args.input)
   file_sr = soundfile.info(str(args.input)).samplerate  # readable: it has just been loaded
   if args.level_db_spl is not None:
     x = audio.set_level(x, args.level_db_spl)
@@ -364,6 +365,14 @@ def cmd_enhance(args):
             + ("written as 32-bit float WAV, so nothing is clipped" if subtype else
                f"{args.output.suffix} clips it; write a .wav for float samples"))
   return EXIT_OK
+
+
+def _note_channels(path):
+  """Says when a file's channels were averaged into the one the model hears."""
+  import soundfile
+  channels = soundfile.info(str(path)).channels  # readable: it has just been loaded
+  if channels > 1:
+    _status(f"note: {path} has {channels} channels; the model hears their average (mono)")
 
 
 def _condition(args, cfg):
@@ -447,6 +456,7 @@ def cmd_cochleagram(args):
   if args.sr is not None:
     _check_sr(args.sr)
   x, sr = audio.load(args.input, sr=args.sr)
+  _note_channels(args.input)
   if args.level_db_spl is not None:
     x = audio.set_level(x, args.level_db_spl)
   ohc_health = ihc_gain = 1.0

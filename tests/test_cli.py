@@ -261,11 +261,14 @@ def test_enhance_keeps_or_reports_peaks_above_full_scale(tmp_path, capsys, suffi
     assert np.max(np.abs(y)) <= 1.0 and ".flac clips it; write a .wav for float samples" in err
 
 
-def test_enhance_says_when_it_changed_the_rate(tmp_path, capsys):
+def test_enhance_says_when_it_changed_the_rate_or_mixed_channels(tmp_path, capsys):
   x, sr = soundfile.read(str(_clip_path()), dtype="float32")
-  soundfile.write(str(tmp_path / "in.wav"), np.repeat(x, 3)[:sr], 48000)  # 1/3 s at 48 kHz
+  stereo = np.stack([np.repeat(x, 3)[:sr]] * 2, axis=1)  # 1/3 s at 48 kHz, two channels
+  soundfile.write(str(tmp_path / "in.wav"), stereo, 48000)
   assert cli.main(["enhance", str(tmp_path / "in.wav"), str(tmp_path / "out.wav")]) == 0
-  assert "at 16000 Hz (the model's rate; the input was 48000 Hz)" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "at 16000 Hz (the model's rate; the input was 48000 Hz)" in err
+  assert "in.wav has 2 channels; the model hears their average (mono)" in err
 
 
 def test_evaluate_names_its_model_and_a_listener_it_was_not_trained_for(capsys, monkeypatch):
