@@ -352,8 +352,8 @@ def cmd_enhance(args):
   y = train_lib.enhance(params, cfg.model_config, x, condition)
   peak = float(np.max(np.abs(y))) if y.size else 0.0
   subtype = "FLOAT" if peak > 1.0 and args.output.suffix.lower() == ".wav" else None
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # clipping is reported below, with the file's name
+  with warnings.catch_warnings():  # clipping is reported below, with the file's name
+    warnings.filterwarnings("ignore", message=r".*samples exceed \+-1", category=UserWarning)
     audio.save(args.output, y, sr, subtype=subtype)
   rate = f" (the model's rate; the input was {file_sr} Hz)" if file_sr != sr else ""
   _status(f"wrote {args.output} at {sr} Hz{rate}: "
