@@ -5,77 +5,32 @@ Every test leaves a full-page screenshot in artifacts/<test name>.png; page erro
 `page.errors` (JavaScript exceptions) and `page.console_errors` (console.error lines), and every
 request that leaves the machine in `page.external_requests` (the apps must work offline).
 """
-import os
-import pathlib
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
+from voila_server import ROOT, launch_chromium, serve
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-APPS = ROOT / "apps"
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-VOILA_START_S = 60  # server start on a cold 2-core machine (imports, extensions)
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 4000  # pixels; longer pages are cut
 SCROLL_HEIGHT_JS = ("() => Math.max(...Array.from(document.querySelectorAll('body *'), "
                     "e => e.scrollHeight))")
 
 
-def _free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0))
-    return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def voila_url(tmp_path_factory):
-  """Base URL of a Voila server for apps/, run from the repository root so that its voila.json
-  (sources stripped, kernel culling, timeouts) applies; tracebacks are switched back on here so a
-  failing app shows why in the screenshot."""
-  port = _free_port()
-  log_path = tmp_path_factory.mktemp("voila") / "voila.log"
-  command = [sys.executable, "-m", "voila", str(APPS), "--no-browser", f"--port={port}",
-             "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]
-  with open(log_path, "w") as log:
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-  url = f"http://127.0.0.1:{port}"
-  deadline = time.monotonic() + VOILA_START_S
-  try:
-    while True:
-      try:
-        urllib.request.urlopen(url + "/", timeout=1)
-        break
-      except OSError:
-        if proc.poll() is not None:
-          raise RuntimeError(f"voila exited with code {proc.returncode}; log: {log_path}") from None
-        if time.monotonic() > deadline:
-          raise RuntimeError(f"voila did not answer within {VOILA_START_S} s; "
-                             f"log: {log_path}") from None
-        time.sleep(0.25)
+  """Base URL of a Voila server for apps/ (voila_server.serve)."""
+  with serve(tmp_path_factory.mktemp("voila") / "voila.log") as url:
     yield url
-  finally:
-    proc.terminate()
-    try:
-      proc.wait(10)
-    except subprocess.TimeoutExpired:
-      proc.kill()
 
 
 @pytest.fixture(scope="session")
 def browser():
-  """A headless Debian chromium (./dev installs it; its absence is a setup error, not a skip)."""
-  if not pathlib.Path(CHROMIUM).exists():
-    pytest.fail(f"no chromium at {CHROMIUM}: run ./dev test (it apt-get installs chromium)")
+  """A headless Debian chromium (its absence is a setup error, not a skip)."""
   from playwright import sync_api
   with sync_api.sync_playwright() as playwright:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+      browser = launch_chromium(playwright)
+    except FileNotFoundError as error:
+      pytest.fail(str(error))
     yield browser
     browser.close()
 

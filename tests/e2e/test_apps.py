@@ -1,7 +1,8 @@
 """The three Voila apps in a real browser: BokehJS draws, no widget or page errors, sliders reach the
 impaired NAP, audio rows hold playable WAV, and the lab's fine-tune starts, progresses and cancels.
 
-Load times (page request -> first Bokeh canvas) are written to artifacts/app_load_times.json.
+Load times under test load (page request -> first Bokeh canvas) are written to
+artifacts/app_load_times.json for reading; the load-time target is measured by bench/bench_apps.py.
 """
 import json
 import re
@@ -13,7 +14,6 @@ from conftest import ARTIFACTS
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 LOAD_TIMEOUT_MS = 90_000  # kernel start + notebook execution on a cold, busy 2-core machine
-LOAD_LIMIT_S = 30.0  # the apps load in < 10 s on an idle machine; this bound tolerates CI load
 UPDATE_TIMEOUT_MS = 30_000  # one kernel round trip plus background CARFAC work
 FIRST_STEP_TIMEOUT_MS = 180_000  # the first fine-tune step includes compiling the training step
 I_4K = 5  # index of the 4 kHz slider (FREQS_HZ = 250, 500, 1k, 2k, 3k, 4k, 6k, 8k)
@@ -82,7 +82,6 @@ def _open(page, voila_url, kind):
   LOAD_TIMES[kind] = round(time.monotonic() - start, 1)
   ARTIFACTS.mkdir(exist_ok=True)
   (ARTIFACTS / "app_load_times.json").write_text(json.dumps(LOAD_TIMES, indent=1))
-  assert LOAD_TIMES[kind] < LOAD_LIMIT_S
 
 
 def _wait_for_image(page, prefix, timeout=UPDATE_TIMEOUT_MS):
