@@ -389,9 +389,9 @@ def _condition(args, cfg):
 def cmd_evaluate(args):
   from dal_widgets.loop import evaluate as ev
   import math
-  from dal_widgets.loop.config import MAX_CLIP_S, MAX_SNR_DB
-  if args.n_clips < 1:
-    raise UsageError(f"--n-clips: expected >= 1, got {args.n_clips}")
+  from dal_widgets.loop.config import MAX_CLIP_S, MAX_EVAL_CLIPS, MAX_SNR_DB
+  if not 1 <= args.n_clips <= MAX_EVAL_CLIPS:
+    raise UsageError(f"--n-clips: expected 1 to {MAX_EVAL_CLIPS}, got {args.n_clips}")
   if args.clip_s is not None and not 0 < args.clip_s <= MAX_CLIP_S:  # NaN fails too
     raise UsageError(f"--clip-s: expected seconds in (0, {MAX_CLIP_S:g}], got {args.clip_s:g}")
   bad_snr = [v for v in args.snr if not (math.isfinite(v) and abs(v) <= MAX_SNR_DB)]
@@ -537,7 +537,7 @@ def build_parser():
   p.add_argument("--snr", type=float, nargs="+", default=list(DEFAULT_SNRS_DB), metavar="DB",
                  help="SNRs in dB (default %(default)s)")
   p.add_argument("--n-clips", type=int, default=DEFAULT_N_CLIPS, metavar="K",
-                 help="held-out clips per SNR (default %(default)s)")
+                 help="held-out clips per SNR, at most 1000 (default %(default)s)")
   p.add_argument("--clip-s", type=float, default=None, metavar="S",
                  help="cut each clip to this many seconds (default: whole clips)")
   p.add_argument("--noise", choices=NOISE_KINDS, default=None,

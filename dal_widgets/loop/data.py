@@ -20,7 +20,7 @@ import numpy as np
 
 from dal_widgets import audio
 from dal_widgets.errors import AudioError, ParameterError
-from dal_widgets.loop.config import MAX_CLIP_S, DataConfig
+from dal_widgets.loop.config import MAX_CLIP_S, MAX_EVAL_CLIPS, DataConfig
 
 SPLITS = ("train", "held_out")
 HELD_OUT_STREAM = 1  # rng stream of held-out examples, apart from training steps (stream 0)
@@ -302,7 +302,7 @@ def evaluation_clips(cfg: DataConfig, *, snrs_db=(0.0, 5.0), n_clips: int = 4, c
   Args:
     cfg: DataConfig.
     snrs_db: SNRs in dB.
-    n_clips: Number of (recording, noise) pairs.
+    n_clips: Number of (recording, noise) pairs, at most MAX_EVAL_CLIPS.
     clip_s: Crop length in seconds (at most MAX_CLIP_S); None keeps whole recordings. Shorter
       recordings are used whole, not padded (lengths then differ).
     noise_kind: Fix the noise kind; drawn per pair when None.
@@ -313,5 +313,8 @@ def evaluation_clips(cfg: DataConfig, *, snrs_db=(0.0, 5.0), n_clips: int = 4, c
   if clip_s is not None and not (isinstance(clip_s, (int, float)) and not isinstance(clip_s, bool)
                                  and 0 < clip_s <= MAX_CLIP_S):  # NaN fails too
     raise ParameterError(f"clip_s: expected None or seconds in (0, {MAX_CLIP_S:g}], got {clip_s!r}")
+  if isinstance(n_clips, (int, np.integer)) and n_clips > MAX_EVAL_CLIPS:
+    raise ParameterError(f"n_clips: expected at most {MAX_EVAL_CLIPS} (recording, noise) pairs, "
+                         f"got {n_clips}")
   n_samples = 0 if clip_s is None else int(round(clip_s * cfg.sr))
   return _held_out_examples(cfg, tuple(snrs_db), n_clips, n_samples, noise_kind, pad=False)

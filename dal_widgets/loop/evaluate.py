@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import io
 import math
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +42,7 @@ HIGHER_IS_BETTER = {"nap_l1": False, "nap_corr": True, "sai_l1": False, "si_sdr_
 PAD_QUANTUM_S = 0.5  # clips are padded to a multiple of this: bounds recompilations per length
 BATCH_SIZE = 4  # clips per vmapped CARFAC pass; ~4 x 3 s x 65 ch float32 NAPs, tens of MB
 ALL_SNRS = "all"  # snr_db label of the per-system mean over every clip
+MAX_LISTED = 10  # clip indices named in a warning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +250,27 @@ def _run_system(system, noisy, sr, index):
   return aided
 
 
+def _stoi_pair(clean, aided, sr, index, too_short):
+  """{"stoi", "estoi"} of one clip; a clip too short for STOI is added to the set `too_short`
+  (reported once by evaluate) instead of warning for every clip and system."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    values = {"stoi": metrics.stoi(clean, aided, sr),
+              "estoi": metrics.stoi(clean, aided, sr, extended=True)}
+  for w in caught:
+    if str(w.message).startswith("stoi: less than one"):
+      too_short.add(index)
+    else:
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+  return values
+
+
+def _index_list(indices, shown=MAX_LISTED):
+  ordered = sorted(indices)
+  more = f", ... ({len(ordered) - shown} more)" if len(ordered) > shown else ""
+  return ", ".join(map(str, ordered[:shown])) + more
+
+
 def _aggregate(clip_rows, system_names, metric_names):
   rows = []
   for name in system_names:
@@ -311,7 +334,7 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
   segment = sai_params.input_segment_width
   quantum = segment * math.ceil(PAD_QUANTUM_S * sr / segment)
   total, done = len(clips) * len(systems), 0
-  clip_rows = []
+  clip_rows, too_short = [], set()
   for start in range(0, len(clips), BATCH_SIZE):
     chunk = clips[start:start + BATCH_SIZE]
     length = quantum * math.ceil(max(c[0].shape[0] for c in chunk) / quantum)
@@ -326,14 +349,17 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
                "nap_corr": float(metrics.nap_correlation(nap_imp[j, :n], nap_norm[j, :n])),
                "sai_l1": float(metrics.sai_l1(sai_imp[j, :n_frames], sai_norm[j, :n_frames])),
                "si_sdr_db": metrics.si_sdr(y, clean),
-               "stoi": metrics.stoi(clean, y, sr),
-               "estoi": metrics.stoi(clean, y, sr, extended=True)}
+               **_stoi_pair(clean, y, sr, start + j, too_short)}
         if "haspi" in metric_names:
           row["haspi"] = metrics.haspi_v2(clean, y, sr, audiogram)
         clip_rows.append(row)
       done += len(chunk)
       if on_progress is not None:
         on_progress(done, total)
+  if too_short:
+    warnings.warn(f"stoi: {len(too_short)} of {len(clips)} clips have less than one 384 ms segment "
+                  f"of speech once silent frames are removed (clips {_index_list(too_short)}); their "
+                  "STOI and ESTOI are NaN", stacklevel=2)
   names = [system.name for system in systems]
   return EvaluationTable(rows=_aggregate(clip_rows, names, metric_names),
                          clip_rows=tuple(clip_rows), metrics=metric_names)

@@ -116,6 +116,8 @@ def test_evaluation_clips_whole_recordings_and_crops():
   for bad in (float("inf"), float("nan"), 61.0, 0.0):
     with pytest.raises(ParameterError, match=r"clip_s: expected None or seconds in \(0, 60\]"):
       data.evaluation_clips(CFG, n_clips=1, clip_s=bad)
+  with pytest.raises(ParameterError, match="n_clips: expected at most 1000 .* got 1001"):
+    data.evaluation_clips(CFG, n_clips=1001)
 
 
 def _write_corpus(root, talkers):

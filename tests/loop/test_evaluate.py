@@ -16,6 +16,7 @@ SR = 16000
 CLIP_S = 0.5  # short clips keep the CARFAC pass to a fraction of a second after compilation
 SNRS_DB = (0.0, 5.0)
 N_CH = 65  # CARFAC channels at 16 kHz (DESIGN.md)
+SHORT_N = int(0.3 * SR)  # below one 384 ms STOI segment, above one SAI frame
 NAP_RTOL = 1e-4  # vmapped + padded run vs a plain run of the same float32 model
 
 
@@ -102,6 +103,19 @@ def test_identical_ears_and_oracle_give_zero_distance(clips):
   assert table.value("oracle", "nap_l1") == 0.0
   assert table.value("oracle", "sai_l1") == 0.0
   assert table.value("oracle", "nap_corr") == pytest.approx(1.0, abs=1e-5)
+
+
+def test_clips_too_short_for_stoi_give_nan_and_one_warning_naming_them(clips):
+  short = [(noisy[:SHORT_N], clean[:SHORT_N], snr_db) for noisy, clean, snr_db in clips]
+  mixed = [short[0], clips[1], short[1]]
+  with pytest.warns(UserWarning) as caught:
+    table = ev.evaluate(mixed, SR, _ear(), [ev.unprocessed(), _oracle(mixed)])
+  stoi_warnings = [str(w.message) for w in caught if str(w.message).startswith("stoi:")]
+  assert stoi_warnings == [stoi_warnings[0]]  # once, not per clip and system
+  assert "2 of 3 clips" in stoi_warnings[0] and "(clips 0, 2)" in stoi_warnings[0]
+  for row in table.clip_rows:
+    assert np.isnan(row["stoi"]) == np.isnan(row["estoi"]) == (row["clip"] != 1)
+    assert np.isfinite(row["nap_l1"])
 
 
 def test_progress_counts_system_clip_pairs(run):
