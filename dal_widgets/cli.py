@@ -39,6 +39,7 @@ PRETRAINED_FOLDER = ("data", "pretrained")  # inside the package: a bundled chec
 NOISE_KINDS = ("babble", "speech_shaped", "white")  # loop.config.NOISE_KINDS
 CONFIG_NAMES = ("widget", "default", "paper")  # loop.config.PRESETS
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # audio.io.FORMATS
+MAX_EVAL_CLIPS = 1000  # loop.config.MAX_EVAL_CLIPS
 
 
 class UsageError(DalError):
@@ -389,7 +390,7 @@ def _condition(args, cfg):
 def cmd_evaluate(args):
   from dal_widgets.loop import evaluate as ev
   import math
-  from dal_widgets.loop.config import MAX_CLIP_S, MAX_EVAL_CLIPS, MAX_SNR_DB
+  from dal_widgets.loop.config import MAX_CLIP_S, MAX_SNR_DB
   if not 1 <= args.n_clips <= MAX_EVAL_CLIPS:
     raise UsageError(f"--n-clips: expected 1 to {MAX_EVAL_CLIPS}, got {args.n_clips}")
   if args.clip_s is not None and not 0 < args.clip_s <= MAX_CLIP_S:  # NaN fails too
@@ -537,7 +538,7 @@ def build_parser():
   p.add_argument("--snr", type=float, nargs="+", default=list(DEFAULT_SNRS_DB), metavar="DB",
                  help="SNRs in dB (default %(default)s)")
   p.add_argument("--n-clips", type=int, default=DEFAULT_N_CLIPS, metavar="K",
-                 help="held-out clips per SNR, at most 1000 (default %(default)s)")
+                 help=f"held-out clips per SNR, at most {MAX_EVAL_CLIPS} (default %(default)s)")
   p.add_argument("--clip-s", type=float, default=None, metavar="S",
                  help="cut each clip to this many seconds (default: whole clips)")
   p.add_argument("--noise", choices=NOISE_KINDS, default=None,

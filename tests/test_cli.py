@@ -319,8 +319,8 @@ def test_fit_audiogram_says_which_points_are_above_the_model(tmp_path, capsys, m
 
 def test_copied_names_match_the_lower_layers():
   from dal_widgets.audio.io import FORMATS
-  from dal_widgets.loop.config import NOISE_KINDS, PRESETS
-  assert cli.NOISE_KINDS == NOISE_KINDS
+  from dal_widgets.loop.config import MAX_EVAL_CLIPS, NOISE_KINDS, PRESETS
+  assert cli.NOISE_KINDS == NOISE_KINDS and cli.MAX_EVAL_CLIPS == MAX_EVAL_CLIPS
   assert set(cli.CONFIG_NAMES) == set(PRESETS)
   assert set(cli.AUDIO_SUFFIXES) == set(FORMATS)
 
