@@ -59,6 +59,8 @@ typedef struct {
 
 #define R REAL *restrict
 #define CR const REAL *restrict
+#define S REAL *         /* state rows that may alias (in-place update) */
+#define CS const REAL *
 /* The channel loops read and write distinct rows: let the compiler vectorise without alias checks
  * (GCC drops `restrict` on local pointers and falls back to scalar loops). */
 #if defined(__clang__)
@@ -155,8 +157,8 @@ static inline REAL syn_class(REAL rel, const REAL *syn, REAL res, REAL sl, REAL 
   return *sln = sl + syn[0] * (syn[2] * rr - sl);
 }
 
-/* One sample: state s -> s1 (both [N_STATE_ROWS, width]); x: one input per lane; nap, bm, y:
- * [width] (y scratch). */
+/* One sample: state s -> s1 (both [N_STATE_ROWS, width]; s1 may be s: every channel reads its old
+ * values before it writes new ones); x: one input per lane; nap, bm, y: [width] (y scratch). */
 static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, const Agc *a,
                        REAL *restrict nap, REAL *restrict bm, REAL *restrict y) {
   const int n = m->width;
@@ -164,50 +166,55 @@ static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, c
   REAL vs, vo;
   nlf_scale(m, &vs, &vo);
   CR r1 = COEF(m, CO_R1); CR a0 = COEF(m, CO_A0); CR c0 = COEF(m, CO_C0); CR h = COEF(m, CO_H);
-  CR z1 = ROW(s, ROW_Z1, n); CR z2 = ROW(s, ROW_Z2, n); CR za = ROW(s, ROW_ZA, n);
-  CR zb = ROW(s, ROW_ZB, n); CR g = ROW(s, ROW_G, n); CR dzb = a->dzb; CR dg = a->dg;
-  R z1n = ROW(s1, ROW_Z1, n); R z2n = ROW(s1, ROW_Z2, n); R zan = ROW(s1, ROW_ZA, n);
-  R zbn = ROW(s1, ROW_ZB, n); R gn = ROW(s1, ROW_G, n);
+  CS z1 = ROW(s, ROW_Z1, n); CS z2 = ROW(s, ROW_Z2, n); CS za = ROW(s, ROW_ZA, n);
+  CS zb = ROW(s, ROW_ZB, n); CS g = ROW(s, ROW_G, n); CR dzb = a->dzb; CR dg = a->dg;
+  S z1n = ROW(s1, ROW_Z1, n); S z2n = ROW(s1, ROW_Z2, n); S zan = ROW(s1, ROW_ZA, n);
+  S zbn = ROW(s1, ROW_ZB, n); S gn = ROW(s1, ROW_G, n);
   IVDEP
   for (int c = 0; c < n; c++) {
-    zbn[c] = zb[c] + dzb[c];
-    gn[c] = g[c] + dg[c];
-    REAL u = (z2[c] - za[c]) * vs + vo;
-    REAL r = r1[c] + zbn[c] / (1 + u * u);
-    z1n[c] = r * (a0[c] * z1[c] - c0[c] * z2[c]);
-    z2n[c] = r * (c0[c] * z1[c] + a0[c] * z2[c]);
-    zan[c] = z2[c];
-    y[c] = gn[c] * h[c] * z2n[c];  /* the ripple's own term of channel c */
+    const REAL z1c = z1[c], z2c = z2[c], zbc = zb[c] + dzb[c], gc = g[c] + dg[c];
+    const REAL u = (z2c - za[c]) * vs + vo;
+    const REAL r = r1[c] + zbc / (1 + u * u);
+    const REAL z2nc = r * (c0[c] * z1c + a0[c] * z2c);
+    zbn[c] = zbc;
+    gn[c] = gc;
+    z1n[c] = r * (a0[c] * z1c - c0[c] * z2c);
+    z2n[c] = z2nc;
+    zan[c] = z2c;
+    y[c] = gc * h[c] * z2nc;  /* the ripple's own term of channel c */
   }
   ripple(n, m->lanes, x, gn, z1n, y);
   const REAL ac_coeff = sc[SC_AC_COEFF], out1 = sc[SC_OUT1_RATE], in1 = sc[SC_IN1_RATE];
   const REAL out2 = sc[SC_OUT2_RATE], in2 = sc[SC_IN2_RATE], lpf_c = sc[SC_IHC_LPF];
   const REAL gain = sc[SC_OUTPUT_GAIN], rest = sc[SC_REST_OUTPUT];
-  CR ac = ROW(s, ROW_AC, n); CR ihc_gain = COEF(m, CO_IHC_GAIN);
-  CR cap1 = ROW(s, ROW_CAP1, n); CR cap2 = ROW(s, ROW_CAP2, n); CR lpf = ROW(s, ROW_ILPF, n);
-  R acn = ROW(s1, ROW_AC, n); R cap1n = ROW(s1, ROW_CAP1, n); R cap2n = ROW(s1, ROW_CAP2, n);
-  R lpfn = ROW(s1, ROW_ILPF, n);
+  CS ac = ROW(s, ROW_AC, n); CR ihc_gain = COEF(m, CO_IHC_GAIN);
+  CS cap1 = ROW(s, ROW_CAP1, n); CS cap2 = ROW(s, ROW_CAP2, n); CS lpf = ROW(s, ROW_ILPF, n);
+  S acn = ROW(s1, ROW_AC, n); S cap1n = ROW(s1, ROW_CAP1, n); S cap2n = ROW(s1, ROW_CAP2, n);
+  S lpfn = ROW(s1, ROW_ILPF, n);
   IVDEP
   for (int c = 0; c < n; c++) {
-    REAL b = y[c] - ac[c], slope;
+    const REAL acc = ac[c], cap1c = cap1[c], cap2c = cap2[c], lpfc = lpf[c];
+    REAL slope;
+    const REAL b = y[c] - acc;
+    const REAL rc = detect(b * ihc_gain[c], &slope) * cap1c;
+    const REAL k1 = cap1c - rc * out1 + (1 - cap1c) * in1;
+    const REAL tr = (1 - k1) * cap2c;
+    const REAL lpfnc = lpfc + lpf_c * (tr * gain - lpfc);
     bm[c] = b;
-    acn[c] = ac[c] + ac_coeff * b;
-    REAL rc = detect(b * ihc_gain[c], &slope) * cap1[c];
-    REAL k1 = cap1[c] - rc * out1 + (1 - cap1[c]) * in1;
-    REAL tr = (1 - k1) * cap2[c];
+    acn[c] = acc + ac_coeff * b;
     cap1n[c] = k1;
-    cap2n[c] = cap2[c] - tr * out2 + (1 - cap2[c]) * in2;
-    lpfn[c] = lpf[c] + lpf_c * (tr * gain - lpf[c]);
-    nap[c] = lpfn[c] - rest;
+    cap2n[c] = cap2c - tr * out2 + (1 - cap2c) * in2;
+    lpfn[c] = lpfnc;
+    nap[c] = lpfnc - rest;
   }
   if (!m->use_syn) return;
   const REAL rest_cap1 = sc[SC_REST_CAP1], spont = sc[SC_SPONT_SUB];
   const REAL syn[4] = {sc[SC_SYN_LPF], sc[SC_A1], sc[SC_A2], sc[SC_RES_COEFF]};
   const REAL wk[3] = {sc[SC_AGC_W0], sc[SC_AGC_W1], sc[SC_AGC_W2]};
-  CR res0 = ROW(s, ROW_RES0, n); CR res1 = ROW(s, ROW_RES1, n); CR res2 = ROW(s, ROW_RES2, n);
-  CR sl0 = ROW(s, ROW_SLPF0, n); CR sl1 = ROW(s, ROW_SLPF1, n); CR sl2 = ROW(s, ROW_SLPF2, n);
-  R resn0 = ROW(s1, ROW_RES0, n); R resn1 = ROW(s1, ROW_RES1, n); R resn2 = ROW(s1, ROW_RES2, n);
-  R sln0 = ROW(s1, ROW_SLPF0, n); R sln1 = ROW(s1, ROW_SLPF1, n); R sln2 = ROW(s1, ROW_SLPF2, n);
+  CS res0 = ROW(s, ROW_RES0, n); CS res1 = ROW(s, ROW_RES1, n); CS res2 = ROW(s, ROW_RES2, n);
+  CS sl0 = ROW(s, ROW_SLPF0, n); CS sl1 = ROW(s, ROW_SLPF1, n); CS sl2 = ROW(s, ROW_SLPF2, n);
+  S resn0 = ROW(s1, ROW_RES0, n); S resn1 = ROW(s1, ROW_RES1, n); S resn2 = ROW(s1, ROW_RES2, n);
+  S sln0 = ROW(s1, ROW_SLPF0, n); S sln1 = ROW(s1, ROW_SLPF1, n); S sln2 = ROW(s1, ROW_SLPF2, n);
   CR nf0 = COEF(m, CO_NF0); CR nf1 = COEF(m, CO_NF1); CR nf2 = COEF(m, CO_NF2);
   const Release rl = m->rel;
   IVDEP
@@ -592,9 +599,11 @@ int FN(carfac_forward)(int n, int n_ch, int n_pad, int lanes, int n_stages, cons
   agc_view(&a, agc_state, w, n_stages);
   a.count = counters[1];
   const size_t ssize = (size_t)N_STATE_ROWS * w, asize = (size_t)(2 * n_stages + 2) * w;
-  REAL *buf = malloc(sizeof(REAL) * (2 * ssize + (size_t)(WORK_ROWS + 3) * w));
+  /* one state, updated in place: a smaller working set than two alternating ones (lockstep lanes
+   * multiply it, and it should stay in the L1 cache) */
+  REAL *buf = malloc(sizeof(REAL) * (ssize + (size_t)(WORK_ROWS + 3) * w));
   if (!buf) return -1;
-  REAL *cur = buf, *nxt = buf + ssize, *work = buf + 2 * ssize;
+  REAL *cur = buf, *work = buf + ssize;
   REAL *nap_t = work + (size_t)WORK_ROWS * w, *bm_t = nap_t + w, *agc_t = bm_t + w;
   memcpy(cur, state, sizeof(REAL) * ssize);
   advise_huge_pages(nap, sizeof(REAL) * (size_t)n * n_ch * lanes); /* the outputs are unpadded */
@@ -611,13 +620,12 @@ int FN(carfac_forward)(int n, int n_ch, int n_pad, int lanes, int n_stages, cons
       nap_t = nap + (size_t)t * n_ch;
       bm_t = bm + (size_t)t * n_ch;
     }
-    sample_fwd(&m, x + (size_t)t * lanes, cur, nxt, &a, nap_t, bm_t, work);
+    sample_fwd(&m, x + (size_t)t * lanes, cur, cur, &a, nap_t, bm_t, work);
     accumulate(&m, &a, nap_t);
     if (!direct) {
       scatter_lanes(nap_t, n_ch, lanes, nap + (size_t)t * n_ch, (size_t)n * n_ch);
       scatter_lanes(bm_t, n_ch, lanes, bm + (size_t)t * n_ch, (size_t)n * n_ch);
     }
-    REAL *tmp = cur; cur = nxt; nxt = tmp;
     if (++phase == m.decim[0]) {
       agc_fwd(&m, &a, ROW(cur, ROW_ZB, w), ROW(cur, ROW_G, w), agc_t, work);
       scatter_lanes(agc_t, n_ch, lanes, agc_out + (size_t)n_up * n_ch, (size_t)n_updates * n_ch);
