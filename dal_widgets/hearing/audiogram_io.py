@@ -11,11 +11,14 @@ CSV (UTF-8, optional BOM; blank lines ignored):
   freq_hz,threshold_db_hl
   250,20
   500,25
+Files saved by spreadsheets read too: fields may be quoted, rows may end in empty cells, and the
+delimiter may be ";" or a tab (then a decimal comma is allowed: 22,5). Files are written as above.
 
 Every malformed file raises ParameterError whose message names the line (CSV, JSON syntax) or the
 field (JSON content) at fault. Writes are atomic: a temporary file in the same folder, then
 os.replace, so a crash never leaves half an audiogram behind.
 """
+import csv
 import json
 import math
 import os
@@ -28,6 +31,8 @@ from dal_widgets.hearing.audiogram import DEFAULT_EAR, EARS, Audiogram, order_pr
 FORMATS = ("json", "csv")
 CSV_HEADER = ("freq_hz", "threshold_db_hl")
 CSV_COMMENT_KEYS = ("ear", "name")
+# "," as written here; ";" and tab as spreadsheets write CSV in locales with a decimal comma.
+CSV_DELIMITERS = (",", ";", "\t")
 
 
 def _check_fmt(fmt):
@@ -57,23 +62,34 @@ def _parse_json(text):
     raise ParameterError(f"a number is too large: {err}") from err
 
 
-def _parse_number(field, text, lineno):
-  try:
-    value = float(text)
+def _parse_number(field, text, lineno, delimiter=","):
+  try:  # with ";" or tab delimiters a decimal comma (22,5) cannot be mistaken for a delimiter
+    value = float(text if delimiter == "," else text.replace(",", "."))
   except ValueError:
     raise ParameterError(f"line {lineno}: {field} {text!r} is not a number") from None
   return value
 
 
+def _fields(line, delimiter):
+  """The cells of one CSV row: quotes removed, spaces stripped, trailing empty cells dropped
+  (spreadsheets pad every row to the widest)."""
+  fields = [f.strip() for f in next(csv.reader([line], delimiter=delimiter))]
+  while fields and not fields[-1]:
+    fields.pop()
+  return fields
+
+
 def _parse_csv(text):
   meta = {}
   freqs, thresholds = [], []
-  header_seen = False
+  header_seen, delimiter = False, ","
   for lineno, raw in enumerate(text.splitlines(), start=1):
     line = raw.strip()
-    if not line:
-      continue
-    if line.startswith("#"):
+    if not line.strip("".join(CSV_DELIMITERS) + '"'):
+      continue  # blank, or a row of empty cells
+    if line.lstrip('"').startswith("#"):  # a comment, possibly in a quoted, padded first cell
+      line = line.rstrip("".join(CSV_DELIMITERS) + " ")
+      line = line[1:-1] if line.startswith('"') and line.endswith('"') else line
       key, sep, value = line[1:].partition(":")
       key = key.strip().lower()
       if sep and key in CSV_COMMENT_KEYS:
@@ -81,7 +97,9 @@ def _parse_csv(text):
           raise ParameterError(f"line {lineno}: '# {key}:' given twice")
         meta[key] = value.strip()
       continue  # other comments are free text
-    fields = [f.strip() for f in line.split(",")]
+    if not header_seen:
+      delimiter = next((d for d in CSV_DELIMITERS if d in line), ",")
+    fields = _fields(line, delimiter)
     if not header_seen:
       if tuple(f.lower() for f in fields) != CSV_HEADER:
         raise ParameterError(f"line {lineno}: expected the header '{','.join(CSV_HEADER)}', "
@@ -91,8 +109,8 @@ def _parse_csv(text):
     if len(fields) != 2:
       raise ParameterError(f"line {lineno}: expected 2 fields (freq_hz,threshold_db_hl), "
                            f"got {len(fields)}: {line!r}")
-    freq = _parse_number("frequency", fields[0], lineno)
-    threshold = _parse_number("threshold", fields[1], lineno)
+    freq = _parse_number("frequency", fields[0], lineno, delimiter)
+    threshold = _parse_number("threshold", fields[1], lineno, delimiter)
     problem = point_problem(freq, threshold)
     if problem is None and freqs:
       problem = order_problem(freqs[-1], freq)

@@ -65,6 +65,27 @@ def test_csv_lenient_parts():
   assert gram.ear == "right" and gram.name is None  # defaults when the comments are absent
 
 
+@pytest.mark.parametrize("text", [
+    # Excel, comma locale: every row padded to the widest, the comments in quoted first cells
+    '"# ear: left",,\r\n"# name: Smith, J",,\r\nfreq_hz,threshold_db_hl,\r\n500,20,\r\n'
+    '4000,42.5,\r\n,,\r\n',
+    # a decimal-comma locale: ";" delimiters and 42,5
+    "# ear: left;\n# name: Smith, J;\nfreq_hz;threshold_db_hl\n500;20\n4000;42,5\n",
+    # tab-separated, every cell quoted
+    '# ear: left\n# name: Smith, J\n"freq_hz"\t"threshold_db_hl"\n"500"\t"20"\n"4000"\t"42,5"\n',
+])
+def test_csv_saved_by_spreadsheets(text):
+  gram = loads_audiogram(text.encode("utf-8-sig"), "csv")
+  assert gram == Audiogram([500, 4000], [20, 42.5], ear="left", name="Smith, J")
+
+
+def test_csv_decimal_comma_only_with_another_delimiter():
+  with pytest.raises(ParameterError, match=r"^line 2: expected 2 fields .*got 3: '500,42,5'"):
+    loads_audiogram("freq_hz,threshold_db_hl\n500,42,5\n", "csv")
+  with pytest.raises(ParameterError, match=r"^line 2: threshold '4,2,5' is not a number"):
+    loads_audiogram("freq_hz;threshold_db_hl\n500;4,2,5\n", "csv")
+
+
 def test_write_replaces_existing_file(tmp_path):
   path = tmp_path / "gram.json"
   path.write_text("old content")
