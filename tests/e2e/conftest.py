@@ -6,7 +6,7 @@ Every test leaves a full-page screenshot in artifacts/<test name>.png; page erro
 request that leaves the machine in `page.external_requests` (the apps must work offline).
 """
 import pytest
-from voila_server import ROOT, launch_chromium, serve
+from voila_server import ROOT, launch_chromium, leave, serve
 
 ARTIFACTS = ROOT / "artifacts"
 VIEWPORT = {"width": 1280, "height": 900}
@@ -16,9 +16,15 @@ SCROLL_HEIGHT_JS = ("() => Math.max(...Array.from(document.querySelectorAll('bod
 
 
 @pytest.fixture(scope="session")
-def voila_url(tmp_path_factory):
+def voila_log(tmp_path_factory):
+  """The Voila server's log file."""
+  return tmp_path_factory.mktemp("voila") / "voila.log"
+
+
+@pytest.fixture(scope="session")
+def voila_url(voila_log):
   """Base URL of a Voila server for apps/ (voila_server.serve)."""
-  with serve(tmp_path_factory.mktemp("voila") / "voila.log") as url:
+  with serve(voila_log) as url:
     yield url
 
 
@@ -42,7 +48,8 @@ def _is_external(url: str) -> bool:
 
 @pytest.fixture
 def page(browser, request):
-  """A fresh page; its screenshot goes to artifacts/<test name>.png whatever the outcome."""
+  """A fresh page; its screenshot goes to artifacts/<test name>.png whatever the outcome, then it
+  is left (its Voila kernel shuts down, so no app keeps computing behind the next test)."""
   context = browser.new_context(viewport=VIEWPORT)
   page = context.new_page()
   page.errors, page.console_errors, page.external_requests = [], [], []
@@ -57,5 +64,6 @@ def page(browser, request):
     page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height, VIEWPORT["height"]),
                                                                        MAX_SCREENSHOT_HEIGHT)})
     page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    leave(page)
   finally:
     context.close()

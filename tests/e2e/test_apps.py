@@ -10,10 +10,12 @@ import time
 
 import pytest
 from conftest import ARTIFACTS
+from voila_server import kernel_counts, leave, wait_for_kernels_shut_down
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 LOAD_TIMEOUT_MS = 90_000  # kernel start + notebook execution on a cold, busy 2-core machine
+SHUTDOWN_TIMEOUT_S = 30  # Voila asks a kernel to stop, then kills it after a grace period
 UPDATE_TIMEOUT_MS = 30_000  # one kernel round trip plus background CARFAC work
 FIRST_STEP_TIMEOUT_MS = 180_000  # the first fine-tune step includes compiling the training step
 I_4K = 5  # index of the 4 kHz slider (FREQS_HZ = 250, 500, 1k, 2k, 3k, 4k, 6k, 8k)
@@ -123,6 +125,14 @@ def _assert_no_errors(page):
   assert page.locator(".dal-error").count() == 0  # the busy indicator's error text
   assert page.errors == []
   assert page.external_requests == []  # offline: BokehJS inline, no CDN stylesheet (voila.json)
+
+
+def test_leaving_an_app_shuts_its_kernel_down(voila_url, voila_log, page):
+  _open(page, voila_url, "sai_explorer")
+  started, _ = kernel_counts(voila_log)
+  assert started >= 1
+  leave(page)
+  assert wait_for_kernels_shut_down(voila_log, SHUTDOWN_TIMEOUT_S), voila_log.read_text()[-2000:]
 
 
 def test_audiogram_explorer_slider_redraws_the_impaired_nap(voila_url, page):

@@ -58,6 +58,30 @@ def serve(log_path: pathlib.Path):
       proc.kill()
 
 
+def kernel_counts(log_path: pathlib.Path) -> tuple[int, int]:
+  """(kernels started, kernels shut down) so far, from the server's log."""
+  text = log_path.read_text()
+  return text.count("Kernel started:"), text.count("Kernel shutdown:")
+
+
+def leave(page) -> None:
+  """Navigates away as a reader does when closing the tab or going elsewhere: `beforeunload` fires
+  and the page asks Voila to shut its kernel down (the dal template makes that request valid)."""
+  page.goto("about:blank")
+
+
+def wait_for_kernels_shut_down(log_path: pathlib.Path, timeout_s: float) -> bool:
+  """True once every kernel the server started has been shut down; False after `timeout_s`."""
+  deadline = time.monotonic() + timeout_s
+  while True:
+    started, shut_down = kernel_counts(log_path)
+    if shut_down >= started:
+      return True
+    if time.monotonic() > deadline:
+      return False
+    time.sleep(0.1)
+
+
 def launch_chromium(playwright):
   """Headless Debian chromium (./dev installs it); a clear error when it is missing."""
   if not pathlib.Path(CHROMIUM).exists():
