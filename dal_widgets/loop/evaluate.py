@@ -258,7 +258,7 @@ def _stoi_pair(clean, aided, sr, index, too_short):
     values = {"stoi": metrics.stoi(clean, aided, sr),
               "estoi": metrics.stoi(clean, aided, sr, extended=True)}
   for w in caught:
-    if str(w.message).startswith("stoi: less than one"):
+    if issubclass(w.category, metrics.StoiTooShortWarning):
       too_short.add(index)
     else:
       warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

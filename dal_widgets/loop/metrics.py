@@ -38,6 +38,10 @@ HASPI_FREQS_HZ = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 6000.0)
 HASPI_MODULE = "clarity.evaluator.haspi"
 
 
+class StoiTooShortWarning(UserWarning):
+  """STOI returned NaN: too little speech for one 384 ms analysis segment."""
+
+
 def _check_pair(a, b, names, min_ndim=1):
   """Two arrays to compare: equal shapes, at least `min_ndim`-D, finite values (when concrete;
   jit-safe)."""
@@ -201,7 +205,7 @@ def stoi(clean, processed, sr, extended=False):
   if too_short:
     warnings.warn(f"stoi: less than one 384 ms segment of speech is left once frames more than "
                   f"40 dB below the loudest are removed (of {clean.shape[0] / sr:.2f} s in all); "
-                  "returning NaN", stacklevel=2)
+                  "returning NaN", StoiTooShortWarning, stacklevel=2)
     return float("nan")
   return value
 
