@@ -28,6 +28,8 @@ MAX_THRESHOLD_DB_HL = 120.0  # audiometer limit; beyond this a threshold is "no 
 EARS = ("left", "right")
 DEFAULT_EAR = "right"  # audiologists test the better (often right) ear first; any choice would do
 PTA_FREQS_HZ = (500.0, 1000.0, 2000.0, 4000.0)  # 4-frequency pure-tone average (WHO 2021 grades)
+AGREE_TOL_DB = 0.5  # thresholds closer than this are one listener's: audiometry steps in 5 dB
+MAX_NAME_CHARS = 200  # a label shown in titles and file names, not a document
 
 # ISO 389-7:2005 free-field reference threshold of hearing, dB SPL, at the one-third-octave
 # frequencies 125 Hz..8 kHz. In this range these are the same numbers as the threshold of hearing
@@ -205,6 +207,9 @@ class Audiogram:
       raise ParameterError(f"ear: expected one of {EARS}, got {self.ear!r}")
     if self.name is not None and not isinstance(self.name, str):
       raise ParameterError(f"name: expected a string or None, got {self.name!r}")
+    if self.name is not None and len(self.name) > MAX_NAME_CHARS:
+      raise ParameterError(f"name: expected at most {MAX_NAME_CHARS} characters, got "
+                           f"{len(self.name)}")
     object.__setattr__(self, "freqs_hz", freqs)
     object.__setattr__(self, "thresholds_db_hl", thresholds)
 
@@ -227,6 +232,15 @@ class Audiogram:
     if not np.all(np.isfinite(freqs_hz)) or np.any(freqs_hz <= 0):
       raise ParameterError(f"freqs_hz: expected finite positive frequencies in Hz, got {freqs_hz}")
     return _log_interp(freqs_hz, self.freqs_hz, self.thresholds_db_hl)
+
+  def agrees_with(self, other: "Audiogram", tol_db: float = AGREE_TOL_DB) -> bool:
+    """True when `other`, read at this audiogram's frequencies (`other.at`), gives these
+    thresholds within `tol_db`: e.g. a preset shown at an editor's eight frequencies agrees with
+    the preset's own ten. Ears and names are not compared."""
+    if not isinstance(other, Audiogram):
+      raise ParameterError(f"other: expected an Audiogram, got {type(other).__name__}")
+    return bool(np.all(np.abs(other.at(self.freqs_hz) - np.asarray(self.thresholds_db_hl))
+                       <= tol_db))
 
   def with_threshold(self, freq_hz, value_db_hl):
     """A new Audiogram with the threshold at `freq_hz` set (replaced, or inserted in order).

@@ -87,7 +87,7 @@ def _size_text(n_bytes: int) -> str:
 def _other_listener(model, audiogram) -> str | None:
   """'trained for N3' when `model` (a TrainedAid) was trained for another audiogram, else None."""
   trained_for = getattr(model, "audiogram", None)
-  if trained_for is None or trained_for == audiogram:
+  if trained_for is None or audiogram is None or audiogram.agrees_with(trained_for):
     return None
   return f"trained for {trained_for.name or 'another audiogram'}"
 

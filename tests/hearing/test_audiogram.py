@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from dal_widgets.errors import ParameterError
-from dal_widgets.hearing.audiogram import (Audiogram, hl_to_spl, reference_threshold_db_spl,
-                                           spl_to_hl)
+from dal_widgets.hearing.audiogram import (MAX_NAME_CHARS, Audiogram, hl_to_spl,
+                                           reference_threshold_db_spl, spl_to_hl)
+from dal_widgets.hearing.presets import preset
 
+EDITOR_FREQS_HZ = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0)  # the UI's sliders
 EXACT = 1e-12  # interpolation of small floats in float64: only rounding error
 ISO_TABLE_ATOL = 1e-9  # tabulated RETSPL values come back exactly up to log/exp rounding
 
@@ -180,3 +182,19 @@ def test_hl_spl_round_trip():
 def test_conversion_errors(func, kwargs, match):
   with pytest.raises(ParameterError, match=match):
     func(**kwargs)
+
+
+def test_agrees_with_reads_the_other_audiogram_at_its_own_frequencies():
+  full = preset("N3")  # Bisgaard's 10 frequencies, 250..6000 Hz
+  shown = Audiogram(EDITOR_FREQS_HZ, full.at(EDITOR_FREQS_HZ), ear="left")  # 8, up to 8 kHz
+  assert shown.agrees_with(full) and shown != full
+  assert not full.agrees_with(shown)  # the 8-point view interpolates 750 Hz differently
+  assert not shown.with_threshold(2000, full.at(2000) + 5).agrees_with(full)
+  with pytest.raises(ParameterError, match="other: expected an Audiogram"):
+    shown.agrees_with({"N3": 1})
+
+
+def test_a_name_longer_than_a_label_is_refused():
+  Audiogram([1000], [20], name="x" * MAX_NAME_CHARS)
+  with pytest.raises(ParameterError, match=f"name: expected at most {MAX_NAME_CHARS} characters"):
+    Audiogram([1000], [20], name="x" * (MAX_NAME_CHARS + 1))

@@ -234,6 +234,24 @@ def test_an_aid_trained_for_another_listener_is_labelled_so():
   assert "The DAL row is an aid trained for N3" in bench.metrics.message.value
 
 
+def test_an_aid_trained_for_the_full_preset_is_not_labelled_as_for_another_listener():
+  # the bundled aid's listener is Bisgaard N3 at its own 10 frequencies; the editor shows N3 at 8
+  from dal_widgets.hearing import preset
+  compute = FakeCompute()
+  aid = TrainedAid(params={"gain": 2.0}, model_config=config_for("widget").model_config,
+                   audiogram=preset("N3"), steps_done=320, loss=float("nan"))
+  bench = Workbench(compute=compute, preset="N3",
+                    finetune_options=dict(train_fn=compute.train, initial_model=aid))
+  assert bench.wait(WAIT_S)
+  assert bench.editor.audiogram != aid.audiogram  # not equal, yet the same listener
+  assert _image(bench, DAL) is not None
+  assert "trained for" not in bench.cochleagram.figures[DAL].title.text
+  assert "trained for" not in bench.metrics.message.value
+  bench.editor.sliders[3].value += 10  # now another listener
+  assert bench.wait(WAIT_S)
+  assert bench.cochleagram.figures[DAL].title.text.endswith("(trained for N3)")
+
+
 def test_failing_metrics_clear_the_table_and_the_fit_is_still_refined():
   bench, compute = _bench()
   assert "<table>" in bench.metrics.html.value
