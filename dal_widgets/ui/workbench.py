@@ -405,9 +405,22 @@ class Workbench(widgets.VBox):
     self._show_fit(refined)
     try:
       self._stages(generation, sound, audiogram, model, ear, refined)
+    except Exception:
+      if not self._stale(generation):
+        self._clear_later_results()
+      raise  # the busy indicator shows it
     finally:  # the refined fit is wanted even when a later stage fails
       if self._refiner is not None and not refined and not self._stale(generation):
         self._refiner.request(audiogram)
+
+  def _clear_later_results(self):
+    """After a stage before the metrics failed: the sounds and metrics still shown were made for
+    earlier settings."""
+    self.player.set_signals({})
+    if self.metrics is not None:
+      self.metrics.html.value = ""
+      self.metrics.show_message("not computed: an earlier stage failed (see the message above)",
+                                error=True)
 
   def _stages(self, generation, sound, audiogram, model, ear, refined):
     """The stages of `_pipeline` for a fitted `ear`, most urgent first."""
@@ -461,7 +474,7 @@ class Workbench(widgets.VBox):
       try:
         table = memo(("metrics", keys[UNAIDED], tuple(keys.get(a) for a in self.aids)),
                      lambda: c.evaluation(sound.noisy, sound.clean, snr_db, sr, ear, outputs))
-      except (DalError, ValueError) as err:
+      except Exception as err:  # noqa: BLE001 - the last stage: its own message says what failed
         self.metrics.html.value = ""  # the last table was of another sound or listener
         self.metrics.show_message(f"no metrics for this sound: {err}", error=True)
       else:

@@ -23,6 +23,7 @@ from dal_widgets.ui.finetune_panel import TrainedAid
 from dal_widgets.ui.workbench import DAL, HEARD, NALR, NORMAL, UNAIDED, Workbench
 
 WAIT_S = 20.0  # generous: background threads on a loaded 2-core CI machine
+WAV_ATOL = 1.0 / 2 ** 15  # one step of the 16-bit PCM the player encodes
 I_4K = FREQS_HZ.index(4000.0)
 
 
@@ -262,6 +263,29 @@ def test_failing_metrics_clear_the_table_and_the_fit_is_still_refined():
   assert bench.metrics.html.value == ""
   assert "no metrics for this sound: reference: constant" in bench.metrics.message.value
   assert compute.calls["fit_refined"] == refined + 1 and bench.state.ear_refined
+
+
+def test_an_unexpected_failure_leaves_no_results_of_earlier_settings():
+  bench, compute = _bench()
+  assert "<table>" in bench.metrics.html.value and bench.player.players[HEARD[UNAIDED]].value
+  compute.heard = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory"))
+  bench.editor.sliders[0].value = 30.0
+  assert bench.wait(WAIT_S)
+  assert "out of memory" in bench.busy.error
+  assert bench.metrics.html.value == "" and "an earlier stage failed" in bench.metrics.message.value
+  assert all(player.value == b"" for player in bench.player.players.values())
+
+
+def test_unexpectedly_failing_metrics_say_why_and_keep_the_new_sounds():
+  bench, compute = _bench()
+  compute.evaluation = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory"))
+  bench.editor.sliders[0].value = 30.0
+  assert bench.wait(WAIT_S)
+  assert bench.metrics.html.value == ""
+  assert "no metrics for this sound: out of memory" in bench.metrics.message.value
+  x, _ = _read_wav(bench.player.players[HEARD[UNAIDED]].value)  # heard with the new audiogram
+  expected = compute.heard(bench.state.sound.noisy, compute.SR, bench.state.audiogram)
+  np.testing.assert_allclose(x, expected * 10 ** (bench.player.gain_db / 20), atol=WAV_ATOL)
 
 
 def test_snr_and_noise_kind_change_the_noisy_sound_only():
