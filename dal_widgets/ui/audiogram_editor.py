@@ -176,6 +176,7 @@ class AudiogramEditor(widgets.VBox):
     Frequencies beyond the preset's highest (Bisgaard stops at 6 kHz) take its last threshold.
     """
     audiogram = preset(name, ear=self.state.ear)
+    self.message.value = ""  # a note on a loaded file is not about this audiogram
     with self._batch():
       self.state.thresholds_db_hl = [float(v) for v in audiogram.at(self.state.freqs_hz)]
       self.state.preset = audiogram.name
@@ -241,6 +242,7 @@ class AudiogramEditor(widgets.VBox):
   def _on_slider_value_changed(self, i, change):
     if self._syncing:
       return
+    self.message.value = ""
     with self._batch():
       thresholds = list(self.state.thresholds_db_hl)
       thresholds[i] = float(change["new"])

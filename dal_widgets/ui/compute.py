@@ -19,7 +19,7 @@ from dal_widgets import audio
 from dal_widgets.aid.wdrc import master_hearing_aid
 from dal_widgets.audio import stimuli
 from dal_widgets.cochlea import designs, sai
-from dal_widgets.errors import ParameterError
+from dal_widgets.errors import AudioError, ParameterError
 from dal_widgets.hearing.fit import fit_cochlea
 from dal_widgets.hearing.simulator import simulate_hearing_loss
 
@@ -30,6 +30,9 @@ SAI_FRAME_MS = 25.0  # display SAI hop: 40 frames/s (as the DAL loss's SAI, loop
 SAI_WIDTH_MS = 25.0  # display SAI width: pitch periods down to 50 Hz in the 20 ms of past lags
 SAI_FUTURE_MS = 5.0  # a little of the future: the trigger peak is not at the frame's edge
 NOISE_KINDS = ("babble", "speech-shaped", "quiet")  # what the sound pickers offer
+# Upload rates, Hz: from half the telephone rate (speech up to 2 kHz, vowel formants included)
+# to studio recordings (384 kHz); outside, the file holds no speech to hear or is not a recording.
+UPLOAD_SR_RANGE_HZ = (4000, 384000)
 STIMULI = ("vowel /a/", "vowel /i/", "vowel /u/", "harmonic complex", "click train")
 # Formants F1-F3 of adult male vowels, Hz (Peterson & Barney 1952, table II).
 VOWEL_FORMANTS_HZ = {"vowel /a/": (730.0, 1090.0, 2440.0), "vowel /i/": (270.0, 2290.0, 3010.0),
@@ -57,15 +60,25 @@ def load_clip(name: str, sr: int = SR) -> np.ndarray:
 
 
 def decode(data: bytes, *, max_seconds: float, sr: int = SR, name: str | None = None):
-  """Decodes an uploaded sound file at any rate (audio.from_bytes) and resamples it to `sr` Hz:
-  (mono float32 [n_samp], the file's own rate in Hz). `name` names the file in errors.
+  """Decodes an uploaded sound file (audio.from_bytes), mixes it to mono and resamples it to `sr`
+  Hz: (float32 [n_samp], the file's own rate in Hz, its number of channels). `name` names the
+  file in errors.
 
   Raises:
-    AudioError, ParameterError: unreadable, empty or too long.
+    AudioError, ParameterError: unreadable, empty, too long, or a rate outside UPLOAD_SR_RANGE_HZ.
   """
   data = bytes(data)
+  try:
+    info = sf.info(io.BytesIO(data))
+  except Exception:  # noqa: BLE001 - unreadable: from_bytes below says why, in its own words
+    info = None
+  low, high = UPLOAD_SR_RANGE_HZ
+  if info is not None and not low <= info.samplerate <= high:
+    raise AudioError(f"{name or 'the file'}: a sample rate of {info.samplerate} Hz is outside the "
+                     f"{low}..{high} Hz of sound recordings")
   x, _ = audio.from_bytes(data, sr=sr, max_seconds=max_seconds, name=name)  # checks everything
-  return x, int(sf.info(io.BytesIO(data)).samplerate)  # readable: from_bytes has just read it
+  info = info or sf.info(io.BytesIO(data))  # readable: from_bytes has just read it
+  return x, int(info.samplerate), int(info.channels)
 
 
 def noise(kind: str, n: int, sr: int, *, talkers=(), seed: int = 0) -> np.ndarray:

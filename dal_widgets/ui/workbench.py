@@ -150,19 +150,23 @@ class SoundPicker(widgets.VBox):
         raise AudioError(f"{filename}: expected a WAV file (RIFF/WAVE header), got something else")
       with warnings.catch_warnings():  # soft problems (silence, peaks) are handled right here
         warnings.simplefilter("ignore")
-        x, file_sr = self.compute.decode(data, max_seconds=self.upload_max_s, sr=self.sr,
-                                         name=filename)
-      note = f", resampled from {file_sr / 1000:g} kHz" if file_sr != self.sr else ""
+        x, file_sr, channels = self.compute.decode(data, max_seconds=self.upload_max_s,
+                                                   sr=self.sr, name=filename)
+      mixed = f"its {channels} channels mixed to mono" if channels > 1 else ""
+      resampled = f"resampled from {file_sr / 1000:g} kHz" if file_sr != self.sr else ""
+      note = "".join(f", {part}" for part in (mixed, resampled) if part)
       if x.shape[0] < MIN_SOUND_S * self.sr:
         raise AudioError(f"{filename}: {x.shape[0] / self.sr:.2f} s is too short; expected at "
                          f"least {MIN_SOUND_S} s")
+      once = f" once {mixed}" if mixed else ""  # opposite channels cancel in the mix
       if not np.any(x):
-        raise AudioError(f"{filename}: the file is digital silence")
+        raise AudioError(f"{filename}: the file is digital silence{once}")
       level_dbfs = 20 * math.log10(max(float(np.std(x)), 1e-30))  # rms without its DC offset
       if level_dbfs < MIN_UPLOAD_DBFS:
         raise AudioError(f"{filename}: the recording is too quiet ({level_dbfs:.0f} dB FS rms "
-                         f"without DC; expected at least {MIN_UPLOAD_DBFS:.0f} dB FS): setting it "
-                         "to 65 dB SPL would mostly amplify noise or rounding")
+                         f"without DC{once}; expected at least "
+                         f"{MIN_UPLOAD_DBFS:.0f} dB FS): setting it to 65 dB SPL would mostly "
+                         "amplify noise or rounding")
     except (DalError, ValueError) as err:
       self._show(f"Could not use the upload: {err}", error=True)
       return False
@@ -186,7 +190,9 @@ class SoundPicker(widgets.VBox):
     return self._samples[name]
 
   def _refresh(self):
-    """Builds the sound of the current settings and emits it (errors go to `message`)."""
+    """Builds the sound of the current settings and emits it (errors go to `message`, which
+    is cleared first: a note on an earlier upload is not about this sound)."""
+    self.message.value = ""
     name, kind = self.clip.value, self.noise_kind.value
     info = self._clips.get(name)
     self.text.value = (f'<div style="font-size:12px;color:#555;width:310px">\u201c'

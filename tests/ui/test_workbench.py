@@ -313,6 +313,41 @@ def test_a_wav_upload_at_any_rate_is_resampled_and_becomes_the_sound(file_sr):
   assert bench.cochleagram.sources[NORMAL].data["dw"] == [pytest.approx(1.0, abs=0.01)]
 
 
+@pytest.mark.parametrize("file_sr", [100, 1_000_000])
+def test_an_upload_at_a_rate_no_recording_has_is_refused(file_sr):
+  bench, _ = _bench()
+  before = bench.state.sound
+  assert not bench.sound_picker.load_upload(_tone_wav(0.5, file_sr), "odd.wav")
+  assert (f"odd.wav: a sample rate of {file_sr} Hz is outside the 4000..384000 Hz"
+          in bench.sound_picker.message.value)
+  assert bench.state.sound is before
+
+
+def test_a_stereo_upload_is_mixed_to_mono_and_says_so():
+  bench, _ = _bench()
+  x = _read_wav(_tone_wav(1.0, 16000))[0]
+  assert bench.sound_picker.load_upload(_wav(np.stack([x, 0.5 * x], 1), 16000), "st.wav")
+  assert "its 2 channels mixed to mono" in bench.sound_picker.message.value
+  assert not bench.sound_picker.load_upload(_wav(np.stack([x, -x], 1), 16000), "anti.wav")
+  assert "digital silence once its 2 channels mixed to mono" in bench.sound_picker.message.value
+
+
+def test_a_note_on_an_upload_goes_when_another_sound_is_chosen():
+  bench, _ = _bench()
+  assert bench.sound_picker.load_upload(_tone_wav(1.0, 8000), "me.wav")
+  assert "Loaded me.wav" in bench.sound_picker.message.value
+  bench.sound_picker.clip.value = bench.sound_picker.clip.options[0][1]
+  assert bench.sound_picker.message.value == ""
+  bench.editor.load_file(b"freq_hz,threshold_db_hl\n1000,40\n", "a.csv")
+  assert "Loaded a.csv" in bench.editor.message.value
+  bench.editor.apply_preset("N2")
+  assert bench.editor.message.value == ""
+  bench.editor.load_file(b"freq_hz,threshold_db_hl\n1000,40\n", "a.csv")
+  bench.editor.sliders[0].value += 5
+  assert bench.editor.message.value == ""
+  assert bench.wait(WAIT_S)
+
+
 def test_a_new_file_of_the_same_name_replaces_the_sound():
   bench, _ = _bench()
   assert bench.sound_picker.load_upload(_tone_wav(1.0, 16000), "me.wav")
