@@ -250,19 +250,20 @@ class FineTunePanel(widgets.VBox):
 
     self._training = True
     try:
-      start = {}
+      start, base_steps = {}, 0
       if self.model is not None and self.model.model_config == cfg.model_config:
         start["init_params"] = self.model.params  # fine-tune the current aid, not a fresh one
+        base_steps = self.model.steps_done  # the new aid has had those steps and this run's
       result = self.train_fn(cfg, ear=ear, on_progress=on_progress, should_stop=should_stop,
                              **start)
       self._stop_progress(show_progress)
-      self._finish(cfg, result, time.monotonic() - t0)
+      self._finish(cfg, result, time.monotonic() - t0, base_steps)
     except Exception as err:  # noqa: BLE001 - any failure must end as a message, not a traceback
       self._stop_progress(show_progress)
       partial = getattr(err, "result", None)  # TrainingError: the steps before the failure
       if isinstance(err, TrainingError) and partial is not None and int(partial.steps_done) > 0:
         self.progress.bar_style = "warning"
-        self._keep(cfg, partial)
+        self._keep(cfg, partial, base_steps)
         self._show(f"fine-tune stopped: {err}. The DAL rows now use them (step "
                    f"{int(partial.steps_done)}); a lower learning rate may help.", error=True)
       else:
@@ -279,9 +280,9 @@ class FineTunePanel(widgets.VBox):
     with self._ui_lock:
       self._training = False
 
-  def _finish(self, cfg, result, elapsed_s):
+  def _finish(self, cfg, result, elapsed_s, base_steps):
     steps = int(result.steps_done)
-    if self._cancel.is_set():
+    if self._cancel.is_set() and steps < cfg.steps:  # a Cancel after the last step keeps the run
       self.progress.bar_style = "warning"
       self._show(f"cancelled at step {steps} of {cfg.steps} after {elapsed_s:.1f} s; "
                  "kept the previous model.")
@@ -293,15 +294,16 @@ class FineTunePanel(widgets.VBox):
       return
     capped = bool(result.stopped_early)
     self.progress.bar_style = "warning" if capped else "success"
-    self._keep(cfg, result)
+    self._keep(cfg, result, base_steps)
     why = f"stopped at the {self.max_seconds:g} s cap after" if capped else "done:"
     self._show(f"{why} {steps} steps in {elapsed_s:.1f} s; the DAL rows now use this model.")
 
-  def _keep(self, cfg, result):
-    """Makes the parameters of `result` (a TrainResult) the current model."""
+  def _keep(self, cfg, result, base_steps):
+    """Makes the parameters of `result` (a TrainResult of a run that started from an aid of
+    `base_steps` steps) the current model."""
     self.model = TrainedAid(params=result.params, model_config=cfg.model_config,
                             audiogram=cfg.audiogram if isinstance(cfg.audiogram, Audiogram) else None,
-                            steps_done=int(result.steps_done), loss=float(result.loss),
+                            steps_done=base_steps + int(result.steps_done), loss=float(result.loss),
                             train_config=cfg)
 
   def _enable_settings(self, enabled):

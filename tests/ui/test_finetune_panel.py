@@ -227,3 +227,21 @@ def test_a_fine_tune_continues_from_the_current_aid():
   assert panel.start() and panel.wait(WAIT_S)
   assert train.init_params == [{"gain": 1.5}]
   assert panel.model is not start and panel.model.params == {"gain": 2.0}
+  assert panel.model.steps_done == 320 + BASE.steps  # the aid has had both runs' steps
+  assert f"{320 + BASE.steps} steps" in panel.model_text.value
+  assert panel.model.file_name().endswith(f"_{320 + BASE.steps}steps.msgpack")
+
+
+def test_a_cancel_after_the_last_step_keeps_the_finished_run():
+  train = FakeTrain()
+  panel = _panel(train)
+
+  def train_then_cancel(cfg, **kwargs):
+    result = train(cfg, **kwargs)
+    panel.cancel()  # the click lands while the last step's result is on its way
+    return result
+
+  panel.train_fn = train_then_cancel
+  assert panel.start() and panel.wait(WAIT_S)
+  assert panel.model is not None and panel.model.steps_done == BASE.steps
+  assert "done:" in panel.status.value and panel.progress.bar_style == "success"
