@@ -254,6 +254,10 @@ def cmd_train(args):
           f"(ask for more steps to continue, or --fresh to start again)")
     return EXIT_OK
   checkpoint.check_writable(args.workdir)  # before the fit and the training, not after
+  if args.fresh:
+    aside = checkpoint.set_aside(args.workdir)
+    if aside is not None:
+      _status(f"note: --fresh: moved the earlier run's checkpoints to {aside}")
   if ear is None:
     ear = _fit(train_lib.listener_audiogram(cfg), cfg.data.sr, cfg.style)
   stop = threading.Event()
@@ -511,7 +515,8 @@ def build_parser():
   p.add_argument("--workdir", type=Path, default=Path(DEFAULT_WORKDIR),
                  help="folder for checkpoints (default %(default)s)")
   p.add_argument("--fresh", action="store_true",
-                 help="start from scratch even if checkpoints exist")
+                 help="start from scratch; checkpoints already in --workdir are moved into a "
+                 "subfolder replaced_<time> (nothing is deleted)")
   p.set_defaults(run=cmd_train)
 
   p = sub.add_parser("enhance", help="run a trained hearing aid on a sound file",

@@ -232,8 +232,23 @@ def test_train_checks_what_it_would_resume_before_the_fit(tmp_path, capsys, monk
   assert cli.main(argv + ["--steps", "9", "--preset", "S3"]) == 2
   line = _one_line_error(capsys, "train")
   assert "holds a model for listener 'N3'" in line and "`dal train --fresh`" in line
+  assert "to continue that run give its listener again" in line
   assert cli.main(argv + ["--steps", "9", "--config", "paper"]) == 2
   assert 'holds a "small" SEANet, this run trains a "paper" one' in _one_line_error(capsys, "train")
+
+
+def test_train_fresh_moves_the_earlier_checkpoints_aside(tmp_path, capsys, monkeypatch):
+  from dal_widgets.errors import DalError
+  def stop(*a):
+    raise DalError("stopped before the fit")
+  monkeypatch.setattr(cli, "_fit", stop)
+  _aid_checkpoint(tmp_path / "run", 5)
+  assert cli.main(["train", "--config", "widget", "--workdir", str(tmp_path / "run"),
+                   "--preset", "S3", "--fresh"]) == 2
+  aside = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("replaced_")]
+  assert len(aside) == 1 and (aside[0] / "ckpt_00000005.msgpack").exists()
+  assert not (tmp_path / "run" / "ckpt_00000005.msgpack").exists()
+  assert f"moved the earlier run's checkpoints to {aside[0]}" in capsys.readouterr().err
 
 
 def test_train_with_an_ear_of_another_rate_makes_no_folder(tmp_path, capsys, ear_file):

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -109,6 +110,34 @@ def save(workdir, state, config: TrainConfig, *, keep: int = KEEP) -> Path:
     if old != path:  # a restarted run may save a lower step than older files: keep the newest
       old.unlink(missing_ok=True)
   return path
+
+
+def set_aside(workdir) -> Path | None:
+  """Moves the checkpoints of `workdir` (and its marker) into a new subfolder
+  `replaced_<UTC time>`, so that a fresh run there neither mixes its checkpoints with an earlier
+  run's nor deletes them. Returns that folder, or None when there was nothing to move.
+
+  Raises:
+    CheckpointError: the files cannot be moved.
+  """
+  workdir = Path(workdir)
+  found = _checkpoints(workdir)
+  if not found:
+    return None
+  stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+  aside = workdir / f"replaced_{stamp}"
+  n = 1
+  while aside.exists():
+    n += 1
+    aside = workdir / f"replaced_{stamp}_{n}"
+  try:
+    aside.mkdir()
+    for path in found + [p for p in (workdir / MARKER,) if p.exists()]:
+      path.rename(aside / path.name)
+  except OSError as err:
+    raise CheckpointError(f"{workdir}: cannot move the earlier checkpoints aside: "
+                          f"{err.strerror or err}") from err
+  return aside
 
 
 def encode(state: dict, step: int, config: TrainConfig) -> bytes:

@@ -24,6 +24,9 @@ MAX_CLIP_S = 60.0
 # sentences at 2 SNRs are 1 GB at 16 kHz) and take hours on a CPU; a standard error of STOI is
 # below 0.01 long before that.
 MAX_EVAL_CLIPS = 1000
+# Largest batch: one step holds the batch's audio and CARFAC's gradient memory for it (batch 64
+# x 1 s takes 18.6 GB on an H200, bench/RESULTS.md); 1024 is past any single machine.
+MAX_BATCH_SIZE = 1024
 # SNRs beyond +-60 dB are quiet or noise alone for every metric used here (speech at 65 dB SPL
 # would face noise at 5 or 125 dB SPL).
 MAX_SNR_DB = 60.0
@@ -37,9 +40,11 @@ def _check_number(name, value, *, low=-math.inf, high=math.inf, low_open=False):
     raise ParameterError(f"{name}: expected a finite number {' and '.join(bounds)}, got {value!r}")
 
 
-def _check_int(name, value, *, low=0):
+def _check_int(name, value, *, low=0, high=None):
   if isinstance(value, bool) or not isinstance(value, int) or value < low:
     raise ParameterError(f"{name}: expected an int >= {low}, got {value!r}")
+  if high is not None and value > high:
+    raise ParameterError(f"{name}: expected at most {high}, got {value}")
 
 
 def _check_choice(name, value, choices):
@@ -221,7 +226,7 @@ class TrainConfig:
                            f"got {self.audiogram!r}")
     _check_choice("style", self.style, STYLES)
     _check_int("steps", self.steps, low=1)
-    _check_int("batch_size", self.batch_size, low=1)
+    _check_int("batch_size", self.batch_size, low=1, high=MAX_BATCH_SIZE)
     _check_number("learning_rate", self.learning_rate, low=0.0, low_open=True)
     _check_int("warmup_steps", self.warmup_steps)
     _check_choice("decay", self.decay, DECAYS)

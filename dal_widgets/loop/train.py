@@ -354,19 +354,26 @@ def resumable(workdir, cfg: TrainConfig):
   if found is None:
     return None
   ckpt = checkpoint.restore(found)  # config first: a clearer error than mismatched shapes
-  fresh = "start afresh (resume=False; `dal train --fresh`) or use another workdir"
+  fresh = ("use another workdir, or start afresh there (resume=False; `dal train --fresh`), "
+           "which moves its checkpoints into a subfolder")
   if ckpt.config.model_config != cfg.model_config:
     raise ParameterError(f"workdir: {found} holds a {_size_name(ckpt.config.model_config)} "
                          f"SEANet, this run trains a {_size_name(cfg.model_config)} one; {fresh}")
   if listener_audiogram(ckpt.config) != listener_audiogram(cfg):
     raise ParameterError(f"workdir: {found} holds a model for listener "
-                         f"{listener_audiogram(ckpt.config).name!r}, this run trains for "
-                         f"{listener_audiogram(cfg).name!r}; {fresh}")
+                         f"{_listener_name(ckpt.config)}, this run trains for {_listener_name(cfg)}; "
+                         "to continue that run give its listener again (`dal train "
+                         f"--preset/--audiogram/--ear`), or {fresh}")
   return ckpt
 
 
 def _size_name(model_cfg: SeanetConfig) -> str:
   return next((f'"{k}"' for k, v in SEANET_SIZES.items() if v == model_cfg), str(model_cfg))
+
+
+def _listener_name(cfg):
+  name = listener_audiogram(cfg).name
+  return repr(name) if name else "a custom audiogram"
 
 
 def _resume(workdir, cfg, template):
@@ -407,7 +414,8 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
       PROGRESS_INTERVAL_S and after the last step (from the calling thread).
     should_stop: Optional callable() -> bool checked before every step (e.g. Event.is_set);
       True saves a checkpoint and returns with stopped_early=True.
-    resume: Continue from the latest checkpoint of workdir if there is one.
+    resume: Continue from the latest checkpoint of workdir if there is one; False starts afresh
+      and first moves any checkpoints of workdir into a subfolder (checkpoint.set_aside).
     progress: Show a tqdm progress bar.
     devices: Devices to split each batch over; default `default_devices(cfg.batch_size)`.
     init_params: Start from these SEANet parameters (a fine-tune, e.g. of
@@ -436,6 +444,10 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
   template = create_train_state(jax.random.PRNGKey(cfg.seed), model_cfg, cfg)
   if init_params is not None:
     template = _start_from(template, init_params, cfg)
+  if workdir is not None and not resume:
+    aside = checkpoint.set_aside(workdir)
+    if aside is not None:
+      logger.info("moved the earlier run's checkpoints to %s", aside)
   state = step_fn.place_state(_resume(workdir, cfg, template) if resume else template)
   source = SpeechSource(cfg.data, "train") if source is None else source
   return _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progress)

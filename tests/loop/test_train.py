@@ -144,6 +144,19 @@ def test_checkpoint_round_trip_gives_equal_state_and_config(tmp_path):
   assert cfg == CFG and step == 5
 
 
+def test_set_aside_moves_every_checkpoint_and_the_marker_and_deletes_nothing(tmp_path):
+  first = checkpoint.save(tmp_path, _state(step=1), CFG)
+  second = checkpoint.save(tmp_path, _state(step=2), CFG)
+  data = {p.name: p.read_bytes() for p in (first, second, tmp_path / checkpoint.MARKER)}
+  aside = checkpoint.set_aside(tmp_path)
+  assert aside.parent == tmp_path and aside.name.startswith("replaced_")
+  assert checkpoint.latest(tmp_path) is None and checkpoint.latest(aside).name == second.name
+  assert {p.name: p.read_bytes() for p in aside.iterdir()} == data
+  assert checkpoint.set_aside(tmp_path) is None  # nothing left to move
+  checkpoint.save(tmp_path, _state(step=3), CFG)
+  assert checkpoint.set_aside(tmp_path) != aside  # a second fresh start gets its own folder
+
+
 def test_corrupt_truncated_foreign_or_missing_checkpoints_raise(tmp_path):
   path = checkpoint.save(tmp_path, _state(), CFG)
   data = bytearray(path.read_bytes())
