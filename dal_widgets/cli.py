@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 from dal_widgets.atomic import write_atomic, write_text_atomic
-from dal_widgets.errors import DalError, TrainingError
+from dal_widgets.errors import DalError, ParameterError, TrainingError
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a run that failed on its own (training diverged)
@@ -34,6 +34,7 @@ DEFAULT_PRESET = "N3"  # Bisgaard moderate sloping loss: the default listener ev
 DEFAULT_WORKDIR = "dal-run"  # training folder when --workdir is not given
 DEFAULT_SNRS_DB = (0.0, 5.0)  # evaluation SNRs, within the training range -5..10 dB
 DEFAULT_N_CLIPS = 3  # held-out clips per SNR
+MIN_EVAL_CLIP_S = 0.4  # s: one 384 ms STOI segment of speech (pystoi), rounded up
 PRETRAINED_FOLDER = ("data", "pretrained")  # inside the package: a bundled checkpoint, if any
 # Copies of lower-layer names, so that parsing and --help do not import JAX (tests keep them equal):
 NOISE_KINDS = ("babble", "speech_shaped", "white")  # loop.config.NOISE_KINDS
@@ -124,15 +125,21 @@ def _check_ear(ear, sr, style):
 def _check_sr(sr, option="--sr"):
   """A model rate CARFAC designs take (audio.MIN_SR..MAX_SR), checked before any work."""
   from dal_widgets.audio.io import MAX_SR, MIN_SR
-  if not MIN_SR <= sr <= MAX_SR:  # NaN fails too
-    raise UsageError(f"{option}: expected a sample rate in {MIN_SR}..{MAX_SR} Hz, got {sr:g}")
+  if not (MIN_SR <= sr <= MAX_SR and float(sr).is_integer()):  # NaN fails too
+    raise UsageError(f"{option}: expected a whole sample rate in {MIN_SR}..{MAX_SR} Hz, got {sr:g}")
 
 
 def _fit(audiogram, sr, style):
   from dal_widgets.hearing.fit import fit_cochlea
-  _status(f"fitting CARFAC ({style}, {float(sr):g} Hz) to audiogram {audiogram.name or ''} "
+  who = f"audiogram {audiogram.name}" if audiogram.name else "a custom audiogram"
+  _status(f"fitting CARFAC ({style}, {float(sr):g} Hz) to {who} "
           f"(up to a minute; keep it with `dal fit-audiogram --out ear.json`, reuse with --ear)")
-  return fit_cochlea(audiogram, float(sr), style=style)
+  ear = fit_cochlea(audiogram, float(sr), style=style)
+  skipped = [f for f in audiogram.freqs_hz if f not in ear.freqs_hz]
+  if skipped:
+    _status(f"note: {', '.join(f'{f:g}' for f in skipped)} Hz not fitted: above the tones a "
+            f"{float(sr):g} Hz model can test; a higher sample rate (up to 48000 Hz) reaches them")
+  return ear
 
 
 def _status(message):
@@ -218,10 +225,6 @@ def cmd_fit_audiogram(args):
   audiogram = _audiogram(args)
   ear = _fit(audiogram, args.sr, args.style)
   print(ear.table())
-  skipped = [f for f in audiogram.freqs_hz if f not in ear.freqs_hz]
-  if skipped:
-    _status(f"note: {', '.join(f'{f:g}' for f in skipped)} Hz not fitted: above the tones a "
-            f"{args.sr:g} Hz model can test; a higher --sr (up to 48000) reaches them")
   if args.out is not None:
     text = json.dumps(ear.to_dict(), indent=1) + "\n"
     write_text_atomic(args.out, text)
@@ -245,7 +248,12 @@ def cmd_train(args):
   elif _listener_given(args):
     changes["audiogram"] = _config_audiogram(_audiogram(args))
   if changes:
-    cfg = cfg.replace(**changes)
+    try:
+      cfg = cfg.replace(**changes)
+    except ParameterError as err:  # name the option, not the config field
+      field, _, rest = str(err).partition(": ")
+      option = {"steps": "--steps", "batch_size": "--batch-size"}.get(field)
+      raise (UsageError(f"{option}: {rest}") if option else err) from err
   if ear is not None:
     _check_ear(ear, cfg.data.sr, cfg.style)  # before the work folder is made
   found = None if args.fresh else train_lib.resumable(args.workdir, cfg)  # before the fit
@@ -397,11 +405,15 @@ def cmd_evaluate(args):
   from dal_widgets.loop.config import MAX_CLIP_S, MAX_SNR_DB
   if not 1 <= args.n_clips <= MAX_EVAL_CLIPS:
     raise UsageError(f"--n-clips: expected 1 to {MAX_EVAL_CLIPS}, got {args.n_clips}")
-  if args.clip_s is not None and not 0 < args.clip_s <= MAX_CLIP_S:  # NaN fails too
-    raise UsageError(f"--clip-s: expected seconds in (0, {MAX_CLIP_S:g}], got {args.clip_s:g}")
+  if args.clip_s is not None and not MIN_EVAL_CLIP_S <= args.clip_s <= MAX_CLIP_S:  # NaN too
+    raise UsageError(f"--clip-s: expected seconds in [{MIN_EVAL_CLIP_S:g}, {MAX_CLIP_S:g}] (STOI "
+                     f"needs one 384 ms segment of speech), got {args.clip_s:g}")
   bad_snr = [v for v in args.snr if not (math.isfinite(v) and abs(v) <= MAX_SNR_DB)]
   if bad_snr:
     raise UsageError(f"--snr: expected dB values within +-{MAX_SNR_DB:g}, got {bad_snr[0]:g}")
+  if len(set(args.snr)) != len(args.snr):
+    raise UsageError(f"--snr: expected each SNR once (a repeat would count its clips twice), "
+                     f"got {' '.join(f'{v:g}' for v in args.snr)}")
   out = args.out
   if out is not None:
     _check_output(out, "--out", (".md", ".csv"))
@@ -576,6 +588,12 @@ def _one_line_warning(command):
   return show
 
 
+def _out_of_memory(err) -> bool:
+  """True for NumPy's and XLA's out-of-memory errors (XLA's without importing JAX here)."""
+  return isinstance(err, MemoryError) or (type(err).__name__ == "JaxRuntimeError"
+                                          and "RESOURCE_EXHAUSTED" in str(err))
+
+
 def main(argv=None) -> int:
   """Runs `dal` with `argv` (default sys.argv[1:]); returns the exit status."""
   parser = build_parser()
@@ -600,6 +618,12 @@ def main(argv=None) -> int:
   except KeyboardInterrupt:
     print(f"dal {args.command}: interrupted", file=sys.stderr)
     return EXIT_INTERRUPTED
+  except Exception as err:  # after OSError: only what no clause above took
+    if not _out_of_memory(err):
+      raise  # a bug: its traceback is what a report needs
+    print(f"dal {args.command}: error: out of memory ({_one_line(err)[:200]}); try shorter "
+          "audio or a smaller --batch-size", file=sys.stderr)
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

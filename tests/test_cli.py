@@ -132,16 +132,21 @@ def test_outputs_are_checked_before_the_work(tmp_path, capsys, monkeypatch, argv
 
 
 @pytest.mark.parametrize("argv, problem", [
-    (["evaluate", "--clip-s", "inf"], "--clip-s: expected seconds in (0, 60], got inf"),
-    (["evaluate", "--clip-s", "1e6"], "--clip-s: expected seconds in (0, 60]"),
-    (["evaluate", "--clip-s", "nan"], "--clip-s: expected seconds in (0, 60]"),
+    (["evaluate", "--clip-s", "inf"], "--clip-s: expected seconds in [0.4, 60]"),
+    (["evaluate", "--clip-s", "1e6"], "--clip-s: expected seconds in [0.4, 60]"),
+    (["evaluate", "--clip-s", "nan"], "--clip-s: expected seconds in [0.4, 60]"),
     (["evaluate", "--n-clips", "100000"], "--n-clips: expected 1 to 1000, got 100000"),
+    (["evaluate", "--clip-s", "0.01"], "--clip-s: expected seconds in [0.4, 60] (STOI needs"),
+    (["evaluate", "--snr", "0", "5", "0"], "--snr: expected each SNR once (a repeat would count"),
+    (["train", "--batch-size", "100000000"], "--batch-size: expected at most 1024, got 100000000"),
+    (["train", "--steps", "0"], "--steps: expected an int >= 1, got 0"),
     (["evaluate", "--n-clips", "0"], "--n-clips: expected 1 to 1000, got 0"),
     (["evaluate", "--snr", "5", "nan"], "--snr: expected dB values within +-60, got nan"),
     (["evaluate", "--snr", "1e6"], "--snr: expected dB values within +-60"),
-    (["fit-audiogram", "--sr", "nan"], "--sr: expected a sample rate in 8000..48000 Hz, got nan"),
-    (["fit-audiogram", "--sr", "96000"], "--sr: expected a sample rate in 8000..48000 Hz"),
-    (["cochleagram", "{clip}", "--sr", "0", "--out", "{tmp}/nap.npz"], "--sr: expected a sample"),
+    (["fit-audiogram", "--sr", "nan"], "--sr: expected a whole sample rate in 8000..48000 Hz, got nan"),
+    (["fit-audiogram", "--sr", "96000"], "--sr: expected a whole sample rate in 8000..48000 Hz"),
+    (["fit-audiogram", "--sr", "16000.5"], "--sr: expected a whole sample rate in 8000..48000 Hz"),
+    (["cochleagram", "{clip}", "--sr", "0", "--out", "{tmp}/nap.npz"], "--sr: expected a whole sample"),
     (["fit-audiogram", "--audiogram", "{tmp}", "--out", "{tmp}/ear.json"], "is a folder, not an"),
     (["fit-audiogram", "--out", "{tmp}/adir.json"], "adir.json' is a folder, not a file"),
     (["fit-audiogram", "--audiogram", "{tmp}/a.json", "--out", "{tmp}/a.json"],
@@ -321,15 +326,30 @@ def test_a_killed_training_run_saves_its_steps_and_resumes(tmp_path, ear_file, s
   assert int(saved[0][5:13]) >= 2 and not [n for n in saved if n.endswith(".tmp")]
 
 
-def test_fit_audiogram_says_which_points_are_above_the_model(tmp_path, capsys, monkeypatch):
+def test_every_fit_says_which_points_are_above_the_model(tmp_path, capsys, monkeypatch):
   from types import SimpleNamespace
   from dal_widgets.hearing import Audiogram, write_audiogram
+  from dal_widgets.hearing import fit
   path = write_audiogram(Audiogram((1000.0, 8000.0), (40.0, 60.0)), tmp_path / "a.json")
   fitted = SimpleNamespace(freqs_hz=(1000.0,), table=lambda: "| 1000 |")  # as fit_cochlea: 8 kHz
-  monkeypatch.setattr(cli, "_fit", lambda audiogram, sr, style: fitted)  # is beyond 16 kHz's reach
+  monkeypatch.setattr(fit, "fit_cochlea", lambda *a, **k: fitted)  # is beyond 16 kHz's reach
   assert cli.main(["fit-audiogram", "--audiogram", str(path)]) == 0
-  assert "note: 8000 Hz not fitted: above the tones a 16000 Hz model can test" in \
-      capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "fitting CARFAC (v3, 16000 Hz) to a custom audiogram (up to" in err
+  assert "note: 8000 Hz not fitted: above the tones a 16000 Hz model can test" in err
+  assert cli._fit(Audiogram((1000.0, 8000.0), (40.0, 60.0)), 16000, "v3") is fitted  # any command
+  assert "note: 8000 Hz not fitted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error", [MemoryError("Unable to allocate 745 GiB"),
+                                   type("JaxRuntimeError", (RuntimeError,), {})(
+                                       "RESOURCE_EXHAUSTED: Out of memory allocating 2772 bytes")])
+def test_out_of_memory_is_one_line_not_a_traceback(capsys, monkeypatch, error):
+  def fail(args):
+    raise error
+  monkeypatch.setattr(cli, "cmd_fit_audiogram", fail)
+  assert cli.main(["fit-audiogram", "--preset", "N3"]) == cli.EXIT_FAILED
+  assert "error: out of memory (" in _one_line_error(capsys, "fit-audiogram")
 
 
 def test_copied_names_match_the_lower_layers():

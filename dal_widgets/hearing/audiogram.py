@@ -30,6 +30,9 @@ DEFAULT_EAR = "right"  # audiologists test the better (often right) ear first; a
 PTA_FREQS_HZ = (500.0, 1000.0, 2000.0, 4000.0)  # 4-frequency pure-tone average (WHO 2021 grades)
 AGREE_TOL_DB = 0.5  # thresholds closer than this are one listener's: audiometry steps in 5 dB
 MAX_NAME_CHARS = 200  # a label shown in titles and file names, not a document
+# Most test frequencies: the one-third-octave grid from 125 Hz to 8 kHz, finer than audiometry's
+# octaves and half-octaves (ISO 8253-1); each point costs a simulated audiometry when fitted.
+MAX_POINTS = 19
 
 # ISO 389-7:2005 free-field reference threshold of hearing, dB SPL, at the one-third-octave
 # frequencies 125 Hz..8 kHz. In this range these are the same numbers as the threshold of hearing
@@ -191,6 +194,9 @@ class Audiogram:
     thresholds = _to_tuple(self.thresholds_db_hl, "thresholds_db_hl")
     if not freqs:
       raise ParameterError("freqs_hz: expected at least one frequency, got an empty sequence")
+    if len(freqs) > MAX_POINTS:
+      raise ParameterError(f"freqs_hz: expected at most {MAX_POINTS} test frequencies (one per "
+                           f"third octave from 125 Hz to 8 kHz), got {len(freqs)}")
     if len(freqs) != len(thresholds):
       raise ParameterError(f"thresholds_db_hl: expected {len(freqs)} values (one per frequency in "
                            f"freqs_hz), got {len(thresholds)}")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dal_widgets.errors import ParameterError
-from dal_widgets.hearing.audiogram import (MAX_NAME_CHARS, Audiogram, hl_to_spl,
+from dal_widgets.hearing.audiogram import (MAX_NAME_CHARS, MAX_POINTS, Audiogram, hl_to_spl,
                                            reference_threshold_db_spl, spl_to_hl)
 from dal_widgets.hearing.presets import preset
 
@@ -198,3 +198,10 @@ def test_a_name_longer_than_a_label_is_refused():
   Audiogram([1000], [20], name="x" * MAX_NAME_CHARS)
   with pytest.raises(ParameterError, match=f"name: expected at most {MAX_NAME_CHARS} characters"):
     Audiogram([1000], [20], name="x" * (MAX_NAME_CHARS + 1))
+
+
+def test_more_points_than_a_third_octave_grid_are_refused():
+  third_octaves = np.geomspace(125.0, 8000.0, MAX_POINTS)
+  Audiogram(third_octaves, np.full(MAX_POINTS, 30.0))
+  with pytest.raises(ParameterError, match=f"at most {MAX_POINTS} test frequencies.*got 20"):
+    Audiogram(np.geomspace(125.0, 8000.0, 20), np.full(20, 30.0))
