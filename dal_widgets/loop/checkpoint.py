@@ -65,6 +65,8 @@ def check_writable(workdir) -> Path:
     ParameterError: the folder cannot be created or written (a file in the way, no permission).
   """
   workdir = Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ParameterError(f"workdir: {str(workdir)!r} is a file, not a folder for checkpoints")
   try:
     workdir.mkdir(parents=True, exist_ok=True)
     fd, probe = tempfile.mkstemp(dir=workdir, prefix=".write-check.", suffix=".tmp")

@@ -294,6 +294,8 @@ def test_an_unwritable_workdir_fails_before_any_step(tmp_path):
   source = FailingSource(step=-1)
   with pytest.raises(ParameterError, match="cannot write checkpoints in"):
     train.train(CFG, blocker / "run", ear=_ear(), source=source)
+  with pytest.raises(ParameterError, match="a_file' is a file, not a folder for checkpoints"):
+    train.train(CFG, blocker, ear=_ear(), source=source)
   assert source.calls == 0
 
 
