@@ -118,7 +118,8 @@ def _fitted_ear(args, sr, style="v3", default_audiogram=None):
 def _check_ear(ear, sr, style):
   if ear.sr != float(sr) or ear.style != style:
     raise UsageError(f"--ear: fitted for sr={ear.sr:g} Hz, style={ear.style}; this run needs "
-                     f"sr={float(sr):g} Hz, style={style}")
+                     f"sr={float(sr):g} Hz, style={style} (fit one for this run with "
+                     f"`dal fit-audiogram --sr {float(sr):g} --style {style} --out ear.json`)")
   return ear
 
 
@@ -274,8 +275,8 @@ def cmd_train(args):
     result = train_lib.train(cfg, args.workdir, ear=ear, should_stop=stop.is_set,
                              resume=not args.fresh, progress=bar)
   state = "stopped at" if result.stopped_early else "finished"
-  print(f"{state} step {result.steps_done}/{cfg.steps}, loss {result.loss:.4g}; "
-        f"checkpoint {result.checkpoint}")
+  print(f"{state} step {result.steps_done}/{cfg.steps}, mean loss of the last steps "
+        f"{result.loss:.4g}; checkpoint {result.checkpoint}")
   return EXIT_INTERRUPTED if result.stopped_early else EXIT_OK
 
 

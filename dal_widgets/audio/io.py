@@ -63,7 +63,8 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, _stacklevel
     raise AudioError(f"{name}: too long, {duration_s:.1f} s > max_seconds={max_seconds}")
   peak = float(np.max(np.abs(x)))
   if peak > 1.0:
-    warnings.warn(f"{name}: samples exceed +-1 (peak {peak:.3f}); they clip when saved as PCM",
+    warnings.warn(f"{name}: samples exceed +-1 (peak {peak:.3f}), the full scale of integer PCM "
+                  "(which clips them)",
                   stacklevel=_stacklevel)
   elif peak == 0.0:
     warnings.warn(f"{name}: audio is digital silence (all samples 0)", stacklevel=_stacklevel)

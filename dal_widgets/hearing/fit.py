@@ -148,7 +148,10 @@ def fit_cochlea(audiogram: Audiogram, sr: float = 16000.0, *, style: str = "v3",
   freqs_all = np.asarray(audiogram.freqs_hz)
   mask = audiometry.measurable_freqs(freqs_all, sr)
   if not mask.any():
-    raise ParameterError(f"audiogram: no frequency within the range of a {sr:.0f} Hz model")
+    top = audiometry.MAX_TONE_FRACTION_OF_NYQUIST * sr / 2
+    raise ParameterError(f"audiogram: no frequency within the range of a {sr:.0f} Hz model (tones "
+                         f"up to {top:.0f} Hz); a higher sample rate reaches "
+                         f"{min(audiogram.freqs_hz):g} Hz")
   freqs = tuple(float(f) for f in freqs_all[mask])
   target = np.maximum(np.asarray(audiogram.thresholds_db_hl)[mask], 0.0)  # better than normal: no loss
   hypers, coeffs, _, _ = designs.designed(sr, style)
