@@ -130,6 +130,22 @@ def _check_sr(sr, option="--sr"):
     raise UsageError(f"{option}: expected a whole sample rate in {MIN_SR}..{MAX_SR} Hz, got {sr:g}")
 
 
+def _named_for_options(err, options):
+  """`err` with the library argument it names ("batch_size: ...") renamed to its command-line
+  option ("--batch-size: ..."); other errors unchanged."""
+  field, _, rest = str(err).partition(": ")
+  return UsageError(f"{options[field]}: {rest}") if field in options else err
+
+
+def _set_level(x, level_db_spl):
+  """audio.set_level for --level-db-spl."""
+  from dal_widgets import audio
+  try:
+    return audio.set_level(x, level_db_spl)
+  except ParameterError as err:
+    raise _named_for_options(err, {"level_db_spl": "--level-db-spl"}) from err
+
+
 def _fit(audiogram, sr, style):
   from dal_widgets.hearing.fit import fit_cochlea
   who = f"audiogram {audiogram.name}" if audiogram.name else "a custom audiogram"
@@ -251,10 +267,8 @@ def cmd_train(args):
   if changes:
     try:
       cfg = cfg.replace(**changes)
-    except ParameterError as err:  # name the option, not the config field
-      field, _, rest = str(err).partition(": ")
-      option = {"steps": "--steps", "batch_size": "--batch-size"}.get(field)
-      raise (UsageError(f"{option}: {rest}") if option else err) from err
+    except ParameterError as err:
+      raise _named_for_options(err, {"steps": "--steps", "batch_size": "--batch-size"}) from err
   if ear is not None:
     _check_ear(ear, cfg.data.sr, cfg.style)  # before the work folder is made
   found = None if args.fresh else train_lib.resumable(args.workdir, cfg)  # before the fit
@@ -362,7 +376,7 @@ def cmd_enhance(args):
   _note_channels(args.input)
   file_sr = soundfile.info(str(args.input)).samplerate  # readable: it has just been loaded
   if args.level_db_spl is not None:
-    x = audio.set_level(x, args.level_db_spl)
+    x = _set_level(x, args.level_db_spl)
   y = train_lib.enhance(params, cfg.model_config, x, condition)
   peak = float(np.max(np.abs(y))) if y.size else 0.0
   subtype = "FLOAT" if peak > 1.0 and args.output.suffix.lower() == ".wav" else None
@@ -476,7 +490,7 @@ def cmd_cochleagram(args):
   x, sr = audio.load(args.input, sr=args.sr)
   _note_channels(args.input)
   if args.level_db_spl is not None:
-    x = audio.set_level(x, args.level_db_spl)
+    x = _set_level(x, args.level_db_spl)
   ohc_health = ihc_gain = 1.0
   if args.ear is not None or _listener_given(args):
     ear = _fitted_ear(args, sr, args.style)
