@@ -226,8 +226,8 @@ def read_audiogram(path_or_text, *, fmt=None):
                          f"{err.strerror or err}") from err
   try:
     return loads_audiogram(data, fmt or _fmt_from_suffix(path))
-  except ParameterError as err:
-    raise ParameterError(f"{path}: {err}") from err
+  except ParameterError as err:  # "data: ..." is the bytes read: the file itself
+    raise ParameterError(f"{path}: {str(err).removeprefix('data: ')}") from err
 
 
 def write_audiogram(audiogram, path, *, fmt=None):

@@ -143,6 +143,9 @@ def test_read_errors_name_the_file(tmp_path):
     read_audiogram(path)
   with pytest.raises(ParameterError, match=r"cannot read audiogram file .*missing\.json"):
     read_audiogram(tmp_path / "missing.json")
+  (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00")
+  with pytest.raises(ParameterError, match=r"binary\.csv: expected UTF-8 text, got undecodable"):
+    read_audiogram(tmp_path / "binary.csv")
 
 
 def test_unknown_suffix_is_sniffed_on_read_and_refused_on_write(tmp_path):
