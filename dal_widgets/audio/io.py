@@ -60,7 +60,8 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, _stacklevel
     raise AudioError(f"{name}: contains {np.count_nonzero(~np.isfinite(x))} NaN or inf samples")
   duration_s = x.shape[0] / sr
   if duration_s > max_seconds:
-    raise AudioError(f"{name}: too long, {duration_s:.1f} s > max_seconds={max_seconds}")
+    raise AudioError(f"{name}: too long, {duration_s:.1f} s; at most {max_seconds:g} s (split "
+                     "longer recordings)")
   peak = float(np.max(np.abs(x)))
   if peak > 1.0:
     warnings.warn(f"{name}: samples exceed +-1 (peak {peak:.3f}), the full scale of integer PCM "
@@ -119,8 +120,8 @@ def _decode(source, label, *, sr, mono, max_seconds):
   try:
     info = sf.info(source)
     if info.frames / info.samplerate > max_seconds:
-      raise AudioError(f"{label}: too long, {info.frames / info.samplerate:.2f} s > "
-                       f"max_seconds={max_seconds:g}")
+      raise AudioError(f"{label}: too long, {info.frames / info.samplerate:.2f} s; at most "
+                       f"{max_seconds:g} s (split longer recordings)")
     if hasattr(source, "seek"):
       source.seek(0)
     x, file_sr = sf.read(source, dtype="float32", always_2d=True)
