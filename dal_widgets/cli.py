@@ -345,6 +345,12 @@ def _handling(handler, *, after=None):
       signal.signal(sig, late or old)
 
 
+# Set by a second stop signal during training: main() then ends the process at once. A normal
+# exit would wait for the step running inside XLA (JAX finishes it before the interpreter ends),
+# which on a CPU can take minutes; the unwinding has already removed temporary files.
+_ABORTED = threading.Event()
+
+
 def _interrupt(signum, frame):
   raise KeyboardInterrupt  # unwinds: atomic writes remove their temporary files
 
@@ -356,6 +362,7 @@ def _stop_on_interrupt(stop):
   process's exit."""
   def handler(signum, frame):
     if stop.is_set():
+      _ABORTED.set()
       raise KeyboardInterrupt
     stop.set()
     _status("dal train: stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
@@ -632,6 +639,10 @@ def main(argv=None) -> int:
     return EXIT_USAGE
   except KeyboardInterrupt:
     print(f"dal {args.command}: interrupted", file=sys.stderr)
+    if _ABORTED.is_set():
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(EXIT_INTERRUPTED)
     return EXIT_INTERRUPTED
   except Exception as err:  # after OSError: only what no clause above took
     if not _out_of_memory(err):

@@ -206,6 +206,51 @@ def test_stop_signals_stop_training_once_then_interrupt(monkeypatch):
       signal.signal(s, handler)
 
 
+LONG_STEP = """
+import threading
+import jax, jax.numpy as jnp
+from dal_widgets import cli
+
+@jax.jit
+def long_step(v):  # minutes inside XLA, which JAX lets finish before the interpreter ends
+  return jax.lax.fori_loop(0, 1_000_000, lambda i, v: jnp.sin(v) + 1e-3, v)
+
+def train(args):  # `dal train` with one very long step
+  v = jnp.ones(100_000)
+  long_step.lower(v).compile()
+  with cli._stop_on_interrupt(threading.Event()):
+    print("step running", flush=True)
+    long_step(v).block_until_ready()
+    print("step returned", flush=True)
+  return cli.EXIT_OK
+
+cli.cmd_train = train
+raise SystemExit(cli.main(["train"]))
+"""
+
+
+def test_a_second_ctrl_c_ends_training_even_while_a_step_runs_in_xla(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  import time
+  script = tmp_path / "long_step.py"
+  script.write_text(LONG_STEP)
+  proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline().strip() == "step running"
+    time.sleep(0.5)  # inside the step
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)  # a hang guard: the step itself takes minutes
+  finally:
+    proc.kill()
+  assert proc.returncode == cli.EXIT_INTERRUPTED and "step returned" not in out
+  assert "stopping after this step" in err and "dal train: interrupted" in err
+
+
 def test_a_kill_during_a_write_leaves_no_temporary_file(tmp_path):
   import os
   import signal
