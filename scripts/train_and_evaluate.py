@@ -2,6 +2,9 @@
 
     python scripts/train_and_evaluate.py --preset N3 --config paper --steps 400 --out runs/n3
 
+--init starts from a checkpoint's parameters (a fine-tune) instead of the identity; its model must
+have the shapes of --config's.
+
 Writes <out>/results.md (the evaluation table, per SNR), <out>/history.json (loss per step) and the
 checkpoint folder <out>/ckpt (resumable with `dal train --workdir <out>/ckpt`). Used for the GPU
 results in the DAL issue; any device count works (data parallel over local devices).
@@ -17,6 +20,7 @@ import jax
 import numpy as np
 
 from dal_widgets.hearing import fit_cochlea
+from dal_widgets.loop import checkpoint
 from dal_widgets.loop import data as data_lib
 from dal_widgets.loop import evaluate as ev
 from dal_widgets.loop import train as train_lib
@@ -38,6 +42,8 @@ def main():
   ap.add_argument("--ckpt", type=pathlib.Path, default=None, help="checkpoint folder (default <out>/ckpt)")
   ap.add_argument("--checkpoint-every", type=int, default=0,
                   help="also checkpoint every N steps, so a killed run resumes (0: only at the end)")
+  ap.add_argument("--init", type=pathlib.Path, default=None,
+                  help="start from this checkpoint's parameters (a file or a checkpoint folder)")
   args = ap.parse_args()
   cfg = config_for(args.config)
   changes = {"audiogram": args.preset, "steps": args.steps, "checkpoint_every": args.checkpoint_every,
@@ -54,7 +60,12 @@ def main():
   ear = fit_cochlea(train_lib.listener_audiogram(cfg), cfg.data.sr, style=cfg.style)
   print(f"devices: {jax.devices()}\nlistener {args.preset}:\n{ear.table()}", flush=True)
   t0 = time.perf_counter()
+  init = None
+  if args.init is not None:
+    init, init_cfg, init_step = checkpoint.restore_params(args.init)
+    print(f"starting from {args.init} (step {init_step}, model {init_cfg.model_config})", flush=True)
   result = train_lib.train(cfg, args.ckpt or args.out / "ckpt", ear=ear, resume=True, progress=False,
+                           init_params=init,
                            on_progress=lambda step, total, m: print(
                                f"step {step}/{total} loss {m.get('loss', float('nan')):.4f}", flush=True)
                            if step % cfg.log_every == 0 else None)

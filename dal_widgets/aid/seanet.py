@@ -15,6 +15,15 @@ Our choices:
 - causal=True pads every conv on the left only, so output sample t never depends on input
   samples after t (a streaming hearing aid); causal=False centres the kernels.
 - Optional FiLM conditioning (film.py) of every encoder and decoder block by a listener vector.
+- checkerboard_free=True: every transposed conv is constrained so that a constant input gives a
+  constant output (its `stride` polyphase components have equal sums; Sugawara, Shiota & Kiya
+  2019, "Checkerboard artifacts free convolutional neural networks", APSIPA Trans.). An
+  unconstrained one turns any steady part of its input, silence included, into tones at
+  multiples of sr / (product of the strides below it) (Odena, Dumoulin & Olah 2016,
+  "Deconvolution and checkerboard artifacts"): the first bundled aid whistled at 2 kHz at about
+  55 dB SPL in silence, which the DAL loss of an impaired ear hardly sees.
+- dc_block=True: the residual f(x) goes through a DC blocker (dc_blocker.py), so the aid adds no
+  constant offset, which the loss cannot see either (CARFAC passes no DC).
 """
 import dataclasses
 import functools
@@ -25,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dal_widgets.aid.dc_blocker import dc_block
 from dal_widgets.aid.film import Film
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
@@ -49,6 +59,10 @@ class SeanetConfig:
     dilations: Dilations of the residual units inside each block.
     causal: Left-only padding everywhere (output at t depends on input up to t only).
     film_dim: Length of the FiLM conditioning vector; 0 means no conditioning.
+    checkerboard_free: Constrain the decoder's transposed convs to map a constant to a constant
+      (module docstring). False: the plain transposed conv of the paper (aids trained before
+      this option existed).
+    dc_block: High-pass the residual f(x) with a DC blocker (module docstring).
   """
   base_channels: int = 32  # SEANet paper
   strides: tuple = (2, 4, 5, 8)  # SEANet paper: total downsampling 320
@@ -56,6 +70,8 @@ class SeanetConfig:
   dilations: tuple = (1, 3, 9)  # SEANet paper
   causal: bool = False
   film_dim: int = 0
+  checkerboard_free: bool = True
+  dc_block: bool = True
 
   def __post_init__(self):
     positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -66,8 +82,9 @@ class SeanetConfig:
       value = getattr(self, name)
       if not (isinstance(value, tuple) and value and all(positive(v) for v in value)):
         raise ParameterError(f"{name}: expected a non-empty tuple of ints >= 1, got {value!r}")
-    if not isinstance(self.causal, bool):
-      raise ParameterError(f"causal: expected True or False, got {self.causal!r}")
+    for name in ("causal", "checkerboard_free", "dc_block"):
+      if not isinstance(getattr(self, name), bool):
+        raise ParameterError(f"{name}: expected True or False, got {getattr(self, name)!r}")
     if isinstance(self.film_dim, bool) or not isinstance(self.film_dim, int) or self.film_dim < 0:
       raise ParameterError(f"film_dim: expected an int >= 0, got {self.film_dim!r}")
 
@@ -98,6 +115,35 @@ def _conv(features, kernel, *, causal, stride=1, dilation=1, name=None, zero_ini
     init = dict(kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
   return nn.Conv(features, (kernel,), strides=(stride,), kernel_dilation=(dilation,),
                  padding=padding, name=name, **init)
+
+
+def checkerboard_free_kernel(kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
+  """The kernel nearest (least squares) to `kernel` whose transposed conv at `stride` maps a
+  constant input to a constant output: taps k, k + stride, k + 2 stride, ... feed one output
+  phase, and every phase gets the same sum of taps (per input and output channel).
+
+  Args:
+    kernel: Transposed-conv kernel, shape [taps, in, out], taps a multiple of stride.
+    stride: Upsampling factor.
+  Returns:
+    The constrained kernel, same shape.
+  """
+  taps = kernel.shape[0]
+  phases = kernel.reshape((taps // stride, stride) + kernel.shape[1:])
+  sums = phases.sum(axis=0, keepdims=True)
+  shift = (sums.mean(axis=1, keepdims=True) - sums) / (taps // stride)
+  return (phases + shift).reshape(kernel.shape)
+
+
+def _upsampler(channels, stride, *, checkerboard_free, name):
+  """Transposed conv, kernel 2 * stride, VALID; parameters `kernel` [2 stride, in, out] and
+  `bias` either way, so both variants read the same checkpoints."""
+  conv = nn.ConvTranspose
+  if checkerboard_free:
+    constrain = lambda v: {"params": dict(
+        v["params"], kernel=checkerboard_free_kernel(v["params"]["kernel"], stride))}
+    conv = nn.map_variables(nn.ConvTranspose, "params", trans_in_fn=constrain, init=True)
+  return conv(channels, (2 * stride,), strides=(stride,), padding="VALID", name=name)
 
 
 class ResidualUnit(nn.Module):
@@ -166,8 +212,8 @@ class Seanet(nn.Module):
     for i in reversed(range(len(cfg.strides))):
       stride, skip = cfg.strides[i], skips[i]
       channels //= 2
-      up = nn.ConvTranspose(channels, (2 * stride,), strides=(stride,), padding="VALID",
-                            name=f"dec{i}_up")(nn.elu(h))
+      up = _upsampler(channels, stride, checkerboard_free=cfg.checkerboard_free,
+                      name=f"dec{i}_up")(nn.elu(h))
       start = 0 if causal else stride // 2  # causal: drop the look-ahead tail only
       h = up[:, start:start + skip.shape[1]] + skip
       for d in cfg.dilations:
@@ -175,8 +221,10 @@ class Seanet(nn.Module):
       if use_film:
         h = Film(channels, name=f"dec{i}_film")(h, condition)
 
-    residual = _conv(1, k, causal=causal, name="output_conv", zero_init=True)(nn.elu(h))
-    y = (xp + residual[..., 0])[:, :n_samp]
+    residual = _conv(1, k, causal=causal, name="output_conv", zero_init=True)(nn.elu(h))[..., 0]
+    if cfg.dc_block:
+      residual = dc_block(residual)
+    y = (xp + residual)[:, :n_samp]
     return y[0] if unbatched else y
 
 

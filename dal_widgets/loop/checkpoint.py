@@ -9,6 +9,7 @@ checkpoint) rewritten the same way; older checkpoints beyond `keep` are then rem
 
 We use msgpack + atomic rename rather than orbax: one host, params of a few MB, no extra deps.
 """
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,7 +28,10 @@ from dal_widgets.errors import DalError, ParameterError
 from dal_widgets.loop.config import TrainConfig
 
 FORMAT = "dal-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the SEANet options checkerboard_free and dc_block (aid/seanet.py)
+# Version-1 aids were trained before those options existed: they read back with both off, so that
+# they compute exactly what they were trained to.
+LEGACY_SEANET = {1: dict(checkerboard_free=False, dc_block=False)}
 MARKER = "latest.json"  # names the last checkpoint written completely
 PATTERN = re.compile(r"^ckpt_(\d{8})\.msgpack$")
 KEEP = 3  # checkpoints kept in a work folder (the newest)
@@ -210,16 +214,17 @@ def _read(path) -> dict:
     raise CheckpointError(problem) from err
   if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
     raise CheckpointError(f"{path}: not a DAL checkpoint (no {FORMAT!r} header)")
-  if envelope.get("version") != VERSION:
-    raise CheckpointError(f"{path}: checkpoint version {envelope.get('version')!r}, this code "
-                          f"reads version {VERSION}")
+  version = envelope.get("version")
+  if version != VERSION and version not in LEGACY_SEANET:
+    raise CheckpointError(f"{path}: checkpoint version {version!r}, this code reads versions "
+                          f"{sorted({VERSION, *LEGACY_SEANET})}")
   body = envelope.get("body")
   if not isinstance(body, bytes) or hashlib.sha256(body).hexdigest() != envelope.get("sha256"):
     raise CheckpointError(f"{path}: checksum mismatch: the checkpoint is corrupt")
   contents = serialization.msgpack_restore(body)
   if not isinstance(contents, dict) or not {"state", "step", "config"} <= contents.keys():
     raise CheckpointError(f"{path}: the checkpoint lacks its state, step or config")
-  return dict(contents, path=path)
+  return dict(contents, path=path, version=version)
 
 
 def restore(path, target=None) -> Checkpoint:
@@ -239,6 +244,9 @@ def restore(path, target=None) -> Checkpoint:
   contents = _read(path)
   try:
     config = TrainConfig.from_dict(json.loads(contents["config"]))
+    if contents["version"] in LEGACY_SEANET:
+      legacy = LEGACY_SEANET[contents["version"]]
+      config = config.replace(model=dataclasses.replace(config.model_config, **legacy))
   except (ValueError, TypeError, KeyError) as err:  # ParameterError is a ValueError
     raise CheckpointError(f"{contents['path']}: its training config is unreadable ({err})") from err
   state = contents["state"]

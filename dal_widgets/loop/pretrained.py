@@ -1,7 +1,10 @@
-"""The bundled pretrained hearing aid: a small SEANet trained for Bisgaard N3 on a GPU.
+"""The bundled pretrained hearing aid: a small SEANet trained for Bisgaard N3.
 
 Trained with `python scripts/train_and_evaluate.py --preset N3 --config default --steps 320
---batch-size 64 --lr 2e-3 --w-spectral 0.1` on one H100 (bench/RESULTS.md has its evaluation).
+--batch-size 64 --lr 2e-3 --w-spectral 0.1` on one H100, then (checkpoint version 2) moved to the
+checkerboard-free, DC-blocked SEANet (aid/seanet.py) and fine-tuned on a 2-core CPU with
+`... --init <the version-1 aid> --steps 150 --batch-size 16 --lr 1e-3 --warmup 5`: the version-1
+aid whistled at 2 kHz (54 dB SPL in silence). bench/RESULTS.md has both evaluations.
 The workbench and notebooks fine-tune from it; `dal enhance` and `dal evaluate` use it by default.
 """
 import functools

@@ -368,7 +368,11 @@ def resumable(workdir, cfg: TrainConfig):
 
 
 def _size_name(model_cfg: SeanetConfig) -> str:
-  return next((f'"{k}"' for k, v in SEANET_SIZES.items() if v == model_cfg), str(model_cfg))
+  plain = dataclasses.replace(model_cfg, checkerboard_free=True, dc_block=True)
+  name = next((f'"{k}"' for k, v in SEANET_SIZES.items() if v == plain), None)
+  if name is None:
+    return str(model_cfg)
+  return name if plain == model_cfg else f"{name} before version 2 (plain transposed convs, no DC blocker)"
 
 
 def _listener_name(cfg):

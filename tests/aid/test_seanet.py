@@ -1,13 +1,18 @@
-"""SEANet: shapes, identity start, parameter counts, causality, FiLM, gradients, errors."""
+"""SEANet: shapes, identity start, parameter counts, causality, FiLM, gradients, errors, no tones
+or offset from silence (checkerboard-free upsampling, DC blocker)."""
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import signal
 
+from dal_widgets.aid.dc_blocker import DC_BLOCK_POLE, dc_block
 from dal_widgets.aid.seanet import (CONDITION_DIM, SEANET_SIZES, SeanetConfig, apply_seanet,
-                                    condition_from_audiogram, count_params, init_seanet)
+                                    checkerboard_free_kernel, condition_from_audiogram,
+                                    count_params, init_seanet)
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
 
@@ -231,3 +236,55 @@ def test_flax_own_init_has_zeros_exactly_where_init_seanet_has():
   theirs = Seanet(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 4)), jnp.zeros((1, 2)))["params"]
   zero = lambda tree: jax.tree_util.tree_map(lambda a: bool(np.all(np.asarray(a) == 0)), tree)
   assert zero(ours) == zero(theirs)
+
+
+def _periodic_part(y, period):
+  """RMS of the part of y that repeats every `period` samples (phase means minus their mean)."""
+  phases = y[: len(y) // period * period].reshape(-1, period).mean(axis=0)
+  return float(np.sqrt(np.mean((phases - phases.mean()) ** 2)))
+
+
+@pytest.mark.parametrize("stride", [2, 4, 5])
+def test_checkerboard_free_kernel_gives_every_phase_the_same_sum_and_is_a_projection(stride):
+  kernel = jnp.asarray(np.random.default_rng(stride).standard_normal((2 * stride, 3, 5)),
+                       jnp.float32)
+  free = checkerboard_free_kernel(kernel, stride)
+  sums = np.asarray(free[:stride] + free[stride:])  # output phase p gets taps p and p + stride
+  np.testing.assert_allclose(sums, np.broadcast_to(sums.mean(0), sums.shape), atol=1e-5)
+  np.testing.assert_allclose(checkerboard_free_kernel(free, stride), free, atol=1e-6)
+  # the nearest such kernel: what it removes is orthogonal to what it keeps
+  assert abs(float(jnp.vdot(kernel - free, free))) < 1e-4 * float(jnp.vdot(kernel, kernel))
+
+
+def test_a_trained_looking_aid_whistles_in_silence_only_without_the_checkerboard_constraint():
+  """Random weights and biases everywhere (as after training): the plain transposed convs turn
+  the steady activations of silence into a tone at sr / 6 (hop 6), the constrained ones do not,
+  and the DC blocker removes the constant the network still adds."""
+  silence = np.zeros(6000, np.float32)
+  out = {}
+  for free in (False, True):
+    cfg = dataclasses.replace(TINY, checkerboard_free=free, dc_block=free)
+    params = _randomise(init_seanet(jax.random.PRNGKey(0), cfg), 3)
+    out[free] = np.asarray(apply_seanet(params, cfg, silence))[3000:4000]  # past the DC transient, far from the ends
+  assert _periodic_part(out[False], TINY.hop) > 0.01
+  assert _periodic_part(out[True], TINY.hop) < 1e-4 * _periodic_part(out[False], TINY.hop)
+  assert abs(out[True].mean()) < 1e-3 * abs(out[False].mean())
+
+
+def test_constrained_aid_maps_a_constant_to_a_constant_before_its_dc_blocker():
+  cfg = dataclasses.replace(TINY, dc_block=False)
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), cfg), 4)
+  y = np.asarray(apply_seanet(params, cfg, np.full(6000, 0.2, np.float32)))[2500:3500]
+  assert np.ptp(y) < 1e-4 and abs(y.mean() - 0.2) > 1e-3  # constant, and not merely the input
+
+
+def test_dc_blocker_matches_scipy_and_removes_an_offset():
+  x = np.random.default_rng(0).standard_normal((2, 4000)).astype(np.float32) + 0.5
+  y = np.asarray(dc_block(jnp.asarray(x)))
+  b, a = [1, -1], [1, -DC_BLOCK_POLE]
+  start = signal.lfilter_zi(b, a)[None] * x[:, :1]  # the steady state of the first sample
+  np.testing.assert_allclose(y, signal.lfilter(b, a, x, axis=-1, zi=start)[0], atol=1e-4)
+  assert abs(y[:, 2000:].mean()) < 0.02 < 0.5
+  assert not np.any(dc_block(jnp.full(100, 0.3)))  # an offset from the start: no thump
+  step = np.asarray(dc_block(jnp.concatenate([jnp.zeros(100), jnp.ones(3000)])))
+  assert step[100] == 1.0 and abs(step[-1]) < 1e-5  # a later step's offset decays away

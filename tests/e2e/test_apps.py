@@ -12,6 +12,8 @@ import pytest
 from conftest import ARTIFACTS
 from voila_server import kernel_counts, leave, wait_for_kernels_shut_down
 
+from dal_widgets.loop import checkpoint, pretrained
+
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 LOAD_TIMEOUT_MS = 90_000  # kernel start + notebook execution on a cold, busy 2-core machine
@@ -195,7 +197,9 @@ def test_hearing_aid_lab_fine_tune_progresses_and_cancels_and_views_answer(voila
   page.get_by_text(re.compile(r"cancelled at step \d+ of 20")).wait_for(timeout=UPDATE_TIMEOUT_MS)
   width = page.locator(".dal-finetune-progress .progress-bar").evaluate("e => e.style.width")
   assert float(width.rstrip("%")) > 0
-  assert page.get_by_text(re.compile(r"small SEANet, 320 steps, for N3")).count() == 1
+  bundled_steps = json.loads(
+      pretrained.pretrained_dir().joinpath(checkpoint.MARKER).read_text())["step"]
+  assert page.get_by_text(re.compile(rf"small SEANet, {bundled_steps} steps, for N3")).count() == 1
   # Hover names the CF; a click on a NAP moves the SAI to that time.
   canvas = page.locator(".dal-cochleagram canvas").first
   canvas.scroll_into_view_if_needed()  # Cancel scrolled the page down

@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 
 from dal_widgets.audio import load_clip
+from dal_widgets.audio.calibration import rms_to_db_spl
 from dal_widgets.errors import ParameterError
 from dal_widgets.loop import pretrained
 from dal_widgets.loop import train as train_lib
 from dal_widgets.loop.config import DataConfig, TrainConfig
+
+QUIET_DB_SPL = 20.0  # a quiet room; normal hearing thresholds are 0-15 dB SPL at 0.5-4 kHz
 
 
 def test_bundled_model_loads_and_changes_sound():
@@ -19,6 +22,16 @@ def test_bundled_model_loads_and_changes_sound():
   assert y.shape == x.shape and np.all(np.isfinite(y))
   gain_db = 20 * np.log10(np.sqrt(np.mean(y**2)) / np.sqrt(np.mean(x**2)))
   assert gain_db > 3  # an N3 aid amplifies (it is not the identity any more)
+
+
+def test_bundled_aid_keeps_silence_silent():
+  """The version-1 aid whistled at 2 kHz, 55 dB SPL, in silence (plain transposed convs)."""
+  params, cfg, _ = pretrained.load_pretrained()
+  assert cfg.model_config.checkerboard_free and cfg.model_config.dc_block
+  sr = cfg.data.sr
+  y = np.asarray(train_lib.enhance(params, cfg.model_config, np.zeros(2 * sr, np.float32)))
+  inside = y[sr // 4: -sr // 4]  # past the transients where the network meets the file's ends
+  assert rms_to_db_spl(np.sqrt(np.mean(inside ** 2))) < QUIET_DB_SPL
 
 
 def test_fine_tune_starts_from_given_params_and_rejects_misfits():

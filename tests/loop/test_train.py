@@ -191,11 +191,11 @@ def test_a_failed_write_never_replaces_the_last_good_checkpoint(tmp_path, monkey
   assert checkpoint.restore(good).step == 1
 
 
-def _forge(path, body: dict):
+def _forge(path, body: dict, version=checkpoint.VERSION):
   """A checkpoint file with a valid envelope and checksum around `body`."""
   raw = serialization.msgpack_serialize(body)
   path.write_bytes(serialization.msgpack_serialize({
-      "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
+      "format": checkpoint.FORMAT, "version": version,
       "sha256": hashlib.sha256(raw).hexdigest(), "body": raw}))
 
 
@@ -210,6 +210,28 @@ def test_well_formed_checkpoints_with_bad_contents_raise(tmp_path):
   _forge(path, {"state": {}, "step": 1, "config": json.dumps({"steps": -3})})
   with pytest.raises(checkpoint.CheckpointError, match="training config is unreadable.*steps"):
     checkpoint.restore(path)
+
+
+def test_version_1_aids_read_back_as_the_plain_seanet_they_were_trained_as(tmp_path):
+  path = tmp_path / "ckpt_00000001.msgpack"
+  body = {"state": {}, "step": 1, "config": json.dumps(CFG.to_dict())}
+  _forge(path, body, version=1)
+  old = checkpoint.restore(path).config.model_config
+  assert (old.checkerboard_free, old.dc_block) == (False, False)
+  assert dataclasses.replace(old, checkerboard_free=True, dc_block=True) == CFG.model_config
+  _forge(path, body)
+  assert checkpoint.restore(path).config == CFG  # this version: the config as written
+  _forge(path, body, version=3)
+  with pytest.raises(checkpoint.CheckpointError, match=r"version 3, this code reads versions \[1, 2\]"):
+    checkpoint.restore(path)
+
+
+def test_resuming_a_version_1_run_names_its_older_design(tmp_path):
+  cfg = CFG.replace(model="small")
+  _forge(tmp_path / "ckpt_00000001.msgpack",
+         {"state": {}, "step": 1, "config": json.dumps(cfg.to_dict())}, version=1)
+  with pytest.raises(ParameterError, match=r'"small" before version 2 .* this run trains a "small" one'):
+    train.resumable(tmp_path, cfg)
 
 
 def test_the_marker_cannot_point_outside_its_folder(tmp_path):
@@ -391,7 +413,7 @@ TWO_DEVICES = textwrap.dedent("""
     import json, dataclasses
     import jax, numpy as np
     from dal_widgets.errors import ParameterError
-    from dal_widgets.aid.seanet import SeanetConfig
+    from dal_widgets.aid.seanet import SeanetConfig, checkerboard_free_kernel
     from dal_widgets.cochlea import carfac as cf, designs
     from dal_widgets.loop import train
     from dal_widgets.loop.config import TrainConfig, DataConfig
@@ -403,6 +425,16 @@ TWO_DEVICES = textwrap.dedent("""
     normal = designs.designed(16000.0)
     impaired = normal._replace(weights=cf.make_weights(normal.hypers, ohc_health=0.5))
     batch = SpeechSource(data).make_batch(0, 2)
+    def effective(params):
+      # What reaches the output. Float noise in directions without effect has no gradient to
+      # stop it, and Adam scales it up: the parts of the upsampling kernels that their
+      # constraint removes, and the output bias, a constant that the DC blocker removes.
+      params = {name: dict(layer) for name, layer in params.items()}
+      for i, stride in enumerate(tiny.strides):
+        up = params[f"dec{i}_up"]
+        up["kernel"] = checkerboard_free_kernel(up["kernel"], stride)
+      params["output_conv"]["bias"] = 0 * params["output_conv"]["bias"]
+      return params
     out = {}
     for n in (1, 2):
       step = train.make_train_step(tiny, cfg, normal, impaired, devices=jax.devices()[:n])
@@ -411,7 +443,7 @@ TWO_DEVICES = textwrap.dedent("""
         state, metrics = step(state, batch)
       out[n] = {"loss": float(metrics["loss"]), "nap": float(metrics["nap"]),
                 "params": [np.asarray(p).ravel().tolist()
-                           for p in jax.tree_util.tree_leaves(state.params)],
+                           for p in jax.tree_util.tree_leaves(effective(state.params))],
                 "n_shards": len(state.params["output_conv"]["kernel"].sharding.device_set)}
     try:
       step.place_batch(SpeechSource(data).make_batch(0, 3))
