@@ -5,12 +5,20 @@ CARFAC does not respond to a constant input (its BM filters pass no DC), so the 
 see an offset in an aid's output: a trained network may add one freely, wasting the receiver's
 headroom. With the blocker as the network's last step, the output has none by construction.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 
 # Pole of the blocker. Its -3 dB corner is (1 - p) fs / (2 pi): 12.7 Hz at 16 kHz, 35 Hz at 44.1
 # kHz, below the lowest audiometric frequency (125 Hz) at every rate the package supports.
 DC_BLOCK_POLE = 0.995
+SETTLED_DB = 60.0  # a transient counts as gone once it has decayed by this much
+
+
+def settle_samples(pole: float = DC_BLOCK_POLE) -> int:
+  """Samples for the blocker's transient (a pole ** n decay) to fall by SETTLED_DB."""
+  return math.ceil(SETTLED_DB / 20 * math.log(10) / -math.log(pole))
 
 
 def dc_block(x: jnp.ndarray, pole: float = DC_BLOCK_POLE) -> jnp.ndarray:

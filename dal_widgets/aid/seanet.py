@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dal_widgets.aid.dc_blocker import dc_block
+from dal_widgets.aid.dc_blocker import dc_block, settle_samples
 from dal_widgets.aid.film import Film
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
@@ -369,6 +369,43 @@ def apply_seanet(params: dict, config: SeanetConfig, x: jnp.ndarray,
 @functools.partial(jax.jit, static_argnums=1)
 def _apply_jit(params, config, x, condition):
   return Seanet(config).apply({"params": params}, x, condition)
+
+
+def receptive_field(config: SeanetConfig) -> int:
+  """Input samples that one output sample can depend on, a bound: the span of the deepest path
+  (through the bottleneck), summing (taps - 1) x spacing over its convs, counting each
+  transposed conv's taps at its output spacing."""
+  _check_config(config)
+  k, span, spacing = config.kernel_size, 1 + 2 * (config.kernel_size - 1), 1  # in and out convs
+  residual = sum((k - 1) * d for d in config.dilations)
+  for stride in config.strides:  # encoder and decoder levels at this spacing
+    span += 2 * (residual + 2 * stride - 1) * spacing  # residual units, down- and upsampling
+    spacing *= stride
+  return span + (k - 1) * spacing  # bottleneck
+
+
+def context_samples(config: SeanetConfig) -> int:
+  """Silence added before and after a recording by `apply_to_recording`, in whole hops: the
+  receptive field, plus the time the DC blocker takes to settle on the network's own response
+  to the start of that silence."""
+  need = receptive_field(config) + (settle_samples() if config.dc_block else 0)
+  return -(-need // config.hop) * config.hop
+
+
+def apply_to_recording(params: dict, config: SeanetConfig, x, condition=None) -> jnp.ndarray:
+  """`apply_seanet` on a whole recording, as if silence surrounded it.
+
+  Every conv pads its own input with zeros, which is not what silence looks like inside the
+  network (a layer's response to silence is a constant set by its biases), so a recording run
+  as it is starts and ends with a transient: 60-70 dB SPL over about 25 ms with the bundled aid.
+  Here the recording gets `context_samples` of silence on each side, and the output is cut back.
+
+  Args, Returns, Raises: as `apply_seanet`; x of shape [time] or [batch, time].
+  """
+  pad = context_samples(config)
+  x = jnp.asarray(x, jnp.float32)
+  widths = [(0, 0)] * (x.ndim - 1) + [(pad, pad)]
+  return apply_seanet(params, config, jnp.pad(x, widths), condition)[..., pad:pad + x.shape[-1]]
 
 
 def count_params(params) -> int:

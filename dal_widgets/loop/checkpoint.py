@@ -29,8 +29,8 @@ from dal_widgets.loop.config import TrainConfig
 
 FORMAT = "dal-checkpoint"
 VERSION = 2  # 2: the SEANet options checkerboard_free and dc_block (aid/seanet.py)
-# Version-1 aids were trained before those options existed: they read back with both off, so that
-# they compute exactly what they were trained to.
+# Version-1 aids were trained before those options existed: they read back with both off, as the
+# network they were trained as.
 LEGACY_SEANET = {1: dict(checkerboard_free=False, dc_block=False)}
 MARKER = "latest.json"  # names the last checkpoint written completely
 PATTERN = re.compile(r"^ckpt_(\d{8})\.msgpack$")

@@ -42,8 +42,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from dal_widgets.aid.seanet import (SEANET_SIZES, SeanetConfig, apply_seanet, condition_from_audiogram,
-                                    init_seanet)
+from dal_widgets.aid.seanet import (SEANET_SIZES, SeanetConfig, apply_to_recording,
+                                    condition_from_audiogram, init_seanet)
 from dal_widgets.cochlea import carfac as cf
 from dal_widgets.cochlea import designs
 from dal_widgets.errors import ParameterError, TrainingError
@@ -542,9 +542,6 @@ def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progre
   return result()
 
 
-_apply_jit = jax.jit(apply_seanet, static_argnums=1)
-
-
 def enhance(params, model_cfg: SeanetConfig, x, condition=None) -> np.ndarray:
   """Runs a trained hearing aid on a waveform of any length.
 
@@ -568,4 +565,4 @@ def enhance(params, model_cfg: SeanetConfig, x, condition=None) -> np.ndarray:
                          f"shape {x.shape}")
   if not np.all(np.isfinite(x)):
     raise ParameterError("x: contains NaN or inf samples")
-  return np.asarray(_apply_jit(params, model_cfg, x, condition))
+  return np.asarray(apply_to_recording(params, model_cfg, x, condition))

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from dal_widgets.aid.dc_blocker import DC_BLOCK_POLE, dc_block
-from dal_widgets.aid.seanet import (CONDITION_DIM, SEANET_SIZES, SeanetConfig, apply_seanet,
-                                    checkerboard_free_kernel, condition_from_audiogram,
-                                    count_params, init_seanet)
+from dal_widgets.aid.dc_blocker import DC_BLOCK_POLE, SETTLED_DB, dc_block
+from dal_widgets.aid.seanet import (CONDITION_DIM, SEANET_SIZES, Seanet, SeanetConfig,
+                                    apply_seanet, apply_to_recording, checkerboard_free_kernel,
+                                    condition_from_audiogram, context_samples, count_params,
+                                    init_seanet, receptive_field)
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
 
@@ -288,3 +289,30 @@ def test_dc_blocker_matches_scipy_and_removes_an_offset():
   assert not np.any(dc_block(jnp.full(100, 0.3)))  # an offset from the start: no thump
   step = np.asarray(dc_block(jnp.concatenate([jnp.zeros(100), jnp.ones(3000)])))
   assert step[100] == 1.0 and abs(step[-1]) < 1e-5  # a later step's offset decays away
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_receptive_field_bounds_what_one_output_sample_depends_on(causal):
+  cfg = dataclasses.replace(SEANET_SIZES["small"], causal=causal, dc_block=False)  # DC: IIR
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), cfg), 5, scale=0.05)
+  n = 3 * context_samples(cfg)
+  t = n // 2
+  out_t = lambda x: Seanet(cfg).apply({"params": params}, x)[t]
+  reach = np.flatnonzero(np.asarray(jax.grad(out_t)(jnp.full(n, 0.01))))
+  assert reach.max() - reach.min() + 1 <= receptive_field(cfg) <= context_samples(cfg)
+  assert reach.max() - reach.min() + 1 > 0.9 * receptive_field(cfg)  # a bound, and a tight one
+
+
+def test_a_recording_is_aided_as_if_silence_surrounded_it():
+  """Without the added silence every conv's zero padding makes a transient at both ends."""
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), 3)
+  silence = np.zeros(900, np.float32)
+  transient = np.abs(np.asarray(apply_seanet(params, TINY, silence))).max()
+  assert transient > 0.1
+  # what is left is the DC blocker's settling on the added silence, down by SETTLED_DB
+  left = np.abs(np.asarray(apply_to_recording(params, TINY, silence))).max()
+  assert left < 10 ** (-SETTLED_DB / 20) * transient
+  x = _noise(3000, batch=2)
+  inside = slice(context_samples(TINY), 3000 - context_samples(TINY))  # beyond both ends' reach
+  np.testing.assert_allclose(np.asarray(apply_to_recording(params, TINY, x))[:, inside],
+                             np.asarray(apply_seanet(params, TINY, x))[:, inside], atol=1e-4)
