@@ -402,8 +402,10 @@ def apply_to_recording(params: dict, config: SeanetConfig, x, condition=None) ->
 
   Args, Returns, Raises: as `apply_seanet`; x of shape [time] or [batch, time].
   """
-  pad = context_samples(config)
   x = jnp.asarray(x, jnp.float32)
+  _check_config(config)
+  _check_inputs(config, x, condition)
+  pad = context_samples(config)
   widths = [(0, 0)] * (x.ndim - 1) + [(pad, pad)]
   return apply_seanet(params, config, jnp.pad(x, widths), condition)[..., pad:pad + x.shape[-1]]
 

@@ -316,3 +316,5 @@ def test_a_recording_is_aided_as_if_silence_surrounded_it():
   inside = slice(context_samples(TINY), 3000 - context_samples(TINY))  # beyond both ends' reach
   np.testing.assert_allclose(np.asarray(apply_to_recording(params, TINY, x))[:, inside],
                              np.asarray(apply_seanet(params, TINY, x))[:, inside], atol=1e-4)
+  with pytest.raises(ParameterError, match=r"x: expected shape .* got shape \(\)"):
+    apply_to_recording(params, TINY, np.float32(1))
