@@ -187,8 +187,8 @@ print(aid.describe())
 Held-out sentences (recordings kept out of training), each mixed with noise at 0 and at 5 dB SNR.
 *Before* is the network at step 0, which we check really is the identity. *After* is the
 fine-tuned aid. If the package ships a pretrained aid for the same listener (the same small
-SEANet, trained on a GPU for a few hundred steps of 64 examples, with an extra spectral term in its
-loss), it gets a column too; do not expect it to win on every clip. We compare the NAP loss on
+SEANet, trained on a GPU for a few hundred steps of 64 examples with an extra spectral term in its
+loss, then fine-tuned on a CPU), it gets a column too; do not expect it to win on every clip. We compare the NAP loss on
 every test clip, then look at and listen to one.
 """),
     ("code", """
