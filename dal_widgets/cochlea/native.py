@@ -34,7 +34,7 @@ import numpy as np
 from jax import custom_derivatives
 from jax.experimental import buffer_callback
 
-from dal_widgets import cpu_cores
+from dal_widgets import cpu_cores, malloc_tuning
 from dal_widgets.cochlea import ihc as ihc_lib
 from dal_widgets.errors import ParameterError
 
@@ -162,6 +162,7 @@ def library():
     adj = getattr(lib, f"carfac_adjoint_{suffix}")
     adj.restype = ctypes.c_int
     adj.argtypes = [ctypes.c_int] * 4 + [ptr] * 15
+  malloc_tuning.tune()  # batches' large outputs: reuse freed memory, not fresh zeroed pages
   return lib
 
 
