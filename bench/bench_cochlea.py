@@ -1,10 +1,12 @@
 """CARFAC forward and gradient speed: `python bench/bench_cochlea.py [--n-runs 20] [--batch 8]
-[--path native|jax]`.
+[--path native|jax] [--bm]`.
 
 Cases (defaults as in the issue: 22050 Hz, 71 channels, v3, 1 s of noise at ~70 dB SPL):
 forward of one clip, gradient of mean(NAP) w.r.t. the input, forward of a batch (vmap), and the
 gradient of the batch. `--path` picks the implementation of `carfac.run`: the compiled CPU kernel
-(cochlea/native.py, the CPU default) or the JAX loop (what runs on GPUs). Memory is XLA's own account of the compiled program (temp + arguments +
+(cochlea/native.py, the CPU default) or the JAX loop (what runs on GPUs). The runs compute the NAP
+alone (`carfac.run(..., bm=False)`, as the DAL loss, the evaluation and the apps do); `--bm` also
+computes the BM, as before session 8. Memory is XLA's own account of the compiled program (temp + arguments +
 outputs). Paste the printed table into bench/RESULTS.md.
 """
 import argparse
@@ -41,6 +43,7 @@ def main():
   ap.add_argument("--sr", type=float, default=22050.0)
   ap.add_argument("--style", default="v3")
   ap.add_argument("--skip-single", action="store_true", help="only the batch cases (GPU)")
+  ap.add_argument("--bm", action="store_true", help="also compute the BM output")
   ap.add_argument("--path", choices=["auto", "native", "jax"], default="auto",
                   help="implementation of carfac.run (auto: native on the CPU when it builds)")
   args = ap.parse_args()
@@ -48,7 +51,7 @@ def main():
   native = {"auto": None, "native": True, "jax": False}[args.path]
   if native is None:
     native = cf.native_lib.default()
-  run = partial(cf.run, hypers=hypers, native=native)
+  run = partial(cf.run, hypers=hypers, native=native, bm=args.bm)
   jit = partial(jax.jit, compiler_options=cf.compiler_options())  # as designs.jitted_run does
   fwd = jit(lambda x: run(x, coeffs=coeffs, weights=weights, state=state)[0].nap)
   loss = lambda x: jnp.mean(run(x, coeffs=coeffs, weights=weights, state=state)[0].nap)
@@ -56,7 +59,8 @@ def main():
   fwd_b = jit(jax.vmap(lambda x: run(x, coeffs=coeffs, weights=weights, state=state)[0].nap))
   grad_b = jit(jax.grad(lambda xs: jnp.mean(jax.vmap(loss)(xs))))
   path = "compiled CPU kernel" if native else "JAX loop"
-  print(header(f"CARFAC {args.style}, {args.sr:.0f} Hz, {hypers.n_ch} channels, {path}"))
+  outputs = "NAP and BM" if args.bm else "NAP"
+  print(header(f"CARFAC {args.style}, {args.sr:.0f} Hz, {hypers.n_ch} channels, {path}, {outputs}"))
   print(TABLE_HEAD)
   rng = np.random.default_rng(0)
   for seconds in args.lengths:

@@ -502,7 +502,8 @@ def cmd_cochleagram(args):
   if args.ear is not None or _listener_given(args):
     ear = _fitted_ear(args, sr, args.style)
     ohc_health, ihc_gain = ear.ohc_health, ear.ihc_gain
-  out = designs.cochleagram(x, sr, style=args.style, ohc_health=ohc_health, ihc_gain=ihc_gain)
+  out = designs.cochleagram(x, sr, style=args.style, ohc_health=ohc_health, ihc_gain=ihc_gain,
+                            bm=args.bm)
   arrays = {"nap": np.asarray(out.nap), "cf_hz": designs.cf_hz(sr), "sr": np.asarray(float(sr)),
             "ohc_health": np.broadcast_to(np.asarray(ohc_health, np.float32), out.nap.shape[1:]),
             "ihc_gain": np.broadcast_to(np.asarray(ihc_gain, np.float32), out.nap.shape[1:])}

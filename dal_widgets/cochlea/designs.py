@@ -25,14 +25,16 @@ def available_memory_bytes() -> int | None:
   return None
 
 
-def check_memory(n_samp: int, hypers: carfac.CarfacHypers, itemsize: int = 4) -> None:
-  """Raises ParameterError when a cochleagram of n_samp samples would not fit in memory (instead
-  of the process being killed)."""
-  need = PEAK_PER_OUTPUT_BYTE * 2 * n_samp * hypers.n_ch * itemsize
+def check_memory(n_samp: int, hypers: carfac.CarfacHypers, itemsize: int = 4, *,
+                 bm: bool = True) -> None:
+  """Raises ParameterError when a cochleagram of n_samp samples (with its BM, or without) would
+  not fit in memory (instead of the process being killed)."""
+  need = PEAK_PER_OUTPUT_BYTE * (2 if bm else 1) * n_samp * hypers.n_ch * itemsize
   available = available_memory_bytes()
   if available is not None and need > available:
     raise ParameterError(f"x: {n_samp / hypers.sr:.0f} s at {hypers.sr:g} Hz needs about "
-                         f"{need / 1e6:,.0f} MB for its NAP and BM, {available / 1e6:,.0f} MB is "
+                         f"{need / 1e6:,.0f} MB for its NAP{' and BM' if bm else ''}, "
+                         f"{available / 1e6:,.0f} MB is "
                          "available; use a shorter sound, or carfac.run on segments with its state")
 
 
@@ -43,9 +45,9 @@ def designed(sr: float, style: str = "v3") -> carfac.Carfac:
 
 
 @functools.lru_cache(maxsize=16)
-def jitted_run(hypers: carfac.CarfacHypers, linear: bool = False):
+def jitted_run(hypers: carfac.CarfacHypers, linear: bool = False, bm: bool = True):
   """`carfac.run` jitted for one design; weights, coefficients and state stay traced."""
-  return jax.jit(partial(carfac.run, hypers=hypers, linear=linear),
+  return jax.jit(partial(carfac.run, hypers=hypers, linear=linear, bm=bm),
                  compiler_options=carfac.compiler_options())
 
 
@@ -55,7 +57,7 @@ def cf_hz(sr: float) -> np.ndarray:
 
 
 def cochleagram(x, sr: float, *, style: str = "v3", ohc_health=1.0, ihc_gain=1.0,
-                linear: bool = False) -> carfac.CarfacOutput:
+                linear: bool = False, bm: bool = True) -> carfac.CarfacOutput:
   """NAP and BM of a waveform through a (possibly impaired) CARFAC, from rest.
 
   Args:
@@ -63,6 +65,7 @@ def cochleagram(x, sr: float, *, style: str = "v3", ohc_health=1.0, ihc_gain=1.0
     sr: sample rate in Hz; the model is designed for it (8000..48000).
     style: "v3" (synapse NAP) or "v2" (IHC NAP).
     ohc_health, ihc_gain: scalars or shape [n_ch] arrays in [0, 1] (1 = healthy).
+    bm: also compute the BM (False: out.bm is None; half the memory).
   Returns:
     CarfacOutput with nap, bm of shape [n_samp, n_ch], channel 0 the highest CF.
   Raises:
@@ -70,7 +73,7 @@ def cochleagram(x, sr: float, *, style: str = "v3", ohc_health=1.0, ihc_gain=1.0
   """
   hypers, coeffs, _, state = designed(sr, style)
   carfac.check_input(x, hypers)
-  check_memory(int(np.shape(x)[0]), hypers)
+  check_memory(int(np.shape(x)[0]), hypers, bm=bm)
   weights = carfac.make_weights(hypers, ohc_health=ohc_health, ihc_gain=ihc_gain)
-  out, _ = jitted_run(hypers, linear)(x, coeffs=coeffs, weights=weights, state=state)
+  out, _ = jitted_run(hypers, linear, bm)(x, coeffs=coeffs, weights=weights, state=state)
   return out

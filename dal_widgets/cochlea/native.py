@@ -189,6 +189,7 @@ class Spec:
   iterations: tuple
   phase: int  # AGC phase at the start
   dtype: str
+  bm: bool = True  # False: no BM output (an empty [0, n_ch] array), less memory and time
 
   @property
   def n_updates(self) -> int:
@@ -319,7 +320,7 @@ def _kernel_forward(spec: Spec, lanes: int, coef, scalars, agc_coeffs, x, state,
   fn = getattr(library(), f"carfac_forward_{_TYPES[np.dtype(spec.dtype)]}")
   n_up = fn(spec.n_samp, spec.n_ch, n_pad, lanes, len(spec.decimation), _ptr(ints), _ptr(coef_p),
             _ptr(scalars), _ptr(agc_coeffs), _ptr(x), _ptr(state_p), _ptr(agc_p), _ptr(counters),
-            _ptr(nap), _ptr(bm), _ptr(agc_out), _ptr(cps))
+            _ptr(nap), _ptr(bm if bm.size else None), _ptr(agc_out), _ptr(cps))
   if n_up < 0:
     raise MemoryError("the CARFAC kernel could not allocate its scratch memory")
   assert n_up == spec.n_updates and counters[0] == (spec.phase + spec.n_samp) % spec.decimation[0]
@@ -443,7 +444,7 @@ def _host_map(fn, outs, *args, group=None):
 def _forward_shapes(spec: Spec, checkpoints: bool):
   dt, sds = np.dtype(spec.dtype), jax.ShapeDtypeStruct
   n, c, n_stages = spec.n_samp, spec.n_ch, len(spec.decimation)
-  return (sds((n, c), dt), sds((n, c), dt), sds((spec.n_updates, c), dt),
+  return (sds((n, c), dt), sds((n if spec.bm else 0, c), dt), sds((spec.n_updates, c), dt),
           sds((len(STATE_ROWS), c), dt), sds((2 * n_stages + 2, c), dt), sds((), np.int32),
           sds((spec.checkpoint_size if checkpoints else 0,), dt))
 
@@ -493,8 +494,9 @@ def _run_bwd(spec, res, bars):
 _run.defvjp(_run_fwd, _run_bwd, symbolic_zeros=True)
 
 
-def run(x, hypers, coeffs, weights, state, linear: bool):
-  """`carfac.run` through the kernel: (CarfacOutput fields nap, bm, agc; new CarfacState).
+def run(x, hypers, coeffs, weights, state, linear: bool, bm: bool = True):
+  """`carfac.run` through the kernel: (CarfacOutput fields nap, bm, agc; new CarfacState); bm
+  None when not asked for (then never written: half the output memory).
 
   Raises:
     ParameterError: the kernel is unavailable here, `x`'s dtype is not float32/float64, or the
@@ -515,9 +517,9 @@ def run(x, hypers, coeffs, weights, state, linear: bool):
   spec = Spec(n_samp=int(x.shape[0]), n_ch=hypers.n_ch, use_synapse=hypers.use_synapse,
               linear=bool(linear), decimation=tuple(agc_h.decimation), n_taps=tuple(agc_h.n_taps),
               iterations=tuple(agc_h.iterations), phase=int(state.agc.phase),
-              dtype=np.dtype(x.dtype).name)
+              dtype=np.dtype(x.dtype).name, bm=bool(bm))
   consts, w, state_rows, agc_rows, count = pack(coeffs, weights, state, hypers.use_synapse)
-  nap, bm, agc_out, state_rows, agc_rows, count = _run(spec, x, consts, w, state_rows, agc_rows,
-                                                       count)
+  nap, bm_out, agc_out, state_rows, agc_rows, count = _run(spec, x, consts, w, state_rows,
+                                                           agc_rows, count)
   phase = (spec.phase + spec.n_samp) % spec.decimation[0]
-  return (nap, bm, agc_out), unpack(state, state_rows, agc_rows, count, phase, hypers.use_synapse)
+  return (nap, bm_out if bm else None, agc_out), unpack(state, state_rows, agc_rows, count, phase, hypers.use_synapse)

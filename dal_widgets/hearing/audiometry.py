@@ -49,7 +49,7 @@ def _responses_fn(hypers: cf.CarfacHypers):
   """jitted (tones, coeffs, weights, state, place_mask) -> steady NAP per tone and channel."""
   n_measure = int(round(MEASURE_S * hypers.sr))
   def response(x, coeffs, weights, state):
-    nap = cf.run(x, hypers, coeffs, weights, state)[0].nap
+    nap = cf.run(x, hypers, coeffs, weights, state, bm=False)[0].nap
     return jnp.mean(nap[-n_measure:], axis=0)
   return jax.jit(jax.vmap(response, in_axes=(0, None, None, None)),
                  compiler_options=cf.compiler_options())

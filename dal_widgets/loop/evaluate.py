@@ -185,7 +185,7 @@ def default_sai_params(sr: float, n_ch: int) -> sai.SaiParams:
 def _nap_and_sai_fn(hypers: carfac.CarfacHypers, sai_params: sai.SaiParams):
   """Jitted [batch, n_samp] -> (nap [batch, n_samp, n_ch], sai [batch, n_frames, n_ch, width])."""
   def one(x, coeffs, weights, state):
-    out, _ = carfac.run(x, hypers, coeffs, weights, state)
+    out, _ = carfac.run(x, hypers, coeffs, weights, state, bm=False)
     return out.nap, sai.sai_frames(out.nap, sai_params)
   return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)),
                  compiler_options=carfac.compiler_options())

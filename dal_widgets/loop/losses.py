@@ -67,7 +67,7 @@ def ear_nap(x, ear):
     NAP, shape [batch, n_samp, n_ch].
   """
   hypers, coeffs, weights, state = ear
-  return jax.vmap(lambda xi: cf.run(xi, hypers, coeffs, weights, state)[0].nap)(x)
+  return jax.vmap(lambda xi: cf.run(xi, hypers, coeffs, weights, state, bm=False)[0].nap)(x)
 
 
 def sai_params(loss_cfg, hypers) -> sai_lib.SaiParams:

@@ -131,7 +131,7 @@ def nap(x: np.ndarray, sr: float = SR, ear=None) -> np.ndarray:
   x = np.asarray(x, np.float32)
   weights = {} if ear is None else dict(style=ear.style, ohc_health=ear.ohc_health,
                                         ihc_gain=ear.ihc_gain)
-  out = designs.cochleagram(_padded(x, int(PAD_QUANTUM_S * sr)), float(sr), **weights)
+  out = designs.cochleagram(_padded(x, int(PAD_QUANTUM_S * sr)), float(sr), bm=False, **weights)
   return np.asarray(out.nap[:x.shape[0]], np.float32)
 
 

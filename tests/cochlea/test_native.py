@@ -323,3 +323,35 @@ def test_a_hand_built_stage1_accumulator_counts_on_both_paths():
     step = 1e-6 * jnp.eye(hypers.n_ch)[10]
     fd = (loss(acc0 + step, False) - loss(acc0 - step, False)) / 2e-6
     assert abs(g_j[10]) > 1e-3 and float(g_j[10]) == pytest.approx(float(fd), rel=1e-5)
+
+
+@pytest.mark.parametrize("batch", [None, 8])  # None: one waveform, written straight to XLA's buffer
+@pytest.mark.parametrize("native_path", [True, False])
+def test_without_bm_the_nap_state_and_gradient_are_unchanged(batch, native_path):
+  hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000))
+  shape = (1500,) if batch is None else (batch, 1500)
+  x = jnp.asarray(0.05 * np.random.default_rng(6).standard_normal(shape), jnp.float32)
+
+  def one(x, bm):
+    out, end = cf.run(x, hypers, coeffs, weights, state, native=native_path, bm=bm)
+    assert (out.bm is None) == (not bm)
+    return out.nap, end.car.g
+
+  nap, loss = one, lambda x, bm: jnp.mean(one(x, bm)[0] ** 2)
+  if batch is not None:
+    nap, loss = jax.vmap(nap, in_axes=(0, None)), jax.vmap(loss, in_axes=(0, None))
+  run = jax.jit(nap, static_argnums=1)
+  grad = jax.jit(jax.grad(lambda x, bm: jnp.sum(loss(x, bm))), static_argnums=1)
+  for with_bm, without in zip(run(x, True) + (grad(x, True),), run(x, False) + (grad(x, False),)):
+    np.testing.assert_array_equal(without, with_bm)  # the same arithmetic: bitwise equal
+
+
+def test_cochleagram_without_bm_needs_half_the_memory(monkeypatch):
+  from dal_widgets.cochlea import designs
+  x = np.zeros(16000, np.float32)
+  hypers = designs.designed(16000.0).hypers
+  nap_only = designs.PEAK_PER_OUTPUT_BYTE * x.size * hypers.n_ch * 4
+  monkeypatch.setattr(designs, "available_memory_bytes", lambda: int(1.5 * nap_only))
+  assert designs.cochleagram(x, 16000.0, bm=False).bm is None
+  with pytest.raises(ParameterError, match="for its NAP and BM"):
+    designs.cochleagram(x, 16000.0)

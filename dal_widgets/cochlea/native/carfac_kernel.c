@@ -583,7 +583,8 @@ static void scatter_lanes(const REAL *src, int n_ch, int lanes, REAL *dst, size_
  * ints: [use_syn, linear, decim[ns], taps[ns], iters[ns]]; coef [N_COEF_ROWS, width];
  * x [n, lanes]; state [N_STATE_ROWS, width] and agc_state [2 ns + 2, width] (mem, acc, dzb, dg)
  * are updated in place; counters: [phase, count] in/out. nap, bm: [lanes, n, n_ch]; agc_out:
- * [lanes, n_updates, n_ch]. checkpoints (one lane only; NULL: none) receive the state,
+ * [lanes, n_updates, n_ch]; bm may be NULL (not written). checkpoints (one lane only; NULL: none)
+ * receive the state,
  * agc_state and count at the start of each SEG segment. Returns the number of AGC updates, or
  * -1 when scratch memory cannot be allocated (nothing is written then). */
 int FN(carfac_forward)(int n, int n_ch, int n_pad, int lanes, int n_stages, const int *ints,
@@ -607,7 +608,7 @@ int FN(carfac_forward)(int n, int n_ch, int n_pad, int lanes, int n_stages, cons
   REAL *nap_t = work + (size_t)WORK_ROWS * w, *bm_t = nap_t + w, *agc_t = bm_t + w;
   memcpy(cur, state, sizeof(REAL) * ssize);
   advise_huge_pages(nap, sizeof(REAL) * (size_t)n * n_ch * lanes); /* the outputs are unpadded */
-  advise_huge_pages(bm, sizeof(REAL) * (size_t)n * n_ch * lanes);
+  if (bm) advise_huge_pages(bm, sizeof(REAL) * (size_t)n * n_ch * lanes);
   int phase = counters[0], n_up = 0;
   for (int t = 0; t < n; t++) {
     if (checkpoints && t % SEG == 0) {
@@ -618,13 +619,13 @@ int FN(carfac_forward)(int n, int n_ch, int n_pad, int lanes, int n_stages, cons
     }
     if (direct) {
       nap_t = nap + (size_t)t * n_ch;
-      bm_t = bm + (size_t)t * n_ch;
+      if (bm) bm_t = bm + (size_t)t * n_ch;
     }
     sample_fwd(&m, x + (size_t)t * lanes, cur, cur, &a, nap_t, bm_t, work);
     accumulate(&m, &a, nap_t);
     if (!direct) {
       scatter_lanes(nap_t, n_ch, lanes, nap + (size_t)t * n_ch, (size_t)n * n_ch);
-      scatter_lanes(bm_t, n_ch, lanes, bm + (size_t)t * n_ch, (size_t)n * n_ch);
+      if (bm) scatter_lanes(bm_t, n_ch, lanes, bm + (size_t)t * n_ch, (size_t)n * n_ch);
     }
     if (++phase == m.decim[0]) {
       agc_fwd(&m, &a, ROW(cur, ROW_ZB, w), ROW(cur, ROW_G, w), agc_t, work);
