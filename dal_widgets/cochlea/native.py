@@ -522,4 +522,5 @@ def run(x, hypers, coeffs, weights, state, linear: bool, bm: bool = True):
   nap, bm_out, agc_out, state_rows, agc_rows, count = _run(spec, x, consts, w, state_rows,
                                                            agc_rows, count)
   phase = (spec.phase + spec.n_samp) % spec.decimation[0]
-  return (nap, bm_out if bm else None, agc_out), unpack(state, state_rows, agc_rows, count, phase, hypers.use_synapse)
+  outputs = (nap, bm_out if bm else None, agc_out)
+  return outputs, unpack(state, state_rows, agc_rows, count, phase, hypers.use_synapse)

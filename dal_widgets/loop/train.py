@@ -368,11 +368,13 @@ def resumable(workdir, cfg: TrainConfig):
 
 
 def _size_name(model_cfg: SeanetConfig) -> str:
-  plain = dataclasses.replace(model_cfg, checkerboard_free=True, dc_block=True)
-  name = next((f'"{k}"' for k, v in SEANET_SIZES.items() if v == plain), None)
+  current = dataclasses.replace(model_cfg, checkerboard_free=True, dc_block=True)
+  name = next((f'"{k}"' for k, v in SEANET_SIZES.items() if v == current), None)
   if name is None:
     return str(model_cfg)
-  return name if plain == model_cfg else f"{name} before version 2 (plain transposed convs, no DC blocker)"
+  if current == model_cfg:
+    return name
+  return f"{name} before version 2 (plain transposed convs, no DC blocker)"
 
 
 def _listener_name(cfg):
