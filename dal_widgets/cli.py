@@ -466,14 +466,28 @@ def cmd_evaluate(args):
   with _tqdm(total=len(clips) * len(systems), desc="evaluate", unit="clip") as bar:
     table = ev.evaluate(clips, sr, ear, systems,
                         on_progress=lambda done, total: bar.update(done - bar.n))
-  print(table.to_markdown(), end="")
+  text = _evaluation_text(table)
+  print(text, end="")
   if out is not None:
     if out.suffix.lower() == ".csv":
       table.to_csv(out)
     else:
-      ev.write_text_atomic(out, table.to_markdown())
+      ev.write_text_atomic(out, text)
     _status(f"wrote {out}")
   return EXIT_OK
+
+
+def _evaluation_text(table):
+  """The mean table, then the last system (DAL when there is one) minus each other system, clip
+  by clip, with confidence intervals (loop.paired)."""
+  from dal_widgets.loop import paired
+  text = table.to_markdown()
+  if len(table.systems) < 2:
+    return text
+  system = table.systems[-1]
+  return (f"{text}\n{system} minus each other system, clip by clip ({paired.CONFIDENCE:.0%} "
+          f"intervals; an interval that holds 0 means no clear difference):\n\n"
+          f"{paired.to_markdown(paired.differences(table, system))}")
 
 
 def _evaluation_clips(sr, snrs_db, n_clips, clip_s, noise, cfg):
@@ -570,7 +584,9 @@ def build_parser():
   p = sub.add_parser("evaluate", help="compare unprocessed, NAL-R+WDRC and DAL on held-out speech",
                      description="Evaluate hearing-aid systems on held-out noisy speech: NAP L1 "
                                  "and correlation, SAI L1, SI-SDR, STOI, ESTOI (and HASPI v2 "
-                                 "when pyclarity is installed).")
+                                 "when pyclarity is installed): the mean per system, then the "
+                                 "last system (DAL) minus each other one, clip by clip, with 95% "
+                                 "confidence intervals.")
   p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                  help="training folder or checkpoint file of a DAL model (default: the "
                       "bundled one, if any)")

@@ -23,6 +23,7 @@ from dal_widgets.hearing import fit_cochlea
 from dal_widgets.loop import checkpoint
 from dal_widgets.loop import data as data_lib
 from dal_widgets.loop import evaluate as ev
+from dal_widgets.loop import paired
 from dal_widgets.loop import train as train_lib
 from dal_widgets.loop.config import config_for
 
@@ -37,6 +38,8 @@ def main():
   ap.add_argument("--warmup", type=int, default=None)
   ap.add_argument("--w-spectral", type=float, default=None, help="weight of the spectral term")
   ap.add_argument("--n-clips", type=int, default=6)
+  ap.add_argument("--clip-s", type=float, default=1.0,
+                  help="seconds of each held-out clip (HASPI wants 2 s or more; bench/RESULTS.md)")
   ap.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0])
   ap.add_argument("--out", type=pathlib.Path, required=True)
   ap.add_argument("--ckpt", type=pathlib.Path, default=None, help="checkpoint folder (default <out>/ckpt)")
@@ -72,13 +75,16 @@ def main():
   train_s = time.perf_counter() - t0
   (args.out / "history.json").write_text(json.dumps(result.history, default=float))
   clips = data_lib.evaluation_clips(cfg.data, snrs_db=tuple(args.snr), n_clips=args.n_clips,
-                                    clip_s=1.0)
+                                    clip_s=args.clip_s)
   systems = [ev.unprocessed(), ev.master_hearing_aid_system(ear.audiogram),
              ev.dal_system(result.params, cfg.model_config)]
   table = ev.evaluate(clips, cfg.data.sr, ear, systems)
+  device = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
   text = (f"listener {args.preset}, config {args.config}, {result.steps_done} steps of batch "
-          f"{cfg.batch_size} in {train_s:.0f} s on {jax.devices()[0].device_kind} x{jax.device_count()}; "
-          f"{len(clips)} held-out clips (1 s) at SNR {args.snr} dB\n\n{table.to_markdown()}")
+          f"{cfg.batch_size} in {train_s:.0f} s on {device}; {len(clips)} held-out clips "
+          f"({args.clip_s:g} s) at SNR {args.snr} dB\n\n{table.to_markdown()}\n"
+          f"DAL minus each other system, clip by clip ({paired.CONFIDENCE:.0%} intervals):\n\n"
+          f"{paired.to_markdown(paired.differences(table, 'DAL'))}")
   ev.write_text_atomic(args.out / "results.md", text)
   print(text)
   first = np.mean([h["loss"] for h in result.history[:10]])

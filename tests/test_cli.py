@@ -343,12 +343,33 @@ def test_evaluate_names_its_model_and_a_listener_it_was_not_trained_for(capsys, 
   from dal_widgets.loop import evaluate as ev
   monkeypatch.setattr(cli, "_fitted_ear", lambda *a: SimpleNamespace(audiogram=preset("S3")))
   monkeypatch.setattr(cli, "_evaluation_clips", lambda *a: [])
-  table = SimpleNamespace(to_markdown=lambda: "| table |\n")
+  table = SimpleNamespace(to_markdown=lambda: "| table |\n", systems=("DAL",))
   monkeypatch.setattr(ev, "evaluate", lambda clips, sr, ear, systems, on_progress: table)
   assert cli.main(["evaluate", "--preset", "S3"]) == 0
-  err = capsys.readouterr().err
+  out, err = capsys.readouterr()
+  assert out == "| table |\n"  # one system: nothing to compare it with
   assert f"DAL model: {cli._bundled_checkpoint()}, step " in err
   assert "note: the DAL model was trained for N3, not for the listener evaluated here (S3)" in err
+
+
+def test_evaluate_markdown_file_holds_the_means_and_the_paired_differences(tmp_path, capsys,
+                                                                          monkeypatch):
+  from types import SimpleNamespace
+  from dal_widgets.loop import evaluate as ev
+  monkeypatch.setattr(cli, "_fitted_ear", lambda *a: SimpleNamespace(audiogram=preset("N3")))
+  monkeypatch.setattr(cli, "_evaluation_clips", lambda *a: [])
+  clip_rows = tuple({"system": name, "clip": i, "snr_db": 5.0, "stoi": 0.5 + i / 10 + gain}
+                    for name, gain in (("unprocessed", 0.0), ("DAL", 0.1)) for i in range(3))
+  rows = tuple({"system": name, "snr_db": "all", "n_clips": 3, "stoi": 0.6 + gain}
+               for name, gain in (("unprocessed", 0.0), ("DAL", 0.1)))
+  table = ev.EvaluationTable(rows=rows, clip_rows=clip_rows, metrics=("stoi",))
+  monkeypatch.setattr(ev, "evaluate", lambda clips, sr, ear, systems, on_progress: table)
+  out = tmp_path / "results.md"
+  assert cli.main(["evaluate", "--out", str(out)]) == 0
+  text = out.read_text()
+  assert text == capsys.readouterr().out
+  assert text.startswith(table.to_markdown())
+  assert "| DAL | unprocessed | stoi | +0.1 | [+0.1, +0.1] | 0 | 3 | better |" in text
 
 
 @pytest.mark.slow  # compiles the training step (~20-60 s on 2 cores)
@@ -446,6 +467,10 @@ def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys, monkeypatc
                    "--clip-s", "0.5", "--noise", "white", "--out", str(out)]) == 0
   printed = capsys.readouterr().out
   assert "| unprocessed | 5 | 1 |" in printed and "| NAL-R+WDRC | all | 1 |" in printed
+  # then the last system minus the others, clip by clip: one clip gives no interval
+  assert "NAL-R+WDRC minus each other system, clip by clip (95% intervals" in printed
+  assert "| NAL-R+WDRC | unprocessed | nap_l1 | " in printed
+  assert printed.rstrip().endswith("| n/a | n/a | 1 | no clear difference |")
   with open(out, newline="") as f:
     rows = list(csv.DictReader(f))
   assert [(r["system"], r["snr_db"]) for r in rows] == [

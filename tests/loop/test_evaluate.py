@@ -10,7 +10,7 @@ from dal_widgets.errors import DalError, ParameterError
 from dal_widgets.hearing import fit_cochlea, preset
 from dal_widgets.hearing.fit import ImpairedEar
 from dal_widgets.loop import evaluate as ev
-from dal_widgets.loop import metrics
+from dal_widgets.loop import metrics, paired
 
 SR = 16000
 CLIP_S = 0.5  # short clips keep the CARFAC pass to a fraction of a second after compilation
@@ -83,6 +83,19 @@ def test_oracle_wins_the_signal_metrics(run):
   assert table.best("stoi") == "oracle"
   assert table.value("oracle", "si_sdr_db") > 100.0  # a perfect estimate (ceiling 150 dB)
   assert table.value("unprocessed", "si_sdr_db", snr_db=5.0) == pytest.approx(5.0, abs=0.5)
+
+
+def test_paired_differences_of_an_evaluation_pair_its_clips(run):
+  table, _ = run
+  for metric in table.metrics:  # no NaN here: the mean difference is the difference of the means
+    diff = paired.paired_difference(table, "oracle", "unprocessed", metric)
+    assert diff.n == 2
+    assert diff.mean == pytest.approx(table.value("oracle", metric)
+                                      - table.value("unprocessed", metric), rel=1e-9, abs=1e-12)
+  at_5_db = paired.paired_difference(table, "oracle", "unprocessed", "si_sdr_db", snr_db=5.0)
+  assert at_5_db.n == 1 and at_5_db.verdict == "no clear difference"  # one clip: no interval
+  assert at_5_db.mean == pytest.approx(table.value("oracle", "si_sdr_db", 5.0)
+                                       - table.value("unprocessed", "si_sdr_db", 5.0))
 
 
 @pytest.mark.slow  # compiles the plain (un-vmapped) CARFAC run: ~8 s
