@@ -439,28 +439,25 @@ def cmd_evaluate(args):
   out = args.out
   if out is not None:
     _check_output(out, "--out", (".md", ".csv"))
-  checkpoint_dir = args.checkpoint if args.checkpoint is not None else _bundled_checkpoint()
-  cfg = params = None
-  if checkpoint_dir is not None:
-    _check_checkpoint(Path(checkpoint_dir))
-    params, cfg, step = _restore(checkpoint_dir)
-    _status(f"DAL model: {checkpoint_dir}, step {step}")
+  from dal_widgets.loop.train import listener_audiogram
+  aids = _restore_aids(args.checkpoint)
+  cfg = aids[0][1] if aids else None
   sr = cfg.data.sr if cfg is not None else DEFAULT_SR
   style = cfg.style if cfg is not None else "v3"
-  listener = None
-  if cfg is not None:
-    from dal_widgets.loop.train import listener_audiogram
-    listener = listener_audiogram(cfg)
+  listener = listener_audiogram(cfg) if cfg is not None else None
   ear = _fitted_ear(args, sr, style, listener)
   clips = _evaluation_clips(sr, args.snr, args.n_clips, args.clip_s, args.noise, cfg)
   systems = [ev.unprocessed(), ev.master_hearing_aid_system(ear.audiogram)]
-  if params is not None:
+  if aids:
     from dal_widgets.aid.seanet import condition_from_audiogram
-    condition = condition_from_audiogram(ear.audiogram) if cfg.model_config.film_dim else None
-    if condition is None and listener is not None and ear.audiogram != listener:
-      _status(f"note: the DAL model was trained for {listener.name or 'another audiogram'}, not "
-              f"for the listener evaluated here ({ear.audiogram.name or 'custom audiogram'})")
-    systems.append(ev.dal_system(params, cfg.model_config, condition=condition))
+    for name, (params, aid_cfg) in zip(_aid_names(args.checkpoint, aids), aids):
+      condition = (condition_from_audiogram(ear.audiogram) if aid_cfg.model_config.film_dim
+                   else None)
+      trained_for = listener_audiogram(aid_cfg)
+      if condition is None and trained_for != ear.audiogram:
+        _status(f"note: {name} was trained for {trained_for.name or 'another audiogram'}, not "
+                f"for the listener evaluated here ({ear.audiogram.name or 'custom audiogram'})")
+      systems.append(ev.dal_system(params, aid_cfg.model_config, condition=condition, name=name))
   else:
     _status("no checkpoint: evaluating unprocessed and NAL-R+WDRC only (train with `dal train`)")
   with _tqdm(total=len(clips) * len(systems), desc="evaluate", unit="clip") as bar:
@@ -475,6 +472,36 @@ def cmd_evaluate(args):
       ev.write_text_atomic(out, text)
     _status(f"wrote {out}")
   return EXIT_OK
+
+
+def _restore_aids(paths):
+  """[(params, TrainConfig)] of each --checkpoint (default: the bundled aid, if any); they must
+  share a sample rate and CARFAC style, since one evaluation runs one pair of model ears."""
+  if paths is None:
+    bundled = _bundled_checkpoint()
+    paths = [] if bundled is None else [bundled]
+  if len({Path(p).resolve() for p in paths}) != len(paths):
+    raise UsageError("--checkpoint: the same checkpoint is given twice")
+  for path in paths:
+    _check_checkpoint(Path(path))
+  restored = [_restore(path) for path in paths]  # (params, cfg, step)
+  for path, (_, cfg, _) in zip(paths[1:], restored[1:]):
+    first = restored[0][1]
+    if (cfg.data.sr, cfg.style) != (first.data.sr, first.style):
+      raise UsageError(f"--checkpoint: {path} runs at {cfg.data.sr:g} Hz, CARFAC {cfg.style}; "
+                       f"{paths[0]} at {first.data.sr:g} Hz, CARFAC {first.style}: compare aids "
+                       "of one rate and style")
+  for path, (_, _, step) in zip(paths, restored):
+    _status(f"DAL model: {path}, step {step}")
+  return [(params, cfg) for params, cfg, _ in restored]
+
+
+def _aid_names(paths, aids):
+  """Table names of the aids: "DAL" for one, "DAL <file or folder name>" for several."""
+  if len(aids) == 1:
+    return ["DAL"]
+  names = [f"DAL {Path(p).stem if Path(p).is_file() else Path(p).name}" for p in paths]
+  return names if len(set(names)) == len(names) else [f"DAL {p}" for p in paths]
 
 
 def _evaluation_text(table):
@@ -587,10 +614,11 @@ def build_parser():
                                  "when pyclarity is installed): the mean per system, then the "
                                  "last system (DAL) minus each other one, clip by clip, with 95% "
                                  "confidence intervals.")
-  p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+  p.add_argument("--checkpoint", type=Path, action="append", default=None, metavar="PATH",
                  help="training folder or checkpoint file of a DAL model (default: the "
-                      "bundled one, if any)")
-  _add_listener_args(p, f"the checkpoint's listener, else {DEFAULT_PRESET}")
+                      "bundled one, if any); repeat it to compare aids: the last one is "
+                      "compared with every other system")
+  _add_listener_args(p, f"the (first) checkpoint's listener, else {DEFAULT_PRESET}")
   p.add_argument("--snr", type=float, nargs="+", default=list(DEFAULT_SNRS_DB), metavar="DB",
                  help="SNRs in dB (default %(default)s)")
   p.add_argument("--n-clips", type=int, default=DEFAULT_N_CLIPS, metavar="K",

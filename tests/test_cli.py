@@ -349,7 +349,54 @@ def test_evaluate_names_its_model_and_a_listener_it_was_not_trained_for(capsys, 
   out, err = capsys.readouterr()
   assert out == "| table |\n"  # one system: nothing to compare it with
   assert f"DAL model: {cli._bundled_checkpoint()}, step " in err
-  assert "note: the DAL model was trained for N3, not for the listener evaluated here (S3)" in err
+  assert "note: DAL was trained for N3, not for the listener evaluated here (S3)" in err
+
+
+def _aid_files(tmp_path, sr_of_second=None):
+  """Two copies of the bundled aid as checkpoint files; the second optionally at another rate."""
+  import dataclasses
+  from dal_widgets.loop import checkpoint
+  params, cfg, step = checkpoint.restore_params(cli._bundled_checkpoint())
+  paths = [tmp_path / "first_aid.msgpack", tmp_path / "second_aid.msgpack"]
+  paths[0].write_bytes(checkpoint.aid_bytes(params, cfg, step))
+  if sr_of_second is not None:
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sr=sr_of_second))
+  paths[1].write_bytes(checkpoint.aid_bytes(params, cfg, step + 1))
+  return paths
+
+
+def test_evaluate_compares_several_aids_the_last_against_every_other_system(tmp_path, capsys,
+                                                                            monkeypatch):
+  from types import SimpleNamespace
+  from dal_widgets.loop import evaluate as ev
+  monkeypatch.setattr(cli, "_fitted_ear", lambda *a: SimpleNamespace(audiogram=preset("N3")))
+  monkeypatch.setattr(cli, "_evaluation_clips", lambda *a: [])
+
+  def fake_evaluate(clips, sr, ear, systems, on_progress):
+    noisy = np.linspace(-0.1, 0.1, 160, dtype=np.float32)
+    clip_rows = tuple({"system": s.name, "clip": i, "snr_db": 5.0,
+                       "stoi": 0.5 + i / 10 + 0.01 * k + float(np.mean(s(noisy, sr)))}
+                      for k, s in enumerate(systems) for i in range(3))
+    rows = tuple({"system": s.name, "snr_db": "all", "n_clips": 3, "stoi": 0.0} for s in systems)
+    return ev.EvaluationTable(rows=rows, clip_rows=clip_rows, metrics=("stoi",))
+
+  monkeypatch.setattr(ev, "evaluate", fake_evaluate)
+  first, second = _aid_files(tmp_path)
+  assert cli.main(["evaluate", "--checkpoint", str(first), "--checkpoint", str(second)]) == 0
+  out, err = capsys.readouterr()
+  assert f"DAL model: {first}, step " in err and f"DAL model: {second}, step " in err
+  assert "DAL second_aid minus each other system" in out
+  for other in ("unprocessed", "NAL-R+WDRC", "DAL first_aid"):
+    assert f"| DAL second_aid | {other} | stoi | " in out
+
+
+def test_evaluate_refuses_one_aid_twice_and_aids_of_different_rates(tmp_path, capsys):
+  first, second = _aid_files(tmp_path, sr_of_second=22050)
+  assert cli.main(["evaluate", "--checkpoint", str(first), "--checkpoint", str(first)]) == 2
+  assert "--checkpoint: the same checkpoint is given twice" in _one_line_error(capsys, "evaluate")
+  assert cli.main(["evaluate", "--checkpoint", str(first), "--checkpoint", str(second)]) == 2
+  error = _one_line_error(capsys, "evaluate")
+  assert f"{second} runs at 22050 Hz, CARFAC v3; {first} at 16000 Hz" in error
 
 
 def test_evaluate_markdown_file_holds_the_means_and_the_paired_differences(tmp_path, capsys,
