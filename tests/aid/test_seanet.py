@@ -318,3 +318,28 @@ def test_a_recording_is_aided_as_if_silence_surrounded_it():
                              np.asarray(apply_seanet(params, TINY, x))[:, inside], atol=1e-4)
   with pytest.raises(ParameterError, match=r"x: expected shape .* got shape \(\)"):
     apply_to_recording(params, TINY, np.float32(1))
+
+
+def test_recordings_of_similar_length_share_one_compilation_and_keep_their_output(monkeypatch):
+  from dal_widgets.aid import seanet
+  params = _randomise(init_seanet(jax.random.PRNGKey(0), TINY), 3)
+  quantum, pad = seanet.recording_quantum(TINY), context_samples(TINY)
+  assert quantum % TINY.hop == 0 and quantum >= seanet.RECORDING_QUANTUM
+  plain = {}
+  for n in (2 * quantum - 2 * pad - 500, 2 * quantum - 2 * pad, 2 * quantum - 2 * pad + 1):
+    x = _noise(n, seed=n)
+    # the recording with exactly `pad` of silence after it: the extra silence changes nothing
+    plain[n] = (x, np.asarray(apply_seanet(params, TINY, np.pad(x, (pad, pad))))[pad:pad + n])
+  run_lengths = []
+  run = seanet.apply_seanet
+
+  def counted(p, c, x, cond=None):
+    run_lengths.append(x.shape[-1])
+    return run(p, c, x, cond)
+
+  monkeypatch.setattr(seanet, "apply_seanet", counted)
+  for n, (x, expected) in plain.items():
+    y = np.asarray(apply_to_recording(params, TINY, x))
+    assert y.shape == (n,)
+    np.testing.assert_allclose(y, expected, atol=CAUSAL_ATOL)
+  assert run_lengths == [2 * quantum, 2 * quantum, 3 * quantum]  # one more sample: next quantum
