@@ -137,10 +137,13 @@ static void ripple(int n, int lanes, const REAL *x, const REAL *g, REAL *z1n, RE
   }
 }
 
-/* Release probabilities of the three fibre classes at receptor potential v. Channel loops pass
- * a local copy of the model's Release, so that the width test moves out of the loop. */
-static inline void release(const Release *m, REAL v, REAL *rel) {
-  if (m->same_width) {
+/* Release probabilities of the three fibre classes at receptor potential v; `same` is
+ * m->same_width. Callers pass it as a constant (see synapse_fwd), so that each channel loop holds
+ * one of the two forms: with the test inside the loop GCC vectorised both forms and blended them
+ * (four exps and six divisions per channel instead of one exp and three). */
+static inline __attribute__((always_inline)) void release(const Release *m, const int same, REAL v,
+                                                          REAL *rel) {
+  if (same) {
     const REAL e = EXP(-v * m->inv_w[0]);
     for (int k = 0; k < 3; k++) rel[k] = 1 / (1 + e * m->shift[k]);
   } else {
@@ -155,6 +158,34 @@ static inline REAL syn_class(REAL rel, const REAL *syn, REAL res, REAL sl, REAL 
   REAL rr = (1 - res) * rel;
   *resn = res + syn[3] * (syn[1] * rr - res);
   return *sln = sl + syn[0] * (syn[2] * rr - sl);
+}
+
+/* The synapse part of sample_fwd (v3): release, reservoirs and smoothed firing of the three fibre
+ * classes -> s1 and nap; `same` = m->rel.same_width, a constant at each call. */
+static inline __attribute__((always_inline)) void synapse_fwd(const Model *m, const int same,
+                                                              const REAL *s, REAL *s1,
+                                                              REAL *restrict nap) {
+  const int n = m->width;
+  const REAL *sc = m->scal;
+  CS cap1n = ROW(s1, ROW_CAP1, n);
+  const REAL rest_cap1 = sc[SC_REST_CAP1], spont = sc[SC_SPONT_SUB];
+  const REAL syn[4] = {sc[SC_SYN_LPF], sc[SC_A1], sc[SC_A2], sc[SC_RES_COEFF]};
+  const REAL wk[3] = {sc[SC_AGC_W0], sc[SC_AGC_W1], sc[SC_AGC_W2]};
+  CS res0 = ROW(s, ROW_RES0, n); CS res1 = ROW(s, ROW_RES1, n); CS res2 = ROW(s, ROW_RES2, n);
+  CS sl0 = ROW(s, ROW_SLPF0, n); CS sl1 = ROW(s, ROW_SLPF1, n); CS sl2 = ROW(s, ROW_SLPF2, n);
+  S resn0 = ROW(s1, ROW_RES0, n); S resn1 = ROW(s1, ROW_RES1, n); S resn2 = ROW(s1, ROW_RES2, n);
+  S sln0 = ROW(s1, ROW_SLPF0, n); S sln1 = ROW(s1, ROW_SLPF1, n); S sln2 = ROW(s1, ROW_SLPF2, n);
+  CR nf0 = COEF(m, CO_NF0); CR nf1 = COEF(m, CO_NF1); CR nf2 = COEF(m, CO_NF2);
+  const Release rl = m->rel;
+  IVDEP
+  for (int c = 0; c < n; c++) {
+    REAL rel[3];
+    release(&rl, same, rest_cap1 - cap1n[c], rel);
+    const REAL p0 = syn_class(rel[0], syn, res0[c], sl0[c], &resn0[c], &sln0[c]);
+    const REAL p1 = syn_class(rel[1], syn, res1[c], sl1[c], &resn1[c], &sln1[c]);
+    const REAL p2 = syn_class(rel[2], syn, res2[c], sl2[c], &resn2[c], &sln2[c]);
+    nap[c] = p0 * nf0[c] * wk[0] + p1 * nf1[c] * wk[1] + p2 * nf2[c] * wk[2] - spont;
+  }
 }
 
 /* One sample: state s -> s1 (both [N_STATE_ROWS, width]; s1 may be s: every channel reads its old
@@ -208,23 +239,35 @@ static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, c
     nap[c] = lpfnc - rest;
   }
   if (!m->use_syn) return;
-  const REAL rest_cap1 = sc[SC_REST_CAP1], spont = sc[SC_SPONT_SUB];
-  const REAL syn[4] = {sc[SC_SYN_LPF], sc[SC_A1], sc[SC_A2], sc[SC_RES_COEFF]};
-  const REAL wk[3] = {sc[SC_AGC_W0], sc[SC_AGC_W1], sc[SC_AGC_W2]};
-  CS res0 = ROW(s, ROW_RES0, n); CS res1 = ROW(s, ROW_RES1, n); CS res2 = ROW(s, ROW_RES2, n);
-  CS sl0 = ROW(s, ROW_SLPF0, n); CS sl1 = ROW(s, ROW_SLPF1, n); CS sl2 = ROW(s, ROW_SLPF2, n);
-  S resn0 = ROW(s1, ROW_RES0, n); S resn1 = ROW(s1, ROW_RES1, n); S resn2 = ROW(s1, ROW_RES2, n);
-  S sln0 = ROW(s1, ROW_SLPF0, n); S sln1 = ROW(s1, ROW_SLPF1, n); S sln2 = ROW(s1, ROW_SLPF2, n);
-  CR nf0 = COEF(m, CO_NF0); CR nf1 = COEF(m, CO_NF1); CR nf2 = COEF(m, CO_NF2);
+  if (m->rel.same_width)
+    synapse_fwd(m, 1, s, s1, nap);
+  else
+    synapse_fwd(m, 0, s, s1, nap);
+}
+
+/* Reverse of synapse_fwd: the bars of the synapse state (sb, in place) and of the receptor
+ * potential (-> vr_b) from the bars of nap; `same` as in synapse_fwd. */
+static inline __attribute__((always_inline)) void synapse_adj(const Model *m, const int same,
+                                                              const REAL *s, const REAL *cap1n,
+                                                              REAL *sb, const REAL *nap_b,
+                                                              REAL *vr_b) {
+  const int n = m->width;
+  const REAL *sc = m->scal;
+  const REAL lpf_c = sc[SC_SYN_LPF], res_c = sc[SC_RES_COEFF], a1 = sc[SC_A1], a2 = sc[SC_A2];
   const Release rl = m->rel;
   IVDEP
   for (int c = 0; c < n; c++) {
-    REAL rel[3];
-    release(&rl, rest_cap1 - cap1n[c], rel);
-    const REAL p0 = syn_class(rel[0], syn, res0[c], sl0[c], &resn0[c], &sln0[c]);
-    const REAL p1 = syn_class(rel[1], syn, res1[c], sl1[c], &resn1[c], &sln1[c]);
-    const REAL p2 = syn_class(rel[2], syn, res2[c], sl2[c], &resn2[c], &sln2[c]);
-    nap[c] = p0 * nf0[c] * wk[0] + p1 * nf1[c] * wk[1] + p2 * nf2[c] * wk[2] - spont;
+    REAL rel[3], v_b = 0;
+    release(&rl, same, sc[SC_REST_CAP1] - cap1n[c], rel);
+    for (int k = 0; k < 3; k++) {
+      REAL *res_b = ROW(sb, ROW_RES0 + k, n) + c, *sl_b = ROW(sb, ROW_SLPF0 + k, n) + c;
+      REAL sln_b = *sl_b + nap_b[c] * COEF(m, CO_NF0 + k)[c] * sc[SC_AGC_W0 + k];
+      REAL rr_b = sln_b * lpf_c * a2 + *res_b * res_c * a1;
+      *sl_b = sln_b * (1 - lpf_c);
+      *res_b = *res_b * (1 - res_c) - rr_b * rel[k];
+      v_b += rr_b * (1 - ROW(s, ROW_RES0 + k, n)[c]) * rel[k] * (1 - rel[k]) * rl.inv_w[k];
+    }
+    vr_b[c] = v_b;
   }
 }
 
@@ -246,22 +289,10 @@ static REAL sample_adj(const Model *m, REAL x, const REAL *s, const REAL *s1, RE
   REAL *lpf_b = ROW(sb, ROW_ILPF, n);
   /* Synapse (or the v2 output) -> bars of the receptor potential and the IHC low-pass. */
   if (m->use_syn) {
-    const REAL lpf_c = sc[SC_SYN_LPF], res_c = sc[SC_RES_COEFF], a1 = sc[SC_A1], a2 = sc[SC_A2];
-    const Release rl = m->rel;
-    IVDEP
-    for (int c = 0; c < n; c++) {
-      REAL rel[3], v_b = 0;
-      release(&rl, sc[SC_REST_CAP1] - cap1n[c], rel);
-      for (int k = 0; k < 3; k++) {
-        REAL *res_b = ROW(sb, ROW_RES0 + k, n) + c, *sl_b = ROW(sb, ROW_SLPF0 + k, n) + c;
-        REAL sln_b = *sl_b + nap_b[c] * COEF(m, CO_NF0 + k)[c] * sc[SC_AGC_W0 + k];
-        REAL rr_b = sln_b * lpf_c * a2 + *res_b * res_c * a1;
-        *sl_b = sln_b * (1 - lpf_c);
-        *res_b = *res_b * (1 - res_c) - rr_b * rel[k];
-        v_b += rr_b * (1 - ROW(s, ROW_RES0 + k, n)[c]) * rel[k] * (1 - rel[k]) * rl.inv_w[k];
-      }
-      vr_b[c] = v_b;
-    }
+    if (m->rel.same_width)
+      synapse_adj(m, 1, s, cap1n, sb, nap_b, vr_b);
+    else
+      synapse_adj(m, 0, s, cap1n, sb, nap_b, vr_b);
   } else {
     IVDEP
     for (int c = 0; c < n; c++) {
