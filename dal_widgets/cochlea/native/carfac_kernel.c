@@ -413,8 +413,9 @@ static void smooth_pass(const REAL *f, int taps, int n, int lanes, const REAL *r
       for (int i = lo * L; i < hi * L; i++) out[i] += wj * in[i - d];
     }
   }
-  for (int c = 0; c < n; c++) {
-    if (c >= lo && c < hi) continue;
+  for (int c = 0; c < n; c++) { /* the edge rows: 0..lo-1 and hi..n-1 */
+    if (c == lo && hi > lo) c = hi;
+    if (c >= n) break;
     if (!transpose) for (int l = 0; l < L; l++) out[c * L + l] = 0;
     for (int j = 0; j < nk; j++) {
       const int src = tap_src(c, ks[j], n);
@@ -461,13 +462,12 @@ static void agc_fwd(const Model *m, Agc *a, const REAL *zb, const REAL *g, REAL 
   }
   for (int s = ns - 1; s >= 0; s--) {
     if (!due[s]) continue;
-    REAL *mem = a->mem + (size_t)s * n, eps = m->eps[s];
+    REAL *mem = a->mem + (size_t)s * n;
+    const REAL eps = m->eps[s], *in_s = inputs + (size_t)s * n;
+    /* the next stage's memory feeds back, scaled by the stage gain (none into the last stage) */
+    const REAL *next = s + 1 < ns ? mem + n : mem, gain = s + 1 < ns ? m->scal[SC_STAGE_GAIN] : 0;
     IVDEP
-    for (int c = 0; c < n; c++) {
-      REAL target = inputs[(size_t)s * n + c];
-      if (s + 1 < ns) target += m->scal[SC_STAGE_GAIN] * a->mem[(size_t)(s + 1) * n + c];
-      t1[c] = mem[c] + eps * (target - mem[c]);
-    }
+    for (int c = 0; c < n; c++) t1[c] = mem[c] + eps * (in_s[c] + gain * next[c] - mem[c]);
     for (int it = 0; it < m->iters[s]; it++) {
       smooth_pass(m->fir + 3 * s, m->taps[s], m->n_ch, m->lanes, t1, t2, 0);
       memcpy(t1, t2, sizeof(REAL) * m->n_ch * m->lanes); /* pad channels: not smoothed */
