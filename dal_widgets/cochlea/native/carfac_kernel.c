@@ -137,18 +137,20 @@ static void ripple(int n, int lanes, const REAL *x, const REAL *g, REAL *z1n, RE
   }
 }
 
-/* Release probabilities of the three fibre classes at receptor potential v; `same` is
- * m->same_width. Callers pass it as a constant (see synapse_fwd), so that each channel loop holds
- * one of the two forms: with the test inside the loop GCC vectorised both forms and blended them
- * (four exps and six divisions per channel instead of one exp and three). */
-static inline __attribute__((always_inline)) void release(const Release *m, const int same, REAL v,
-                                                          REAL *rel) {
-  if (same) {
-    const REAL e = EXP(-v * m->inv_w[0]);
-    for (int k = 0; k < 3; k++) rel[k] = 1 / (1 + e * m->shift[k]);
-  } else {
-    for (int k = 0; k < 3; k++) rel[k] = 1 / (1 + EXP(-(v - m->v_half[k]) * m->inv_w[k]));
-  }
+/* Release probabilities of the three fibre classes at receptor potential v, each class with its
+ * own sigmoid 1 / (1 + exp(-(v - v_half[k]) / v_width[k])). */
+static inline void release(const Release *m, REAL v, REAL *rel) {
+  for (int k = 0; k < 3; k++) rel[k] = 1 / (1 + EXP(-(v - m->v_half[k]) * m->inv_w[k]));
+}
+
+/* The same when the classes share one width (m->same_width, the design's), given
+ * e = exp(-v / width): 1 / (1 + e shift[k]). The channel loops compute e in a loop of their own
+ * and choose between the two forms outside the loop, with `same` a constant at each call: with
+ * the test inside, GCC vectorised both forms and blended them (four exps and six divisions per
+ * channel instead of one and three), and around a vector exp call inside the main loop it
+ * spilled and reloaded every live register. */
+static inline void release_shared(const Release *m, REAL e, REAL *rel) {
+  for (int k = 0; k < 3; k++) rel[k] = 1 / (1 + e * m->shift[k]);
 }
 
 /* One synapse fibre class at one channel, given its release probability: the reservoir and the
@@ -161,10 +163,12 @@ static inline REAL syn_class(REAL rel, const REAL *syn, REAL res, REAL sl, REAL 
 }
 
 /* The synapse part of sample_fwd (v3): release, reservoirs and smoothed firing of the three fibre
- * classes -> s1 and nap; `same` = m->rel.same_width, a constant at each call. */
+ * classes -> s1 and nap; `same` = m->rel.same_width, a constant at each call (see
+ * release_shared); e: scratch [width]. */
 static inline __attribute__((always_inline)) void synapse_fwd(const Model *m, const int same,
                                                               const REAL *s, REAL *s1,
-                                                              REAL *restrict nap) {
+                                                              REAL *restrict nap,
+                                                              REAL *restrict e) {
   const int n = m->width;
   const REAL *sc = m->scal;
   CS cap1n = ROW(s1, ROW_CAP1, n);
@@ -177,10 +181,17 @@ static inline __attribute__((always_inline)) void synapse_fwd(const Model *m, co
   S sln0 = ROW(s1, ROW_SLPF0, n); S sln1 = ROW(s1, ROW_SLPF1, n); S sln2 = ROW(s1, ROW_SLPF2, n);
   CR nf0 = COEF(m, CO_NF0); CR nf1 = COEF(m, CO_NF1); CR nf2 = COEF(m, CO_NF2);
   const Release rl = m->rel;
+  if (same) {
+    IVDEP
+    for (int c = 0; c < n; c++) e[c] = EXP(-(rest_cap1 - cap1n[c]) * rl.inv_w[0]);
+  }
   IVDEP
   for (int c = 0; c < n; c++) {
     REAL rel[3];
-    release(&rl, same, rest_cap1 - cap1n[c], rel);
+    if (same)
+      release_shared(&rl, e[c], rel);
+    else
+      release(&rl, rest_cap1 - cap1n[c], rel);
     const REAL p0 = syn_class(rel[0], syn, res0[c], sl0[c], &resn0[c], &sln0[c]);
     const REAL p1 = syn_class(rel[1], syn, res1[c], sl1[c], &resn1[c], &sln1[c]);
     const REAL p2 = syn_class(rel[2], syn, res2[c], sl2[c], &resn2[c], &sln2[c]);
@@ -240,9 +251,9 @@ static void sample_fwd(const Model *m, const REAL *x, const REAL *s, REAL *s1, c
   }
   if (!m->use_syn) return;
   if (m->rel.same_width)
-    synapse_fwd(m, 1, s, s1, nap);
+    synapse_fwd(m, 1, s, s1, nap, y);
   else
-    synapse_fwd(m, 0, s, s1, nap);
+    synapse_fwd(m, 0, s, s1, nap, y);
 }
 
 /* Reverse of synapse_fwd: the bars of the synapse state (sb, in place) and of the receptor
@@ -255,10 +266,18 @@ static inline __attribute__((always_inline)) void synapse_adj(const Model *m, co
   const REAL *sc = m->scal;
   const REAL lpf_c = sc[SC_SYN_LPF], res_c = sc[SC_RES_COEFF], a1 = sc[SC_A1], a2 = sc[SC_A2];
   const Release rl = m->rel;
+  REAL *e = vr_b; /* as in synapse_fwd: the exps first, into vr_b (read, then written, per c) */
+  if (same) {
+    IVDEP
+    for (int c = 0; c < n; c++) e[c] = EXP(-(sc[SC_REST_CAP1] - cap1n[c]) * rl.inv_w[0]);
+  }
   IVDEP
   for (int c = 0; c < n; c++) {
     REAL rel[3], v_b = 0;
-    release(&rl, same, sc[SC_REST_CAP1] - cap1n[c], rel);
+    if (same)
+      release_shared(&rl, e[c], rel);
+    else
+      release(&rl, sc[SC_REST_CAP1] - cap1n[c], rel);
     for (int k = 0; k < 3; k++) {
       REAL *res_b = ROW(sb, ROW_RES0 + k, n) + c, *sl_b = ROW(sb, ROW_SLPF0 + k, n) + c;
       REAL sln_b = *sl_b + nap_b[c] * COEF(m, CO_NF0 + k)[c] * sc[SC_AGC_W0 + k];
