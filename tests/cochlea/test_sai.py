@@ -220,3 +220,14 @@ def test_bad_shapes_raise():
   other = dataclasses.replace(SMALL, num_triggers_per_frame=3)
   with pytest.raises(ParameterError, match="state: expected"):
     sai.sai_step(sai.init_sai_state(other), np.zeros((20, 8)), SMALL)
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 640, 882])
+def test_trigger_search_finds_the_first_maximum_as_argmax(n):
+  """The blocked trigger search equals jnp.argmax, ties (first index wins) and padding included."""
+  rng = np.random.default_rng(n)
+  coarse = rng.integers(0, 4, (n, 5)).astype(np.float32)  # many ties
+  cases = [coarse, -coarse - 1, np.zeros((n, 5), np.float32), rng.standard_normal((n, 5, 3))]
+  for x in cases:
+    got = sai._argmax_first(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(got), np.argmax(x, axis=0))
