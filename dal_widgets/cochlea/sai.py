@@ -15,6 +15,8 @@ trigger, so gradient flows to that one sample. This is the exact derivative of t
 piecewise-smooth map (finite differences agree away from argmax ties). alpha' = 0.475/(0.5+peak)^2
 is finite because only peak > 0 is used; when a window has no positive value the reference falls
 back to the window's own maximum (a constant, no gradient), which also keeps an all-zero NAP finite.
+The gradient is reverse mode (jax.grad, jax.vjp): the image blend has a hand-written backward
+pass (`_blend`), so forward mode (jax.jvp, jax.jacfwd) raises a TypeError.
 """
 import dataclasses
 import math
@@ -240,16 +242,60 @@ def _run(state: SaiState, nap, params: SaiParams):
   run = lambda row, first: lax.dynamic_slice(row, (first,), (p.sai_width,))
   per_channel = jax.vmap(run)  # [n_ch, len], [n_ch] -> [n_ch, sai_width]
   runs = jax.vmap(jax.vmap(per_channel, (None, 0)), (None, 0))(x.T, trigger - p.past_lags)
+  frames = _blend(state.frame, runs, alpha)
+  return frames, SaiState(buffer=x[x.shape[0] - p.buffer_width:], frame=frames[-1])
 
-  def blend(frame, inputs):
-    frame_runs, frame_alpha = inputs
-    for w in range(p.num_triggers_per_frame):
+
+def _blend_frame(image, frame_runs, frame_alpha):
+  """One frame's blends: image [n_ch, sai_width] <- image (1 - alpha) + alpha run, for each of
+  frame_runs [triggers, n_ch, sai_width] with frame_alpha [triggers, n_ch]."""
+  for w in range(frame_runs.shape[0]):  # static, small
+    a = frame_alpha[w][:, None]
+    image = image * (1 - a) + a * frame_runs[w]
+  return image
+
+
+@jax.custom_vjp
+def _blend(frame, runs, alpha):
+  """Frames [frames, n_ch, sai_width]: the runs [frames, triggers, n_ch, sai_width] blended in
+  turn, with alpha [frames, triggers, n_ch], into the running image, from `frame`."""
+  return lax.scan(lambda im, xs: (_blend_frame(im, *xs),) * 2, frame, (runs, alpha))[1]
+
+
+def _blend_fwd(frame, runs, alpha):
+  frames = _blend(frame, runs, alpha)
+  return frames, (frame, runs, alpha, frames)
+
+
+def _blend_bwd(residuals, frames_bar):
+  """Reverse scan over frames that re-blends each frame from the one before it; the alpha
+  gradients' sums over lags run after the scan. (JAX's own gradient of the scan kept every
+  blend's image and summed inside the loop: under vmap, as the loss calls it, the SAI gradient
+  took 48 ms per clip with it and 28 ms with this; 16 kHz, 1 s.)"""
+  frame, runs, alpha, frames = residuals
+  starts = jnp.concatenate([frame[None], frames[:-1]])  # the image before each frame
+
+  def one_frame(image_bar, inputs):
+    start, frame_runs, frame_alpha, frame_bar = inputs
+    before = [start]
+    for w in range(frame_runs.shape[0] - 1):
       a = frame_alpha[w][:, None]
-      frame = frame * (1 - a) + a * frame_runs[w]
-    return frame, frame
+      before.append(before[-1] * (1 - a) + a * frame_runs[w])
+    image_bar = image_bar + frame_bar
+    runs_bar, alpha_terms = [None] * len(before), [None] * len(before)
+    for w in reversed(range(len(before))):
+      a = frame_alpha[w][:, None]
+      runs_bar[w] = a * image_bar
+      alpha_terms[w] = image_bar * (frame_runs[w] - before[w])  # summed over lags after the scan
+      image_bar = image_bar * (1 - a)
+    return image_bar, (jnp.stack(runs_bar), jnp.stack(alpha_terms))
 
-  frame, frames = lax.scan(blend, state.frame, (runs, alpha))
-  return frames, SaiState(buffer=x[x.shape[0] - p.buffer_width:], frame=frame)
+  frame_bar, (runs_bar, alpha_terms) = lax.scan(
+      one_frame, jnp.zeros_like(frame), (starts, runs, alpha, frames_bar), reverse=True)
+  return frame_bar, runs_bar, jnp.sum(alpha_terms, axis=-1)
+
+
+_blend.defvjp(_blend_fwd, _blend_bwd)
 
 
 def _check_nap(nap, params: SaiParams, name: str) -> None:
