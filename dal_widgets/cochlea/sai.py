@@ -182,6 +182,16 @@ def _argmax_first(x, block: int = ARGMAX_BLOCK):
   return which * block + jnp.argmax(inside, axis=0)
 
 
+def _window_layout(params: SaiParams):
+  """(first, hop): start of a frame's first trigger window in its buffer, and the hop between
+  windows (50% overlap). The last window ends future_lags before the buffer end, so the future
+  lags of every trigger are in the buffer."""
+  p = params
+  hop = p.trigger_window_width // 2
+  return (p.buffer_width - p.future_lags - p.trigger_window_width
+          - (p.num_triggers_per_frame - 1) * hop), hop
+
+
 def _triggers(x, n_frames: int, params: SaiParams):
   """Trigger positions in x and whether each window had a positive value (no gradient).
 
@@ -193,10 +203,7 @@ def _triggers(x, n_frames: int, params: SaiParams):
   window_np = _trigger_window(p.trigger_window_width)
   window = jnp.asarray(window_np, x.dtype)[:, None]
   fallback_index = int(np.argmax(window_np))  # used when a window has no positive value
-  hop = p.trigger_window_width // 2
-  # The last window ends future_lags before the buffer end, so the future lags are in the buffer.
-  first_start = (p.buffer_width - p.future_lags - p.trigger_window_width
-                 - (p.num_triggers_per_frame - 1) * hop)
+  first_start, hop = _window_layout(p)
 
   def frame(_, f):
     shift = (f + 1) * p.input_segment_width  # x index of the frame's buffer start
@@ -207,8 +214,7 @@ def _triggers(x, n_frames: int, params: SaiParams):
       weighted = buffer[start:start + p.trigger_window_width] * window  # [window, n_ch]
       index = _argmax_first(weighted)  # first maximum, as numpy
       found = jnp.max(weighted, axis=0) > 0
-      out.append((shift + start + jnp.where(found, index, fallback_index),
-                  found))
+      out.append((shift + start + jnp.where(found, index, fallback_index), found))
     return None, tuple(jnp.stack(v) for v in zip(*out))
 
   _, (trigger, found) = lax.scan(frame, None, jnp.arange(n_frames))
@@ -224,17 +230,18 @@ def _run(state: SaiState, nap, params: SaiParams):
   """
   p = params
   dtype = state.buffer.dtype
-  x = jnp.concatenate([state.buffer, nap.astype(dtype)], axis=0)
   n_frames = nap.shape[0] // p.input_segment_width
+  if n_frames == 0:
+    return jnp.zeros((0,) + state.frame.shape, dtype), state
+  x = jnp.concatenate([state.buffer, nap.astype(dtype)], axis=0)
   trigger, found = _triggers(lax.stop_gradient(x), n_frames, p)
   window_np = _trigger_window(p.trigger_window_width)
-  hop = p.trigger_window_width // 2
-  first_start = (p.buffer_width - p.future_lags - p.trigger_window_width
-                 - (p.num_triggers_per_frame - 1) * hop)
+  first_start, hop = _window_layout(p)
   starts = ((np.arange(n_frames)[:, None] + 1) * p.input_segment_width + first_start
             + np.arange(p.num_triggers_per_frame)[None, :] * hop)[..., None]  # window starts in x
   window = jnp.asarray(window_np, dtype)
-  # the weighted NAP at the trigger: gradient to that one sample; the fallback is a constant
+  # the weighted NAP at the trigger: gradient to that one sample; where no value was positive,
+  # the window's own maximum (a constant), as the reference
   weighted_peak = x[trigger, jnp.arange(p.num_channels)] * window[trigger - starts]
   peak = jnp.where(found, weighted_peak, jnp.asarray(window_np.max(), dtype))
   alpha = (ALPHA_OFFSET + peak) / (ALPHA_HALF + peak)  # [n_frames, num_triggers, n_ch]

@@ -256,3 +256,12 @@ def test_blend_backward_equals_autodiff_of_the_blend_scan(x64):
   want = jax.grad(vloss(plain), argnums=(0, 1, 2))(*batch)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+
+
+def test_run_of_an_empty_nap_keeps_the_state():
+  state = sai.SaiState(buffer=jnp.asarray(random_nap(3, SMALL.buffer_width), jnp.float32),
+                       frame=jnp.ones((SMALL.num_channels, SMALL.sai_width), jnp.float32))
+  frames, after = sai.sai_run(state, np.zeros((0, SMALL.num_channels), np.float32), SMALL)
+  assert frames.shape == (0, SMALL.num_channels, SMALL.sai_width)
+  np.testing.assert_array_equal(after.buffer, state.buffer)
+  np.testing.assert_array_equal(after.frame, state.frame)
