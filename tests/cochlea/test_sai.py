@@ -18,6 +18,8 @@ GOLDEN_ATOL_F64 = 4e-6  # golden frames are rounded to 2^-18 (|error| <= 1.9e-6)
 TRANSFORM_ATOL = 1e-6  # jit/vmap/chunking only reorder float32 arithmetic of values <= 1
 GRAD_EPS = 1e-6  # finite-difference step in float64, far below the gaps between trigger candidates
 GRAD_TOL = 1e-6  # float64 central differences of a piecewise-smooth map: error ~ eps^2
+BLEND_GRAD_RTOL = 1e-12  # float64: the same products and sums as JAX's gradient, in another order
+BLEND_GRAD_ATOL = 1e-14
 SMALL = sai.SaiParams(num_channels=8, sai_width=16, future_lags=7, num_triggers_per_frame=2,
                       trigger_window_width=24, input_segment_width=20)  # buffer 52 samples
 
@@ -108,6 +110,13 @@ def test_gradient_matches_finite_differences(x64):
   assert nap.dtype == jnp.float64
   f = lambda x: sai.sai_frames(x, SMALL)
   check_grads(f, (nap,), order=1, modes=("rev",), eps=GRAD_EPS, atol=GRAD_TOL, rtol=GRAD_TOL)
+
+
+def test_forward_mode_is_refused_with_a_type_error(x64):
+  """The image blend has a hand-written reverse pass only (module docstring)."""
+  nap = jnp.asarray(random_nap(6))
+  with pytest.raises(TypeError, match="forward-mode"):
+    jax.jvp(lambda x: sai.sai_frames(x, SMALL), (nap,), (jnp.ones_like(nap),))
 
 
 def test_gradient_of_alpha_reaches_the_trigger_sample(x64):
@@ -249,13 +258,13 @@ def test_blend_backward_equals_autodiff_of_the_blend_scan(x64):
   want = jax.grad(loss(plain), argnums=(0, 1, 2))(*args)
   got = jax.grad(loss(sai._blend), argnums=(0, 1, 2))(*args)
   for g, w in zip(got, want):
-    np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(g, w, rtol=BLEND_GRAD_RTOL, atol=BLEND_GRAD_ATOL)
   batch = [np.stack([a, a[::-1] * 0.9]) for a in args]
   vloss = lambda blend: (lambda *a: jnp.sum(jax.vmap(loss(blend))(*a)))
   got = jax.grad(vloss(sai._blend), argnums=(0, 1, 2))(*batch)
   want = jax.grad(vloss(plain), argnums=(0, 1, 2))(*batch)
   for g, w in zip(got, want):
-    np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(g, w, rtol=BLEND_GRAD_RTOL, atol=BLEND_GRAD_ATOL)
 
 
 def test_run_of_an_empty_nap_keeps_the_state():
