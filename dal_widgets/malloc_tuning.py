@@ -2,13 +2,18 @@
 
 glibc's malloc serves blocks above its mmap threshold (dynamically at most 32 MiB on 64-bit) with
 fresh pages from the OS, and gives them back on free: the next call of the same shape gets new
-pages that the kernel zeroes first. XLA:CPU allocates every output anew, and the CARFAC outputs of
-a batch are that large (8 one-second clips: NAP and BM of 50 MB each): the zeroing took 15% of
-such a batch (perf, bench/RESULTS.md, session 7). Raising the mmap threshold serves these blocks
-from the heap, and raising the trim threshold keeps freed heap memory for the next call.
+pages that the kernel faults in and zeroes first. XLA:CPU allocates every output and its temporary
+buffer anew at each call, and these are large: a batch of 8 one-second CARFAC clips writes NAP and
+BM of 50 MB each (the zeroing took 15% of it, session 7), and a CPU training step of 4 one-second
+clips at 16 kHz has a 0.6 GB temporary buffer (at 256 MiB thresholds its faults took 28% of the
+step, bench/RESULTS.md). Raising the mmap threshold serves these blocks from the heap, and raising
+the trim threshold keeps freed heap memory for the next call. Both are `keep_bytes()`: what the
+process keeps is then at most what it has just used, and at most an eighth of the machine's memory.
 
-`tune()` runs when the CARFAC CPU kernel loads (cochlea/native.py); it changes the whole process's
-malloc, so DAL_MALLOC_TUNING=0 leaves it as it is. Not glibc (macOS, musl): nothing is done.
+Only the main thread's heap (glibc's main arena) grows past 64 MiB blocks: in other threads, blocks
+that large are always mapped afresh. `tune()` runs when the CARFAC kernel loads
+(cochlea/native.py); it changes the whole process's malloc, so DAL_MALLOC_TUNING=0 leaves it as it
+is. Not glibc (macOS, musl): nothing is done.
 """
 import ctypes
 import ctypes.util
@@ -21,14 +26,26 @@ ENV_VAR = "DAL_MALLOC_TUNING"
 # mallopt(3) parameter numbers, from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-# Blocks up to this size come from the heap: a batch of 32 one-second clips' outputs, with room.
-MMAP_THRESHOLD_BYTES = 256 << 20
-# Free memory the heap keeps at its top before giving it back: bounds what the process retains.
-TRIM_THRESHOLD_BYTES = 512 << 20
+# mallopt(3) takes the thresholds as a C int.
+MALLOPT_MAX = 2**31 - 1
+# The thresholds as a share of the machine's memory, and their floor: the outputs of a batch of 32
+# one-second clips at 22.05 kHz (NAP and BM, float32), with room.
+KEEP_SHARE_OF_RAM = 1 / 8
+MIN_KEEP_BYTES = 256 << 20
+
+
+def keep_bytes() -> int:
+  """The mmap and trim thresholds, bytes: blocks up to this size come from the heap, and up to this
+  much freed memory stays at the heap's top for the next call."""
+  try:
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (AttributeError, ValueError, OSError):  # no sysconf, or these names unknown
+    ram = 0
+  return min(MALLOPT_MAX, max(MIN_KEEP_BYTES, int(ram * KEEP_SHARE_OF_RAM)))
 
 
 def tune() -> bool:
-  """Sets the thresholds above with glibc's mallopt; True when it did."""
+  """Sets both thresholds to `keep_bytes()` with glibc's mallopt; True when it did."""
   if os.environ.get(ENV_VAR, "1") == "0":
     return False
   name = ctypes.util.find_library("c")
@@ -39,7 +56,7 @@ def tune() -> bool:
   except (OSError, AttributeError, TypeError):
     return False
   gnu_get_libc_version.restype = ctypes.c_char_p
-  done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-      mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+  keep = keep_bytes()
+  done = bool(mallopt(M_MMAP_THRESHOLD, keep)) and bool(mallopt(M_TRIM_THRESHOLD, keep))
   log.debug("glibc %s malloc thresholds set: %s", gnu_get_libc_version().decode(), done)
   return done

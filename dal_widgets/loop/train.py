@@ -165,7 +165,8 @@ def default_devices(batch_size: int) -> list:
   """The most local devices (in order) whose count divides `batch_size`: every one for a batch
   that splits evenly, fewer for one that does not (batch 1: one device). On the CPU with the
   compiled CARFAC kernel, one device: the kernel spreads the batch over the cores itself, and
-  splitting the step over CPU devices was slower (batch 2, 16 kHz: 571 vs 368 ms)."""
+  splitting the step over CPU devices was slower (batch 2 x 1 s, 16 kHz: 367 vs 199 ms,
+  bench/RESULTS.md)."""
   local = jax.local_devices()
   if local[0].platform == "cpu" and cf.native_lib.default():
     return local[:1]
