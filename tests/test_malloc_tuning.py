@@ -34,10 +34,11 @@ TRAIN_STEP_FAULTS = textwrap.dedent("""
     from dal_widgets.aid.seanet import SEANET_SIZES
     normal = designs.designed(16000.0, "v3")
     impaired = normal._replace(weights=cf.make_weights(normal.hypers, ohc_health=0.5))
-    cfg = TrainConfig(model="small", batch_size=4)
-    step = train.make_train_step(SEANET_SIZES["small"], cfg, normal, impaired)
+    cfg = TrainConfig(model="small", batch_size=4)  # the CLI's default shape: 4 x 1 s
+    model = SEANET_SIZES["small"]
+    step = train.make_train_step(model, cfg, normal, impaired)
     batch = step.place_batch(SpeechSource(cfg.data).make_batch(0, cfg.batch_size))
-    state = step.place_state(train.create_train_state(jax.random.PRNGKey(0), SEANET_SIZES["small"], cfg))
+    state = step.place_state(train.create_train_state(jax.random.PRNGKey(0), model, cfg))
     for _ in range(2):  # compile, then one step that may still grow the heap
       state, metrics = step(state, batch)
       metrics["loss"].block_until_ready()
