@@ -37,6 +37,7 @@ import numpy as np
 from dal_widgets.aid.dc_blocker import dc_block, settle_samples
 from dal_widgets.aid.film import Film
 from dal_widgets.errors import ParameterError
+from dal_widgets.finite import has_nonfinite
 from dal_widgets.hearing.audiogram import Audiogram
 
 # Audiometric frequencies of the conditioning vector (the standard clinical set, 250-8000 Hz).
@@ -241,8 +242,7 @@ def _check_inputs(config, x, condition):
   if x.ndim not in (1, 2) or x.shape[-1] < 1:
     raise ParameterError(f"x: expected shape [batch, time] or [time] with time >= 1, "
                          f"got shape {tuple(x.shape)}")
-  xp = jnp if isinstance(x, jax.Array) else np  # a jax input is checked where it lives
-  if not isinstance(x, jax.core.Tracer) and not bool(xp.all(xp.isfinite(x))):
+  if has_nonfinite(x):
     raise ParameterError("x: expected finite samples, got NaN or inf")
   if config.film_dim == 0:
     if condition is not None:

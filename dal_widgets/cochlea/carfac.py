@@ -26,7 +26,8 @@ from dal_widgets.cochlea import ihc as ihc_lib
 from dal_widgets.cochlea import native as native_lib
 from dal_widgets.cochlea import synapse as syn_lib
 from dal_widgets.errors import ParameterError
-from dal_widgets.pytree import pytree_dataclass, static_field
+from dal_widgets.finite import has_nonfinite
+from dal_widgets.pytree import pytree_dataclass
 
 SR_MIN_HZ, SR_MAX_HZ = 8000.0, 48000.0  # design range we test (channel counts 65 @16k .. 84 @48k)
 # Loop shape per backend (measured with bench/bench_cochlea.py; see bench/RESULTS.md):
@@ -194,7 +195,7 @@ def check_input(x, hypers: Optional[CarfacHypers] = None, sr: Optional[float] = 
     raise ParameterError("x is empty (0 samples)")
   if sr is not None and hypers is not None and float(sr) != hypers.sr:
     raise ParameterError(f"sr={sr} Hz differs from the design rate {hypers.sr} Hz; resample first")
-  if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
+  if has_nonfinite(x):
     raise ParameterError("x contains NaN or inf samples")
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from jax import lax
 
 from dal_widgets.errors import ParameterError
+from dal_widgets.finite import has_nonfinite
 from dal_widgets.pytree import pytree_dataclass
 
 ALPHA_OFFSET = 0.025  # blend weight (0.025 + peak)/(0.5 + peak): 0.05 .. ~1 (google/carfac sai.py)
@@ -310,8 +311,7 @@ def _check_nap(nap, params: SaiParams, name: str) -> None:
   if len(shape) != 2 or shape[1] != params.num_channels:
     raise ParameterError(f"{name}: expected shape [n_samp, num_channels={params.num_channels}] "
                          f"(time first), got {tuple(shape)}")
-  xp = jnp if isinstance(nap, jax.Array) else np  # a jax NAP is checked where it lives
-  if not isinstance(nap, jax.core.Tracer) and not bool(xp.all(xp.isfinite(nap))):
+  if has_nonfinite(nap):
     raise ParameterError(f"{name}: expected finite values, got NaN or inf")
 
 

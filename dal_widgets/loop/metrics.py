@@ -22,12 +22,12 @@ import importlib
 import inspect
 import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL
 from dal_widgets.errors import ParameterError
+from dal_widgets.finite import has_nonfinite
 
 # SI-SDR: the residual energy is floored at this fraction of the target energy, so a perfect
 # estimate gives a finite 150 dB instead of inf (float64 rounding of a scaled copy is ~-300 dB).
@@ -52,8 +52,7 @@ def _check_pair(a, b, names, min_ndim=1):
     raise ParameterError(f"{names[0]}, {names[1]}: expected equal shapes, got {shape_a} and "
                          f"{shape_b}")
   for name, v in zip(names, (a, b)):
-    xp = jnp if isinstance(v, jax.Array) else np  # jax arrays are checked where they live
-    if not isinstance(v, jax.core.Tracer) and not bool(xp.all(xp.isfinite(v))):
+    if has_nonfinite(v):
       raise ParameterError(f"{name}: expected finite values, got NaN or inf")
 
 
