@@ -140,15 +140,32 @@ def checkerboard_free_kernel(kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
   return (phases + shift).reshape(kernel.shape)
 
 
-def _upsampler(channels, stride, *, checkerboard_free, name):
-  """Transposed conv, kernel 2 * stride, VALID; parameters `kernel` [2 stride, in, out] and
-  `bias` either way, so both variants read the same checkpoints."""
-  conv = nn.ConvTranspose
-  if checkerboard_free:
-    constrain = lambda v: {"params": dict(
-        v["params"], kernel=checkerboard_free_kernel(v["params"]["kernel"], stride))}
-    conv = nn.map_variables(nn.ConvTranspose, "params", trans_in_fn=constrain, init=True)
-  return conv(channels, (2 * stride,), strides=(stride,), padding="VALID", name=name)
+class Upsampler(nn.Module):
+  """Transposed conv, kernel 2 * stride, VALID: [batch, T, in] -> [batch, (T + 1) stride, out].
+
+  Parameters `kernel` [2 stride, in, out] and `bias` [out], made as flax's nn.ConvTranspose makes
+  them, so aids saved before read back unchanged. Computed in polyphase form: output sample
+  n stride + r is x[n-1] kernel[stride-1-r] + x[n] kernel[2 stride-1-r] + bias (x zero outside),
+  two matrix products and a reshape. The values are nn.ConvTranspose's to float rounding; XLA:CPU
+  ran the kernel gradient of nn.ConvTranspose 5-9x slower (bench/RESULTS.md).
+  """
+  features: int
+  stride: int
+  checkerboard_free: bool
+
+  @nn.compact
+  def __call__(self, x):
+    s, n_in, n_out = self.stride, x.shape[-1], self.features
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (2 * s, n_in, n_out))
+    bias = self.param("bias", nn.initializers.zeros, (n_out,))
+    if self.checkerboard_free:
+      kernel = checkerboard_free_kernel(kernel, s)
+    # taps[t][:, r n_out + o] = kernel[(t + 1) s - 1 - r, :, o]: tap 0 reads x[n-1], tap 1 x[n]
+    taps = kernel[::-1].reshape(2, s, n_in, n_out)[::-1]
+    taps = jnp.moveaxis(taps, 1, 2).reshape(2, n_in, s * n_out)
+    padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0)))
+    y = padded[:, :-1] @ taps[0] + padded[:, 1:] @ taps[1]
+    return y.reshape(x.shape[0], (x.shape[1] + 1) * s, n_out) + bias
 
 
 class ResidualUnit(nn.Module):
@@ -217,8 +234,7 @@ class Seanet(nn.Module):
     for i in reversed(range(len(cfg.strides))):
       stride, skip = cfg.strides[i], skips[i]
       channels //= 2
-      up = _upsampler(channels, stride, checkerboard_free=cfg.checkerboard_free,
-                      name=f"dec{i}_up")(nn.elu(h))
+      up = Upsampler(channels, stride, cfg.checkerboard_free, name=f"dec{i}_up")(nn.elu(h))
       start = 0 if causal else stride // 2  # causal: drop the look-ahead tail only
       h = up[:, start:start + skip.shape[1]] + skip
       for d in cfg.dilations:

@@ -3,6 +3,7 @@ or offset from silence (checkerboard-free upsampling, DC blocker)."""
 import dataclasses
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,9 +12,9 @@ from scipy import signal
 
 from dal_widgets.aid.dc_blocker import DC_BLOCK_POLE, SETTLED_DB, dc_block
 from dal_widgets.aid.seanet import (CONDITION_DIM, SEANET_SIZES, Seanet, SeanetConfig,
-                                    apply_seanet, apply_to_recording, checkerboard_free_kernel,
-                                    condition_from_audiogram, context_samples, count_params,
-                                    init_seanet, receptive_field)
+                                    Upsampler, apply_seanet, apply_to_recording,
+                                    checkerboard_free_kernel, condition_from_audiogram,
+                                    context_samples, count_params, init_seanet, receptive_field)
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
 
@@ -255,6 +256,32 @@ def test_checkerboard_free_kernel_gives_every_phase_the_same_sum_and_is_a_projec
   np.testing.assert_allclose(checkerboard_free_kernel(free, stride), free, atol=1e-6)
   # the nearest such kernel: what it removes is orthogonal to what it keeps
   assert abs(float(jnp.vdot(kernel - free, free))) < 1e-4 * float(jnp.vdot(kernel, kernel))
+
+
+@pytest.mark.parametrize("checkerboard_free", [False, True])
+@pytest.mark.parametrize("stride", [2, 4, 5, 8])
+def test_upsampler_is_flax_conv_transpose_with_the_same_parameters(stride, checkerboard_free):
+  with jax.enable_x64(True):  # float64: the two forms agree to rounding
+    rng = np.random.default_rng(stride)
+    x = jnp.asarray(rng.standard_normal((2, 9, 6)), jnp.float64)
+    ours = Upsampler(4, stride, checkerboard_free)
+    params = ours.init(jax.random.PRNGKey(stride), x)["params"]
+    theirs = nn.ConvTranspose(4, (2 * stride,), strides=(stride,), padding="VALID")
+    flax_params = theirs.init(jax.random.PRNGKey(stride), x)["params"]
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, flax_params)
+    params = {"kernel": jnp.asarray(rng.standard_normal((2 * stride, 6, 4))),
+              "bias": jnp.asarray(rng.standard_normal(4))}
+
+    def reference(p, x):
+      kernel = checkerboard_free_kernel(p["kernel"], stride) if checkerboard_free else p["kernel"]
+      return theirs.apply({"params": dict(p, kernel=kernel)}, x)
+
+    ours_fn = lambda p, x: ours.apply({"params": p}, x)
+    np.testing.assert_allclose(ours_fn(params, x), reference(params, x), atol=1e-12)
+    loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))
+    got, want = (jax.grad(loss(f), argnums=(0, 1))(params, x) for f in (ours_fn, reference))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, atol=1e-12)
 
 
 def test_a_trained_looking_aid_whistles_in_silence_only_without_the_checkerboard_constraint():
