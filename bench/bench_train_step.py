@@ -4,11 +4,13 @@ Times one jitted training step (normal-ear target NAP/SAI, SEANet forward, impai
 gradients through CARFAC, clipped AdamW update) at 16 kHz, v3, for the N3-like ear used in
 tests (the cost does not depend on the ear's weights). The first step is timed as compile time.
 "x real time" is seconds of training audio (batch x length) per second of wall time: the
-throughput. On a GPU: `--size paper --batch 16`. The batch is split over all local devices.
+throughput. "page faults/step" counts the pages the OS had to hand the process afresh during a
+step: near 0 when the step reuses freed memory (dal_widgets/malloc_tuning.py). On a GPU: `--size paper --batch 16`. The batch is split over all local devices.
 Paste the printed table into bench/RESULTS.md.
 """
 import argparse
 import os
+import resource
 import sys
 
 import dal_widgets  # noqa: F401  first: one CPU device per core (dal_widgets/cpu_cores.py)
@@ -26,6 +28,14 @@ from dal_widgets.loop.data import SpeechSource  # noqa: E402
 
 SR = 16000  # DAL default rate (65 CARFAC channels)
 BENCH_OHC_HEALTH = 0.5  # any impaired ear costs the same
+
+
+def page_faults_per_call(fn, n_calls: int = 3) -> float:
+  """Minor page faults of this process per call of `fn` (after it has run before)."""
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(n_calls):
+    jax.block_until_ready(fn())
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n_calls
 
 
 def main():
@@ -55,9 +65,10 @@ def main():
       return metrics["loss"]
 
     compile_s, runs = time_call(one_step, n_runs=args.n_runs)
+    faults = page_faults_per_call(one_step)
     n_samp = cfg.data.n_samples
     print(row(f"{args.size} batch {args.batch}", n_samp, seconds * args.batch, compile_s, runs,
-              f"{step.n_devices} device(s)"), flush=True)
+              f"{step.n_devices} device(s), {faults:.0f} page faults/step"), flush=True)
 
 
 if __name__ == "__main__":
