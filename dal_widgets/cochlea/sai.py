@@ -276,10 +276,11 @@ def _blend_fwd(frame, runs, alpha):
 
 
 def _blend_bwd(residuals, frames_bar):
-  """Reverse scan over frames that re-blends each frame from the one before it; the alpha
-  gradients' sums over lags run after the scan. (JAX's own gradient of the scan kept every
-  blend's image and summed inside the loop: under vmap, as the loss calls it, the SAI gradient
-  took 48 ms per clip with it and 28 ms with this; 16 kHz, 1 s.)"""
+  """Reverse scan over frames that re-blends each frame from the one before it. (JAX's own
+  gradient of the scan kept every blend's image: under vmap, as the loss calls it, the SAI
+  gradient took 48 ms per clip with it and 28 ms with this; 16 kHz, 1 s.) Each alpha's gradient
+  is a dot product over lags, an einsum: XLA:CPU runs it as a dot, where a sum over lags in the
+  loop ran slower and one after the loop kept a runs-sized array (bench/RESULTS.md)."""
   frame, runs, alpha, frames = residuals
   starts = jnp.concatenate([frame[None], frames[:-1]])  # the image before each frame
 
@@ -290,17 +291,17 @@ def _blend_bwd(residuals, frames_bar):
       a = frame_alpha[w][:, None]
       before.append(before[-1] * (1 - a) + a * frame_runs[w])
     image_bar = image_bar + frame_bar
-    runs_bar, alpha_terms = [None] * len(before), [None] * len(before)
+    runs_bar, alpha_bar = [None] * len(before), [None] * len(before)
     for w in reversed(range(len(before))):
       a = frame_alpha[w][:, None]
       runs_bar[w] = a * image_bar
-      alpha_terms[w] = image_bar * (frame_runs[w] - before[w])  # summed over lags after the scan
+      alpha_bar[w] = jnp.einsum("cl,cl->c", image_bar, frame_runs[w] - before[w])
       image_bar = image_bar * (1 - a)
-    return image_bar, (jnp.stack(runs_bar), jnp.stack(alpha_terms))
+    return image_bar, (jnp.stack(runs_bar), jnp.stack(alpha_bar))
 
-  frame_bar, (runs_bar, alpha_terms) = lax.scan(
+  frame_bar, (runs_bar, alpha_bar) = lax.scan(
       one_frame, jnp.zeros_like(frame), (starts, runs, alpha, frames_bar), reverse=True)
-  return frame_bar, runs_bar, jnp.sum(alpha_terms, axis=-1)
+  return frame_bar, runs_bar, alpha_bar
 
 
 _blend.defvjp(_blend_fwd, _blend_bwd)
