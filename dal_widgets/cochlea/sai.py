@@ -267,7 +267,20 @@ def _blend_frame(image, frame_runs, frame_alpha):
 def _blend(frame, runs, alpha):
   """Frames [frames, n_ch, sai_width]: the runs [frames, triggers, n_ch, sai_width] blended in
   turn, with alpha [frames, triggers, n_ch], into the running image, from `frame`."""
-  return lax.scan(lambda im, xs: (_blend_frame(im, *xs),) * 2, frame, (runs, alpha))[1]
+  def one_frame(f, carry):
+    image, frames = carry
+    image = _blend_frame(image, _at(runs, f), _at(alpha, f))
+    return image, lax.dynamic_update_index_in_dim(frames, image, f, 0)
+
+  empty = jnp.zeros((runs.shape[0],) + frame.shape, frame.dtype)
+  return lax.fori_loop(0, runs.shape[0], one_frame, (frame, empty))[1]
+
+
+def _at(a, f):
+  """a[f] for a traced index, as a dynamic slice. The blend loops read and write frames this way,
+  not as scan inputs and outputs: under vmap, scan moves the batch axis behind the frame axis
+  and XLA:CPU transposed the whole runs array to do it (bench/RESULTS.md)."""
+  return lax.dynamic_index_in_dim(a, f, 0, keepdims=False)
 
 
 def _blend_fwd(frame, runs, alpha):
@@ -282,26 +295,28 @@ def _blend_bwd(residuals, frames_bar):
   is a dot product over lags, an einsum: XLA:CPU runs it as a dot, where a sum over lags in the
   loop ran slower and one after the loop kept a runs-sized array (bench/RESULTS.md)."""
   frame, runs, alpha, frames = residuals
-  starts = jnp.concatenate([frame[None], frames[:-1]])  # the image before each frame
+  n_frames, n_blends = runs.shape[:2]
 
-  def one_frame(image_bar, inputs):
-    start, frame_runs, frame_alpha, frame_bar = inputs
-    before = [start]
-    for w in range(frame_runs.shape[0] - 1):
+  def one_frame(i, carry):
+    image_bar, runs_bar, alpha_bar = carry
+    f = n_frames - 1 - i
+    frame_runs, frame_alpha = _at(runs, f), _at(alpha, f)
+    before = [jnp.where(f == 0, frame, _at(frames, jnp.maximum(f - 1, 0)))]  # image before f
+    for w in range(n_blends - 1):
       a = frame_alpha[w][:, None]
       before.append(before[-1] * (1 - a) + a * frame_runs[w])
-    image_bar = image_bar + frame_bar
-    runs_bar, alpha_bar = [None] * len(before), [None] * len(before)
-    for w in reversed(range(len(before))):
+    image_bar = image_bar + _at(frames_bar, f)
+    frame_runs_bar, frame_alpha_bar = [None] * n_blends, [None] * n_blends
+    for w in reversed(range(n_blends)):
       a = frame_alpha[w][:, None]
-      runs_bar[w] = a * image_bar
-      alpha_bar[w] = jnp.einsum("cl,cl->c", image_bar, frame_runs[w] - before[w])
+      frame_runs_bar[w] = a * image_bar
+      frame_alpha_bar[w] = jnp.einsum("cl,cl->c", image_bar, frame_runs[w] - before[w])
       image_bar = image_bar * (1 - a)
-    return image_bar, (jnp.stack(runs_bar), jnp.stack(alpha_bar))
+    put = lambda whole, part: lax.dynamic_update_index_in_dim(whole, jnp.stack(part), f, 0)
+    return image_bar, put(runs_bar, frame_runs_bar), put(alpha_bar, frame_alpha_bar)
 
-  frame_bar, (runs_bar, alpha_bar) = lax.scan(
-      one_frame, jnp.zeros_like(frame), (starts, runs, alpha, frames_bar), reverse=True)
-  return frame_bar, runs_bar, alpha_bar
+  init = (jnp.zeros_like(frame), jnp.zeros_like(runs), jnp.zeros_like(alpha))
+  return lax.fori_loop(0, n_frames, one_frame, init)
 
 
 _blend.defvjp(_blend_fwd, _blend_bwd)
