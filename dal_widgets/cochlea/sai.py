@@ -226,7 +226,7 @@ def _run(state: SaiState, nap, params: SaiParams):
   """Frames of a NAP [n_frames * input_segment_width, n_ch] from `state`, no checks.
 
   The trigger search (no gradient) runs first; then every frame's NAP runs at its triggers are
-  cut from the NAP at once and blended in a scan that carries only the image, so the gradient
+  cut from the NAP at once and blended in a loop over frames, so the gradient
   adds each run to the NAP once instead of carrying the whole buffer's gradient through frames.
   """
   p = params
@@ -289,7 +289,7 @@ def _blend_fwd(frame, runs, alpha):
 
 
 def _blend_bwd(residuals, frames_bar):
-  """Reverse scan over frames that re-blends each frame from the one before it. (JAX's own
+  """A reverse loop over frames that re-blends each frame from the one before it. (JAX's own
   gradient of the scan kept every blend's image: under vmap, as the loss calls it, the SAI
   gradient took 48 ms per clip with it and 28 ms with this; 16 kHz, 1 s.) Each alpha's gradient
   is a dot product over lags, an einsum: XLA:CPU runs it as a dot, where a sum over lags in the
