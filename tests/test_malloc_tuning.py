@@ -64,8 +64,7 @@ def _faults(tuning: str, nbytes: int):
 @LINUX_ONLY
 @pytest.mark.parametrize("nbytes", [64 << 20, TRAIN_STEP_TEMP_BYTES])
 def test_tuned_malloc_reuses_large_freed_buffers_instead_of_faulting_in_new_pages(nbytes):
-  if nbytes > malloc_tuning.keep_bytes():
-    pytest.skip(f"this machine keeps at most {malloc_tuning.keep_bytes()} bytes")
+  nbytes = min(nbytes, malloc_tuning.keep_bytes())  # what this machine keeps (>= 256 MiB)
   tuned, faults_tuned = _faults("1", nbytes)
   untuned, faults_untuned = _faults("0", nbytes)
   assert tuned and not untuned
@@ -75,11 +74,13 @@ def test_tuned_malloc_reuses_large_freed_buffers_instead_of_faulting_in_new_page
 
 @LINUX_ONLY
 def test_a_cpu_training_step_reuses_its_buffers_from_one_step_to_the_next():
-  if TRAIN_STEP_TEMP_BYTES > malloc_tuning.keep_bytes():
-    pytest.skip(f"this machine keeps at most {malloc_tuning.keep_bytes()} bytes")
   faults_per_step = float(_run(TRAIN_STEP_FAULTS, "1")[-1])
   # Untuned (or at the old 256 MiB thresholds) a step faults in its whole temporary buffer:
-  # about 130,000 pages of 4 KiB. Tuned, a few dozen.
+  # about 130,000 pages of 4 KiB. Tuned, a few dozen; on a machine too small to keep the buffer
+  # (under about 6 GiB), the step still maps it afresh, as the module docstring says.
+  if TRAIN_STEP_TEMP_BYTES > malloc_tuning.keep_bytes():
+    assert faults_per_step > 10_000
+    return
   assert faults_per_step < 2500
 
 
