@@ -671,6 +671,8 @@ def main(argv=None) -> int:
   try:
     with warnings.catch_warnings(), _handling(_interrupt):
       warnings.showwarning = _one_line_warning(args.command)
+      from dal_widgets import compile_cache  # JAX: not imported for --help and usage errors
+      compile_cache.enable(compile_cache.folder())  # the next run loads what this one compiles
       return args.run(args)
   except TrainingError as err:
     print(f"dal {args.command}: error: {_one_line(err)}", file=sys.stderr)

@@ -339,20 +339,27 @@ def _starts_at_zero(path) -> bool:
 def _lecun_init(rng, shapes):
   """Values for a tree of ShapeDtypeStructs from one truncated-normal draw (see init_seanet)."""
   leaves, tree = jax.tree_util.tree_flatten_with_path(shapes)
-  random = [not _starts_at_zero(path) for path, _ in leaves]
-  total = sum(math.prod(leaf.shape) for (_, leaf), r in zip(leaves, random) if r)
+  layout = tuple((tuple(leaf.shape), not _starts_at_zero(path)) for path, leaf in leaves)
+  return jax.tree_util.tree_unflatten(tree, _lecun_values(rng, layout))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _lecun_values(rng, layout: tuple) -> list:
+  """One array per (shape, is_random) of `layout`. Jitted as one program: run op by op, the
+  slices and scalings of each layer compiled one tiny program each (2.6 s for the small SEANet
+  on a 2-core CPU)."""
+  total = sum(math.prod(shape) for shape, is_random in layout if is_random)
   draw = jax.random.truncated_normal(rng, -2.0, 2.0, (total,), jnp.float32)
   out, start = [], 0
-  for (_, leaf), is_random in zip(leaves, random):
+  for shape, is_random in layout:
     if not is_random:
-      out.append(jnp.zeros(leaf.shape, jnp.float32))
+      out.append(jnp.zeros(shape, jnp.float32))
       continue
-    size = math.prod(leaf.shape)
-    fan_in = math.prod(leaf.shape[:-1])
-    std = math.sqrt(1.0 / fan_in) / LECUN_TRUNCATION_STD
-    out.append(std * draw[start:start + size].reshape(leaf.shape))
+    size = math.prod(shape)
+    std = math.sqrt(1.0 / math.prod(shape[:-1])) / LECUN_TRUNCATION_STD  # fan_in
+    out.append(std * draw[start:start + size].reshape(shape))
     start += size
-  return jax.tree_util.tree_unflatten(tree, out)
+  return out
 
 
 def apply_seanet(params: dict, config: SeanetConfig, x: jnp.ndarray,

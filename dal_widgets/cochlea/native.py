@@ -1,10 +1,11 @@
 """CARFAC's CPU fast path: the model as one compiled C loop, called from JAX.
 
 XLA:CPU runs CARFAC's per-sample work as dozens of tiny kernels and dispatch sets the pace
-(bench/RESULTS.md). On the CPU `carfac.run` therefore calls native/carfac_kernel.c
-through `jax.experimental.buffer_callback`: the same model sample by sample (the ripple as a serial
-loop over channels), with a hand-written adjoint under `jax.custom_vjp`, so `jit`, `vmap` and
-`grad` work as before.
+(bench/RESULTS.md). On the CPU `carfac.run` therefore calls native/carfac_kernel.c as a host
+function inside the program (host_call.py; `jax.experimental.buffer_callback` where jaxlib lacks
+the XLA FFI headers): the same model sample by sample (the ripple as a serial loop over
+channels), with a hand-written adjoint under `jax.custom_vjp`, so `jit`, `vmap` and `grad` work
+as before.
 Gradients reach the input, `ohc_health`, `ihc_gain` and the initial state; designed coefficients
 are constants here (run with `native=False` to differentiate them).
 
@@ -16,6 +17,7 @@ import ctypes
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import math
 import os
@@ -35,12 +37,16 @@ from jax import custom_derivatives
 from jax.experimental import buffer_callback
 
 from dal_widgets import cpu_cores, malloc_tuning
+from dal_widgets.cochlea import host_call
 from dal_widgets.cochlea import ihc as ihc_lib
 from dal_widgets.errors import ParameterError
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("native") / "carfac_kernel.c"
+HOST_CALL_SOURCE = SOURCE.with_name("host_call.c")
+FFI_HEADER = "xla/ffi/api/c_api.h"
+HOST_HANDLER = "carfac"  # this module's handler name in host_call
 MAX_STAGES = 8  # AGC stages the kernel supports (CARFAC has 4)
 # Row layouts shared with the C source (prepended to it as #defines at build time).
 COEF_ROWS = ("r1", "a0", "c0", "h", "zr", "ga", "gb", "gc", "ohc_health", "ihc_gain",
@@ -100,12 +106,28 @@ def _compiler() -> str | None:
   return None
 
 
+def _ffi_include() -> str | None:
+  """jaxlib's folder of XLA FFI headers, or None when it lacks them (then no host_call.c)."""
+  try:
+    include = jax.ffi.include_dir()
+  except AttributeError:
+    return None
+  return include if (Path(include) / FFI_HEADER).is_file() else None
+
+
 def _compile(cc: str, source: str, out: Path, arch: tuple) -> None:
-  """Compiles the kernel twice (float32 and float64) into one shared library at `out`."""
+  """Compiles the kernel twice (float32 and float64), and the FFI handler of host_call.py when
+  jaxlib has its headers, into one shared library at `out`."""
   with tempfile.TemporaryDirectory() as tmp:
     src = Path(tmp) / "carfac_kernel.c"
     src.write_text(source)
     objs, jobs = [], []
+    include = _ffi_include()
+    if include:
+      objs.append(str(Path(tmp) / "host_call.o"))
+      cmd = [*cc.split(), *CFLAGS, "-c", "-I", include, str(HOST_CALL_SOURCE), "-o", objs[-1]]
+      jobs.append((cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True)))
     for real, exp, suffix in (("float", "expf", "f32"), ("double", "exp", "f64")):
       objs.append(str(Path(tmp) / f"kernel_{suffix}.o"))
       cmd = [*cc.split(), *CFLAGS, *arch, "-c", f"-DREAL={real}", f"-DEXP={exp}",
@@ -138,7 +160,9 @@ def library():
     log.warning("dal_widgets: no C compiler found; CARFAC runs as pure JAX on the CPU (slower)")
     return None
   source = _defines() + SOURCE.read_text()
-  key = hashlib.sha256("\0".join([source, cc, *CFLAGS, *LDFLAGS, _cpu_signature()]).encode())
+  include = _ffi_include()
+  ffi = [HOST_CALL_SOURCE.read_text(), (Path(include) / FFI_HEADER).read_text()] if include else []
+  key = hashlib.sha256("\0".join([source, *ffi, cc, *CFLAGS, *LDFLAGS, _cpu_signature()]).encode())
   key = key.hexdigest()
   out = _cache_dir() / f"carfac_kernel_{key[:16]}.so"
   try:
@@ -163,6 +187,7 @@ def library():
     adj.restype = ctypes.c_int
     adj.argtypes = [ctypes.c_int] * 4 + [ptr] * 15
   malloc_tuning.tune()  # batches' large outputs: reuse freed memory, not fresh zeroed pages
+  host_call.install(lib)  # programs calling the kernel can then be cached (host_call.py)
   return lib
 
 
@@ -449,18 +474,49 @@ def _forward_shapes(spec: Spec, checkpoints: bool):
           sds((spec.checkpoint_size if checkpoints else 0,), dt))
 
 
-def _callback(fn, shapes, *args, group=None):
-  """`fn` on the host as an XLA custom call that writes into its output buffers in place (no
-  copies, and no JAX calls inside the callback: pure_callback's device_put can deadlock when
-  several CPU programs wait in callbacks at once)."""
+def _host_fns(op: str, spec: Spec, flag):
+  """The host functions of one call for `_host_map`: (per waveform, per lane group or None).
+  op "forward" (flag: with checkpoints, then one lane) or "adjoint" (flag: the `used` bars)."""
+  if op == "forward":
+    return (functools.partial(_forward_into, spec),
+            None if flag else functools.partial(_forward_lanes, spec))
+  return functools.partial(_adjoint_into, spec, tuple(flag)), None
+
+
+@functools.lru_cache(maxsize=256)
+def _decode(payload: str):
+  call = json.loads(payload)
+  spec = {k: tuple(v) if isinstance(v, list) else v for k, v in call["spec"].items()}
+  flag = call["flag"]
+  return _host_fns(call["op"], Spec(**spec), tuple(flag) if isinstance(flag, list) else flag)
+
+
+def _handle(payload: str, outs, args):
+  """host_call's handler: one forward or adjoint call described by `payload` (`_callback`)."""
+  fn, group = _decode(payload)
+  _host_map(fn, outs, *args, group=group)
+
+
+host_call.register(HOST_HANDLER, _handle)
+
+
+def _callback(op: str, spec: Spec, flag, shapes, *args):
+  """The kernel on the host as an XLA custom call that writes into its output buffers in place
+  (no copies, and no JAX calls inside: pure_callback's device_put can deadlock when several CPU
+  programs wait in callbacks at once). Through host_call, so that JAX's persistent compilation
+  cache keeps the program; jax's buffer_callback where jaxlib lacks the FFI headers."""
+  if host_call.installed():
+    payload = json.dumps({"op": op, "spec": dataclasses.asdict(spec), "flag": flag},
+                         sort_keys=True)
+    return host_call.call(HOST_HANDLER, payload, shapes, *args)
+  fn, group = _host_fns(op, spec, flag)
   host = lambda ctx, outs, *a: _host_map(fn, outs, *a, group=group)
   return buffer_callback.buffer_callback(host, shapes, vmap_method="broadcast_all")(*args)
 
 
 def _forward_callback(spec: Spec, checkpoints: bool, x, consts, w, state_rows, agc_rows, count):
-  group = None if checkpoints else functools.partial(_forward_lanes, spec)  # lanes: no checkpoints
-  return _callback(functools.partial(_forward_into, spec), _forward_shapes(spec, checkpoints),
-                   x, *consts, w, state_rows, agc_rows, count, group=group)
+  return _callback("forward", spec, checkpoints, _forward_shapes(spec, checkpoints),
+                   x, *consts, w, state_rows, agc_rows, count)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -486,8 +542,8 @@ def _run_bwd(spec, res, bars):
   used = tuple(not zero(b) for b in (nap_b, bm_b, agc_out_b))
   out_bars = [b for b, u in zip((nap_b, bm_b, agc_out_b), used) if u]
   shapes = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (x, w, state_b, agc_b))
-  x_b, w_b, s_b, a_b = _callback(functools.partial(_adjoint_into, spec, used), shapes, x, *consts,
-                                 w, count, cps, *out_bars, state_b, agc_b)
+  x_b, w_b, s_b, a_b = _callback("adjoint", spec, used, shapes, x, *consts, w, count, cps,
+                                 *out_bars, state_b, agc_b)
   return x_b, None, w_b, s_b, a_b, None
 
 

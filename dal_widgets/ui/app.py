@@ -6,20 +6,19 @@
 
 Limits for public servers come from environment variables (see AppConfig.from_env), so a
 deployment sets them next to its voila.json without touching code. The apps keep JAX's compiled
-programs in a persistent cache (DAL_JAX_CACHE_DIR), so only the very first kernel on a machine
-pays for compiling CARFAC and the training step.
+programs in a persistent cache (DAL_JAX_CACHE_DIR, compile_cache.py), so only the very first
+kernel on a machine pays for compiling CARFAC and the training step.
 """
 import dataclasses
 import html
 import math
 import os
-from pathlib import Path
 
 import ipywidgets as widgets
-import jax
 import traitlets
 from jupyter_bokeh.widgets import BokehModel
 
+from dal_widgets import compile_cache
 from dal_widgets.aid.seanet import SEANET_SIZES
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.presets import PRESET_NAMES, preset
@@ -34,8 +33,6 @@ from dal_widgets.ui.finetune_panel import TrainedAid
 from dal_widgets.ui.workbench import AIDS, PLAYBACK_GAIN_DB, Workbench
 
 KINDS = ("audiogram_explorer", "sai_explorer", "hearing_aid_lab")
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "dal_widgets" / "jax"
-CACHE_MIN_COMPILE_S = 0.5  # cache every program that took this long to compile (SAI: ~0.7 s)
 STIMULUS_S = 1.0  # duration of the SAI explorer's test sounds, s
 F0_RANGE_HZ = (60, 400)  # pitch / click rate slider: male voice low end to child voice high end
 DEFAULT_F0_HZ = 125  # a typical male voice
@@ -62,7 +59,7 @@ class AppConfig:
   model_sizes: tuple = ("small",)  # the paper-size SEANet takes seconds per step on a CPU
   upload_max_bytes: int = 4_000_000
   upload_max_s: float = 10.0
-  cache_dir: str = str(DEFAULT_CACHE_DIR)
+  cache_dir: str = str(compile_cache.DEFAULT_DIR)
 
   @classmethod
   def from_env(cls, environ=None) -> "AppConfig":
@@ -84,7 +81,7 @@ class AppConfig:
                               f"comma-separated names among {', '.join(SEANET_SIZES)}"),
               "upload_max_bytes": ("DAL_UPLOAD_MAX_BYTES", int, count, "an integer >= 1"),
               "upload_max_s": ("DAL_UPLOAD_MAX_S", float, seconds, "seconds > 0"),
-              "cache_dir": ("DAL_JAX_CACHE_DIR", str, lambda v: True, "a folder")}
+              "cache_dir": (compile_cache.ENV_VAR, str, lambda v: True, "a folder")}
     values = {}
     for field, (variable, parse, ok, expected) in fields.items():
       if variable in environ:
@@ -95,20 +92,6 @@ class AppConfig:
         if values[field] is None or not ok(values[field]):
           raise ParameterError(f"{variable}: expected {expected}, got {environ[variable]!r}")
     return cls(**values)
-
-
-def enable_compilation_cache(cache_dir: str) -> bool:
-  """Keeps JAX's compiled programs in `cache_dir` unless a cache is already configured.
-
-  Returns:
-    True if this call turned the cache on.
-  """
-  if not cache_dir or jax.config.jax_compilation_cache_dir:
-    return False
-  Path(cache_dir).mkdir(parents=True, exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", cache_dir)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
-  return True
 
 
 class SAIExplorer(widgets.VBox):
@@ -247,7 +230,7 @@ def make_app(kind: str, *, config: AppConfig | None = None, compute=compute_modu
   if kind not in KINDS:
     raise ParameterError(f"kind: expected one of {KINDS}, got {kind!r}")
   config = AppConfig.from_env() if config is None else config
-  enable_compilation_cache(config.cache_dir)
+  compile_cache.enable(config.cache_dir)
   load_bokeh()
   limits = dict(upload_max_bytes=config.upload_max_bytes, upload_max_s=config.upload_max_s)
   if kind == "audiogram_explorer":

@@ -12,7 +12,8 @@ from test_workbench import WAIT_S, FakeCompute  # the shared fake science (tests
 
 from dal_widgets.errors import ParameterError
 from dal_widgets.ui import app as app_module
-from dal_widgets.ui.app import KINDS, AppConfig, SAIExplorer, enable_compilation_cache, make_app
+from dal_widgets.compile_cache import enable as enable_compilation_cache
+from dal_widgets.ui.app import KINDS, AppConfig, SAIExplorer, make_app
 from dal_widgets.ui.workbench import DAL, NALR, Workbench
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -1,0 +1,41 @@
+"""JAX's persistent compilation cache for the apps and the `dal` command line.
+
+Compiled programs are kept in a folder, so that a new process loads them instead of compiling
+them again: a fine-tune step takes about 13 s to compile on a 2-core CPU and under 1 s to load.
+Programs that run the CARFAC CPU kernel are cacheable through cochlea/host_call.py.
+"""
+import os
+import warnings
+from pathlib import Path
+
+import jax
+
+DEFAULT_DIR = Path.home() / ".cache" / "dal_widgets" / "jax"
+ENV_VAR = "DAL_JAX_CACHE_DIR"  # a folder; "" turns the cache off
+MIN_COMPILE_S = 0.5  # cache every program that took this long to compile (SAI: ~0.7 s)
+
+
+def folder(environ=None) -> str:
+  """The cache folder `ENV_VAR` names, DEFAULT_DIR when unset, "" when turned off."""
+  environ = os.environ if environ is None else environ
+  return environ.get(ENV_VAR, str(DEFAULT_DIR))
+
+
+def enable(cache_dir: str) -> bool:
+  """Keeps JAX's compiled programs in `cache_dir` unless a cache is already configured.
+
+  Returns:
+    True if this call turned the cache on (False, with a warning, when the folder cannot be
+    made).
+  """
+  if not cache_dir or jax.config.jax_compilation_cache_dir:
+    return False
+  try:
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+  except OSError as err:  # a read-only home: everything still works, only compiles again
+    warnings.warn(f"{ENV_VAR}: cannot use {cache_dir!r} ({err.strerror or err}); compiled "
+                  f"programs are not kept", RuntimeWarning, stacklevel=2)
+    return False
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
+  return True
