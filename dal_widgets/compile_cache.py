@@ -13,6 +13,9 @@ import jax
 DEFAULT_DIR = Path.home() / ".cache" / "dal_widgets" / "jax"
 ENV_VAR = "DAL_JAX_CACHE_DIR"  # a folder; "" turns the cache off
 MIN_COMPILE_S = 0.5  # cache every program that took this long to compile (SAI: ~0.7 s)
+# JAX drops the least recently used programs beyond this; a fine-tune step takes 0.7 MB, a session
+# of the hearing-aid lab about 1 MB in all (bench/RESULTS.md).
+MAX_BYTES = 1 << 30
 
 
 def folder(environ=None) -> str:
@@ -38,4 +41,5 @@ def enable(cache_dir: str) -> bool:
     return False
   jax.config.update("jax_compilation_cache_dir", cache_dir)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
+  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
   return True

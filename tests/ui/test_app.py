@@ -5,14 +5,12 @@ import pathlib
 from unittest import mock
 
 import ipywidgets
-import jax
 import nbformat
 import pytest
 from test_workbench import WAIT_S, FakeCompute  # the shared fake science (tests/ui is on sys.path)
 
 from dal_widgets.errors import ParameterError
 from dal_widgets.ui import app as app_module
-from dal_widgets.compile_cache import enable as enable_compilation_cache
 from dal_widgets.ui.app import KINDS, AppConfig, SAIExplorer, make_app
 from dal_widgets.ui.workbench import DAL, NALR, Workbench
 
@@ -117,18 +115,6 @@ def test_config_reads_the_environment_and_names_a_bad_variable():
       ("DAL_MODEL_SIZES", "small,huge", "comma-separated names among")]:
     with pytest.raises(ParameterError, match=f"^{variable}: expected {expected}.*got {value!r}"):
       AppConfig.from_env({variable: value})
-
-
-def test_compilation_cache_is_switched_on_once_and_never_over_a_configured_one(tmp_path):
-  assert not enable_compilation_cache("")
-  before = jax.config.jax_compilation_cache_dir
-  try:
-    jax.config.update("jax_compilation_cache_dir", None)
-    assert enable_compilation_cache(str(tmp_path / "cache"))
-    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
-    assert not enable_compilation_cache(str(tmp_path / "other"))
-  finally:
-    jax.config.update("jax_compilation_cache_dir", before)
 
 
 @pytest.mark.parametrize("kind", KINDS)
