@@ -86,8 +86,10 @@ PROBE = textwrap.dedent("""
     logger = logging.getLogger("jax._src.compiler")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(Hits())
-    jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+    from dal_widgets import compile_cache
+    assert compile_cache.enable(sys.argv[1])  # as the apps and the CLI do
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_raise_persistent_cache_errors", True)
     model = cf.design_carfac(cf.CarfacParams(sr=16000))
     def carfac_probe(x):
       return jax.grad(lambda x: jnp.mean(cf.run(x, *model, native=True, bm=False)[0].nap))(x)
