@@ -68,14 +68,15 @@ def main(argv=None):
   parser.add_argument("--apps", nargs="+", default=APPS, choices=APPS)
   parser.add_argument("--fine-tune", action="store_true",
                       help="only the hearing-aid lab: also time every stage and the first "
-                           "fine-tune step (what JAX's compilation cache, DAL_JAX_CACHE_DIR, saves)")
+                           "fine-tune step (what the compilation cache, DAL_JAX_CACHE_DIR, saves)")
   args = parser.parse_args(argv)
   if args.fine_tune:
     args.apps = ["hearing_aid_lab"]
   print(header("App load (page request -> first Bokeh canvas), Voila + headless chromium"))
   if not args.fine_tune:
     print(f"target <= {TARGET_S:.0f} s per app\n")
-    print("| app | runs | warm-up_s | median_s | p10 | p90 | target |\n|---|---|---|---|---|---|---|")
+    print("| app | runs | warm-up_s | median_s | p10 | p90 | target |\n"
+          "|---|---|---|---|---|---|---|")
   with tempfile.TemporaryDirectory() as tmp:
     log_path = pathlib.Path(tmp) / "voila.log"
     _run(args, log_path)

@@ -11,6 +11,8 @@ Every subcommand has --help. Errors in what the user gave (files, values) print 
 warnings print as one line too. An interrupted run exits with 130; in `dal train` the first
 Ctrl-C saves a checkpoint and stops (run the same command again to resume).
 Heavy modules (JAX, CARFAC, training) are imported inside the commands, so --help is quick.
+Compiled programs are kept for the next run in JAX's persistent cache (DAL_JAX_CACHE_DIR, default
+~/.cache/dal_widgets/jax; empty turns it off; see compile_cache.py).
 """
 import argparse
 import contextlib

@@ -1,4 +1,4 @@
-"""host_call: host functions inside jitted programs that JAX's persistent compilation cache keeps."""
+"""host_call: host functions inside jitted programs that JAX's persistent cache can keep."""
 import subprocess
 import sys
 import textwrap
