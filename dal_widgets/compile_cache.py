@@ -4,11 +4,15 @@ Compiled programs are kept in a folder, so that a new process loads them instead
 them again: a fine-tune step takes about 13 s to compile on a 2-core CPU and under 1 s to load.
 Programs that run the CARFAC CPU kernel are cacheable through cochlea/host_call.py.
 """
+import hashlib
 import os
 import warnings
 from pathlib import Path
 
 import jax
+import jaxlib.version
+
+from dal_widgets import cpu_cores
 
 DEFAULT_DIR = Path.home() / ".cache" / "dal_widgets" / "jax"
 ENV_VAR = "DAL_JAX_CACHE_DIR"  # a folder; "" turns the cache off
@@ -18,10 +22,18 @@ MIN_COMPILE_S = 0.5  # cache every program that took this long to compile (SAI: 
 MAX_BYTES = 1 << 30
 
 
+def default_folder() -> Path:
+  """DEFAULT_DIR/<this CPU and jaxlib>: XLA:CPU compiles for the CPU it runs on, so a home folder
+  shared by machines of other CPUs (a cluster) gets one cache per CPU type, and an upgraded jaxlib
+  starts a new one."""
+  key = hashlib.sha256(f"{cpu_cores.cpu_signature()}\0{jaxlib.version.__version__}".encode())
+  return DEFAULT_DIR / key.hexdigest()[:16]
+
+
 def folder(environ=None) -> str:
-  """The cache folder `ENV_VAR` names, DEFAULT_DIR when unset, "" when turned off."""
+  """The cache folder `ENV_VAR` names, default_folder() when unset, "" when turned off."""
   environ = os.environ if environ is None else environ
-  return environ.get(ENV_VAR, str(DEFAULT_DIR))
+  return environ[ENV_VAR] if ENV_VAR in environ else str(default_folder())
 
 
 def enable(cache_dir: str) -> bool:

@@ -9,11 +9,23 @@ the machine has an NVIDIA GPU (JAX then computes there; JAX_PLATFORMS without "c
 DAL_CPU_DEVICES=N chooses the count (1 leaves JAX as it is).
 """
 import os
+import platform
 import sys
 
 ENV_VAR = "DAL_CPU_DEVICES"
 XLA_FLAG = "--xla_force_host_platform_device_count"
 NVIDIA_DEVICE = "/dev/nvidiactl"  # present wherever an NVIDIA driver serves a GPU
+
+
+def cpu_signature() -> str:
+  """The machine type and the CPU's feature flags: code compiled for this CPU runs where they
+  are the same (keys of the kernel build and of the compilation cache folder)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = next(line for line in f if line.startswith(("flags", "Features")))
+  except (OSError, StopIteration):
+    flags = platform.processor()
+  return platform.machine() + flags.strip()
 
 
 def usable_cores() -> int:

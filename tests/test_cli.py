@@ -22,6 +22,13 @@ def _clip_path():
   return importlib.resources.files("dal_widgets") / "data" / "clips" / f"{CLIP}.flac"
 
 
+@pytest.fixture(autouse=True)
+def no_compilation_cache(monkeypatch):
+  """The CLI switches on JAX's persistent cache for the whole process: not in tests (as the apps'
+  tests do, tests/ui/test_app.py); tests/test_compile_cache.py covers it in subprocesses."""
+  monkeypatch.setenv("DAL_JAX_CACHE_DIR", "")
+
+
 @pytest.fixture(scope="module")
 def ear_file(tmp_path_factory):
   """A fitted-ear file without the minute-long fit: uniform OHC and IHC losses."""

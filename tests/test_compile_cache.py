@@ -40,7 +40,9 @@ def test_a_folder_that_cannot_be_made_warns_and_leaves_the_cache_off(tmp_path):
 
 
 def test_the_folder_comes_from_the_environment():
-  assert compile_cache.folder({}) == str(compile_cache.DEFAULT_DIR)
+  default = compile_cache.default_folder()
+  assert default.parent == compile_cache.DEFAULT_DIR and default == compile_cache.default_folder()
+  assert compile_cache.folder({}) == str(default)
   assert compile_cache.folder({"DAL_JAX_CACHE_DIR": "/x"}) == "/x"
   assert compile_cache.folder({"DAL_JAX_CACHE_DIR": ""}) == ""
 

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sysconfig
@@ -82,15 +81,6 @@ def _defines() -> str:
   lines += [f"#define ROW_{name.upper()} {i}" for i, name in enumerate(STATE_ROWS)]
   lines += [f"#define SC_{name.upper()} {i}" for i, name in enumerate(SCALARS)]
   return "\n".join(lines) + "\n"
-
-
-def _cpu_signature() -> str:
-  try:
-    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith(("flags", "Features")))
-  except (OSError, StopIteration):
-    flags = platform.processor()
-  return platform.machine() + flags
 
 
 def _cache_dir() -> Path:
@@ -162,7 +152,7 @@ def library():
   source = _defines() + SOURCE.read_text()
   include = _ffi_include()
   ffi = [HOST_CALL_SOURCE.read_text(), (Path(include) / FFI_HEADER).read_text()] if include else []
-  key = hashlib.sha256("\0".join([source, *ffi, cc, *CFLAGS, *LDFLAGS, _cpu_signature()]).encode())
+  key = hashlib.sha256("\0".join([source, *ffi, cc, *CFLAGS, *LDFLAGS, cpu_cores.cpu_signature()]).encode())
   key = key.hexdigest()
   out = _cache_dir() / f"carfac_kernel_{key[:16]}.so"
   try:

@@ -59,7 +59,7 @@ class AppConfig:
   model_sizes: tuple = ("small",)  # the paper-size SEANet takes seconds per step on a CPU
   upload_max_bytes: int = 4_000_000
   upload_max_s: float = 10.0
-  cache_dir: str = str(compile_cache.DEFAULT_DIR)
+  cache_dir: str = dataclasses.field(default_factory=lambda: str(compile_cache.default_folder()))
 
   @classmethod
   def from_env(cls, environ=None) -> "AppConfig":
