@@ -11,9 +11,12 @@ the trim threshold keeps freed heap memory for the next call. Both are `keep_byt
 process keeps is then at most what it has just used, and at most an eighth of the machine's memory.
 
 Only the main thread's heap (glibc's main arena) grows past 64 MiB blocks: in other threads, blocks
-that large are always mapped afresh. `tune()` runs when the CARFAC kernel loads
-(cochlea/native.py); it changes the whole process's malloc, so DAL_MALLOC_TUNING=0 leaves it as it
-is. Not glibc (macOS, musl): nothing is done.
+that large are always mapped afresh. So `execute_in_calling_thread()` also turns JAX's asynchronous
+CPU dispatch off: a program then runs, and allocates, in the thread that calls it. `tune()` runs
+when the CARFAC kernel loads and `execute_in_calling_thread()` when cochlea/native.py is imported
+(before JAX makes its CPU client, in the usual order of imports); both change the whole process,
+so DAL_MALLOC_TUNING=0 leaves malloc and JAX as they are. Not glibc (macOS, musl): malloc is left
+as it is.
 """
 import ctypes
 import ctypes.util
@@ -60,3 +63,19 @@ def tune() -> bool:
   done = bool(mallopt(M_MMAP_THRESHOLD, keep)) and bool(mallopt(M_TRIM_THRESHOLD, keep))
   log.debug("glibc %s malloc thresholds set: %s", gnu_get_libc_version().decode(), done)
   return done
+
+
+def execute_in_calling_thread() -> bool:
+  """Turns JAX's asynchronous dispatch on the CPU off (`jax_cpu_enable_async_dispatch`); acts only
+  before JAX makes its CPU client. With it on, XLA runs each program in a worker thread, where the
+  thresholds do not act on its temporary buffer: a training step of 4 x 1 s faulted in 107,000
+  pages at every call and took 410 instead of 315 ms (bench/RESULTS.md). Programs that called the
+  CARFAC kernel through a Python callback ran in the calling thread anyway. True when it did."""
+  if os.environ.get(ENV_VAR, "1") == "0":
+    return False
+  import jax  # here: `dal_widgets` itself does not import JAX (cpu_cores.py)
+  try:
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+  except (AttributeError, KeyError, ValueError):  # a JAX without this option: nothing to do
+    return False
+  return True

@@ -90,3 +90,14 @@ def test_the_thresholds_keep_a_batch_and_bound_what_is_kept():
   assert batch_outputs < malloc_tuning.MIN_KEEP_BYTES <= keep <= malloc_tuning.MALLOPT_MAX
   ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   assert keep <= max(malloc_tuning.MIN_KEEP_BYTES, ram / 8)
+
+
+ASYNC_DISPATCH = ("import dal_widgets.cochlea, jax; "
+                  "print(jax.config.values['jax_cpu_enable_async_dispatch'])")
+
+
+@pytest.mark.parametrize("tuning,expected", [("1", "False"), ("0", "True")])
+def test_importing_the_cochlea_runs_cpu_programs_in_the_calling_thread(tuning, expected):
+  """Asynchronous dispatch would run the step above in a worker thread, where its buffer is mapped
+  afresh at every call whatever the thresholds; DAL_MALLOC_TUNING=0 leaves JAX's default."""
+  assert _run(ASYNC_DISPATCH, tuning) == [expected]

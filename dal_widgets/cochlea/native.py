@@ -41,6 +41,7 @@ from dal_widgets.cochlea import ihc as ihc_lib
 from dal_widgets.errors import ParameterError
 
 log = logging.getLogger(__name__)
+malloc_tuning.execute_in_calling_thread()  # before JAX's CPU client exists, where possible
 
 SOURCE = Path(__file__).with_name("native") / "carfac_kernel.c"
 HOST_CALL_SOURCE = SOURCE.with_name("host_call.c")
