@@ -110,3 +110,17 @@ def test_a_program_that_runs_the_kernel_is_reused_from_the_cache_by_a_new_proces
   assert list(tmp_path.glob("jit_carfac_probe-*")), "the program was not written to the cache"
   assert (hits1, hits2) == ("0", "1")
   assert first == second and float(first) > 0
+
+
+def test_without_jaxlibs_ffi_headers_the_kernel_builds_without_the_handler(tmp_path, monkeypatch):
+  monkeypatch.setenv("DAL_NATIVE_CACHE", str(tmp_path))
+  monkeypatch.setattr(native, "_ffi_include", lambda: None)
+  native.library.cache_clear()
+  try:
+    lib = native.library()
+    assert lib is not None and hasattr(lib, "carfac_forward_f32")
+    assert not hasattr(lib, "dal_host_call")  # so host_call.install(lib) would refuse it
+  finally:
+    monkeypatch.undo()
+    native.library.cache_clear()
+  assert hasattr(native.library(), "dal_host_call")
