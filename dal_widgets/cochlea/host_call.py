@@ -76,6 +76,7 @@ def install(lib) -> bool:
 
 
 def installed() -> bool:
+  """Whether `install` has succeeded in this process (then `call` works)."""
   return bool(_installed)
 
 
