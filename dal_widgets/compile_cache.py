@@ -16,7 +16,10 @@ from dal_widgets import cpu_cores
 
 DEFAULT_DIR = Path.home() / ".cache" / "dal_widgets" / "jax"
 ENV_VAR = "DAL_JAX_CACHE_DIR"  # a folder; "" turns the cache off
-MIN_COMPILE_S = 0.5  # cache every program that took this long to compile (SAI: ~0.7 s)
+# Cache every program that took this long to compile. The hearing-aid lab compiles 44 programs
+# at load, 4 of them between 0.1 and 0.5 s (SAI, NAL-R response, CARFAC); keeping those too brings
+# its load with a warm cache from 6.4-7.2 to 4.7-4.9 s (10 entries, 0.26 MB; bench/RESULTS.md).
+MIN_COMPILE_S = 0.1
 # JAX drops the least recently used programs beyond this; a fine-tune step takes 0.7 MB, a session
 # of the hearing-aid lab about 1 MB in all (bench/RESULTS.md).
 MAX_BYTES = 1 << 30
