@@ -12,14 +12,11 @@ traced function; `fn(payload, outs, args)` receives the payload string, the resu
 write and the argument buffers (numpy arrays, leading batch axes under `vmap`).
 """
 import ctypes
-import logging
 import math
 from typing import Callable
 
 import jax
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 TARGET = "dal_host_call"  # the FFI target name programs refer to (stable across processes)
 SEPARATOR = "\n"  # between the handler name and its payload in the string attribute
