@@ -17,3 +17,15 @@ def has_nonfinite(x) -> bool:
     with jax.ensure_compile_time_eval():
       return not bool(jnp.all(jnp.isfinite(x)))
   return not bool(np.all(np.isfinite(x)))
+
+
+def overflows(x, dtype) -> bool:
+  """True when the concrete, finite array `x` holds values beyond the range of the float `dtype`
+  (they would become inf when cast to it); False for traced values, as in `has_nonfinite`."""
+  if isinstance(x, jax.core.Tracer):
+    return False
+  limit = float(np.finfo(dtype).max)
+  if isinstance(x, jax.Array):
+    with jax.ensure_compile_time_eval():
+      return bool(jnp.max(jnp.abs(x)) > limit)
+  return bool(np.max(np.abs(x)) > limit)

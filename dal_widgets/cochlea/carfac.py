@@ -26,7 +26,7 @@ from dal_widgets.cochlea import ihc as ihc_lib
 from dal_widgets.cochlea import native as native_lib
 from dal_widgets.cochlea import synapse as syn_lib
 from dal_widgets.errors import ParameterError
-from dal_widgets.finite import has_nonfinite
+from dal_widgets.finite import has_nonfinite, overflows
 from dal_widgets.pytree import pytree_dataclass
 
 SR_MIN_HZ, SR_MAX_HZ = 8000.0, 48000.0  # design range we test (channel counts 65 @16k .. 84 @48k)
@@ -109,11 +109,17 @@ def compiler_options(backend: Optional[str] = None) -> dict:
 
 
 def design_carfac(params: CarfacParams = CarfacParams(), *, dtype=jnp.float32) -> Carfac:
-  """Designs CARFAC for `params` (plain Python; float64 design arithmetic).
+  """Designs CARFAC for `params` (plain Python; float64 design arithmetic). Its arrays are
+  concrete even when called inside `jax.jit`, so a design can be cached and reused anywhere.
 
   Raises:
     ParameterError: unknown style or a sample rate outside 8000..48000 Hz.
   """
+  with jax.ensure_compile_time_eval():
+    return _design_carfac(params, dtype)
+
+
+def _design_carfac(params: CarfacParams, dtype) -> Carfac:
   if params.style not in STYLES:
     raise ParameterError(f"style must be one of {sorted(STYLES)}, got {params.style!r}")
   if isinstance(params.sr, bool) or not isinstance(params.sr, (int, float, np.integer, np.floating)):
@@ -147,11 +153,20 @@ def init_state(hypers: CarfacHypers, coeffs: CarfacCoeffs) -> CarfacState:
 
 
 def make_weights(hypers: CarfacHypers, *, ohc_health=1.0, ihc_gain=1.0, dtype=jnp.float32):
-  """CarfacWeights from scalars or [n_ch] arrays (validated when concrete: values in [0, 1])."""
+  """CarfacWeights from scalars or [n_ch] arrays; traced values too (e.g. `jax.grad` with respect
+  to `ohc_health`). Concrete values are validated: numbers in [0, 1]."""
   def full(name, v):
-    if np.asarray(v).dtype.kind not in "biuf":
+    if not hasattr(v, "dtype"):
+      try:
+        v = np.asarray(v)
+      except ValueError as err:  # a ragged list
+        raise ParameterError(f"{name} must be a number or an array of numbers in [0, 1], "
+                             f"got {v!r}") from err
+    if np.dtype(v.dtype).kind not in "biuf":
       raise ParameterError(f"{name} must be numbers in [0, 1], got {v!r}")
-    v = jnp.broadcast_to(jnp.asarray(v, dtype), (hypers.n_ch,)) if np.ndim(v) == 0 else jnp.asarray(v, dtype)
+    v = jnp.asarray(v, dtype)
+    if v.ndim == 0:
+      v = jnp.broadcast_to(v, (hypers.n_ch,))
     if v.shape != (hypers.n_ch,):
       raise ParameterError(f"{name} must be a scalar or shape ({hypers.n_ch},), got shape {v.shape}")
     return v
@@ -184,19 +199,27 @@ def check_parts(hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeigh
                            f"Hz) has {hypers.n_ch} channels; use parts of one design_carfac call")
 
 
-def check_input(x, hypers: Optional[CarfacHypers] = None, sr: Optional[float] = None) -> None:
-  """Raises ParameterError for input CARFAC cannot run: not 1-D, empty, NaN/inf (when concrete),
-  or a sample rate `sr` different from the design rate."""
+def check_input(x, hypers: Optional[CarfacHypers] = None, sr: Optional[float] = None,
+                dtype=None) -> None:
+  """Raises ParameterError for input CARFAC cannot run: not 1-D, empty, not real numbers,
+  NaN/inf or beyond the range of the float `dtype` it is run in (when concrete), or a sample rate
+  `sr` different from the design rate."""
   ndim = np.ndim(x)
   if ndim != 1:
     raise ParameterError(f"x must be a mono waveform of shape (n_samp,), got shape {np.shape(x)}; "
                          "batch with jax.vmap")
   if np.shape(x)[0] == 0:
     raise ParameterError("x is empty (0 samples)")
+  x_dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
+  if x_dtype.kind not in "biuf":
+    raise ParameterError(f"x must hold real numbers (samples), got dtype {x_dtype.name}")
   if sr is not None and hypers is not None and float(sr) != hypers.sr:
     raise ParameterError(f"sr={sr} Hz differs from the design rate {hypers.sr} Hz; resample first")
   if has_nonfinite(x):
     raise ParameterError("x contains NaN or inf samples")
+  if dtype is not None and overflows(x, dtype):
+    raise ParameterError(f"x holds samples beyond the {np.dtype(dtype).name} range (CARFAC units: "
+                         "rms 1.0 is 100 dB SPL, see dal_widgets.audio.calibration)")
 
 
 def _sample(x_t, ramp_t, coeffs: CarfacCoeffs, weights: CarfacWeights, car, ihc, syn, linear):
@@ -299,7 +322,7 @@ def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
     ParameterError: x not 1-D, empty, non-finite; parts of another design; weights outside
       [0, 1] (checks on concrete values).
   """
-  check_input(x, hypers)
+  check_input(x, hypers, dtype=coeffs.car.r1.dtype)
   check_parts(hypers, coeffs, weights, state)
   check_weights(weights)
   x = jnp.asarray(x, coeffs.car.r1.dtype)

@@ -41,7 +41,7 @@ def check_memory(n_samp: int, hypers: carfac.CarfacHypers, itemsize: int = 4, *,
 @functools.lru_cache(maxsize=16)
 def designed(sr: float, style: str = "v3") -> carfac.Carfac:
   """The default CARFAC design for `sr` (Hz) and `style`, cached."""
-  return carfac.design_carfac(carfac.CarfacParams(sr=float(sr), style=style))
+  return carfac.design_carfac(carfac.CarfacParams(sr=sr, style=style))
 
 
 @functools.lru_cache(maxsize=16)
@@ -72,8 +72,15 @@ def cochleagram(x, sr: float, *, style: str = "v3", ohc_health=1.0, ihc_gain=1.0
     ParameterError: bad input, sample rate or weights, or too long to fit in memory.
   """
   hypers, coeffs, _, state = designed(sr, style)
-  carfac.check_input(x, hypers)
+  if not isinstance(x, jax.Array):
+    x = np.asarray(x)  # a list is one waveform, not a pytree of samples
+  carfac.check_input(x, hypers, dtype=coeffs.car.r1.dtype)
   check_memory(int(np.shape(x)[0]), hypers, bm=bm)
   weights = carfac.make_weights(hypers, ohc_health=ohc_health, ihc_gain=ihc_gain)
-  out, _ = jitted_run(hypers, linear, bm)(x, coeffs=coeffs, weights=weights, state=state)
+  if any(isinstance(v, jax.core.Tracer) for v in (x, weights.ohc_health, weights.ihc_gain)):
+    # Inside jit, grad or vmap: run in the caller's trace (compiler options are top-level only).
+    run = partial(carfac.run, hypers=hypers, linear=linear, bm=bm)
+  else:
+    run = jitted_run(hypers, linear, bm)
+  out, _ = run(x, coeffs=coeffs, weights=weights, state=state)
   return out

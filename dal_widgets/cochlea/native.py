@@ -6,8 +6,8 @@ function inside the program (host_call.py; `jax.experimental.buffer_callback` wh
 the XLA FFI headers): the same model sample by sample (the ripple as a serial loop over
 channels), with a hand-written adjoint under `jax.custom_vjp`, so `jit`, `vmap` and `grad` work
 as before.
-Gradients reach the input, `ohc_health`, `ihc_gain` and the initial state; designed coefficients
-are constants here (run with `native=False` to differentiate them).
+Gradients reach the input, `ohc_health`, `ihc_gain` and the initial state; asking for one with
+respect to the designed coefficients raises ParameterError (run with `native=False` for those).
 
 The C source is compiled on first use with the system C compiler into a per-user cache
 (`DAL_NATIVE_CACHE`, default ~/.cache/dal_widgets) and loaded with ctypes; without a compiler the
@@ -268,7 +268,7 @@ def pack(coeffs, weights, state, use_synapse: bool):
        s(ihc.in1_rate), s(ihc.out2_rate), s(ihc.in2_rate), s(ihc.output_gain), s(ihc.rest_output),
        s(ihc.rest_cap1), *syn_scalars, s(agc.detect_scale), s(agc.stage_gain)])
   agc_coeffs = jnp.concatenate([agc.epsilon, jnp.reshape(agc.fir, (-1,))])
-  consts = jax.tree.map(jax.lax.stop_gradient, (coef, scalars, agc_coeffs))
+  consts = (coef, scalars, agc_coeffs)
   w = jnp.stack([weights.ohc_health, weights.ihc_gain])
   sstate = state.syn
   rows = [state.car.z1, state.car.z2, state.car.za, state.car.zb, state.car.g,
@@ -517,6 +517,10 @@ def _run(spec, x, consts, w, state_rows, agc_rows, count):
 
 def _run_fwd(spec, x, consts, w, state_rows, agc_rows, count):
   primal = lambda a: isinstance(a, custom_derivatives.CustomVJPPrimal)  # symbolic_zeros wraps
+  if any(a.perturbed for a in jax.tree.leaves(consts, is_leaf=primal)):
+    raise ParameterError("gradients with respect to CARFAC's designed coefficients need the "
+                         "pure-JAX loop: carfac.run(..., native=False); the CPU kernel "
+                         "differentiates the input, the weights and the state")
   x, consts, w, state_rows, agc_rows, count = jax.tree.map(
       lambda a: a.value, (x, consts, w, state_rows, agc_rows, count), is_leaf=primal)
   out = _forward_callback(spec, True, x, consts, w, state_rows, agc_rows, count)

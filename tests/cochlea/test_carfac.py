@@ -1,4 +1,5 @@
 """CARFAC: golden parity, streaming, batching, gradients, known answers and input errors."""
+import dataclasses
 from functools import partial
 
 import jax
@@ -236,6 +237,9 @@ def test_gradients_are_finite(kind, native):
     (np.zeros(0, np.float32), "empty"),
     (np.array([0.0, np.nan, 0.0], np.float32), "NaN"),
     (np.array([0.0, np.inf], np.float32), "NaN or inf"),
+    (np.array([0.0, 1e300]), "beyond the float32 range"),  # finite, but inf once run in float32
+    (np.ones(10, complex), "real numbers .* complex128"),
+    (["a", "b"], "real numbers"),
 ])
 def test_bad_input_raises(x, match):
   with pytest.raises(ParameterError, match=match):
@@ -283,6 +287,48 @@ def test_parts_of_another_design_raise(part, native):
   batched = jax.vmap(lambda x: cf.run(x, *parts, native=native)[0].nap)
   with pytest.raises(ParameterError, match="65 channels"):
     batched(np.zeros((2, 100), np.float32))
+
+
+def test_a_list_is_one_waveform():
+  samples = list(0.01 * np.sin(np.arange(400) / 5))
+  np.testing.assert_array_equal(designs.cochleagram(samples, 16000).nap,
+                                designs.cochleagram(np.asarray(samples), 16000).nap)
+
+
+def test_a_design_first_made_inside_jit_stays_usable_outside():
+  sr = 12345.0  # a rate no other test designs, so that the cache is filled inside the trace
+  nap = jax.jit(lambda x: cf.run(x, *designs.designed(sr))[0].nap)(np.zeros(64, np.float32))
+  model = designs.designed(sr)
+  assert not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(model))
+  np.testing.assert_array_equal(designs.cochleagram(np.zeros(64, np.float32), sr).nap, nap)
+
+
+def test_cochleagram_runs_inside_jit_grad_and_vmap():
+  x = jnp.asarray(0.05 * np.sin(2 * np.pi * 1000 * np.arange(800) / 16000), jnp.float32)
+  eager = designs.cochleagram(x, 16000, ohc_health=0.5, bm=False).nap
+  jitted = jax.jit(lambda x: designs.cochleagram(x, 16000, ohc_health=0.5, bm=False).nap)(x)
+  np.testing.assert_allclose(jitted, eager, atol=1e-6)
+  mean_nap = lambda h: designs.cochleagram(x, 16000, ohc_health=h, bm=False).nap.mean()
+  eps = 1e-2  # float32: the mean NAP moves ~1e-3 across 2 eps, 1e-7 of rounding
+  fd = (mean_nap(0.5 + eps) - mean_nap(0.5 - eps)) / (2 * eps)
+  np.testing.assert_allclose(jax.grad(mean_nap)(0.5), fd, rtol=2e-3)
+  np.testing.assert_allclose(jax.vmap(mean_nap)(jnp.array([0.2, 0.5])),
+                             [mean_nap(0.2), mean_nap(0.5)], rtol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the kernel is CPU-only")
+def test_the_kernel_refuses_gradients_for_coefficients_the_jax_loop_gives_them():
+  hypers, coeffs, weights, state = designs.designed(16000)
+  x = jnp.asarray(0.01 * np.random.default_rng(6).standard_normal(200), jnp.float32)
+
+  def loss(r1, native):
+    changed = dataclasses.replace(coeffs, car=dataclasses.replace(coeffs.car, r1=r1))
+    return cf.run(x, hypers, changed, weights, state, native=native)[0].nap.sum()
+  with pytest.raises(ParameterError, match="designed coefficients need .* native=False"):
+    jax.grad(loss)(coeffs.car.r1, True)
+  assert np.abs(jax.grad(loss)(coeffs.car.r1, False)).max() > 0
+  # Gradients for the input and the weights alone still take the kernel.
+  jax.grad(lambda x: cf.run(x, hypers, coeffs, weights, state, native=True)[0].nap.sum())(x)
 
 
 def test_a_cochleagram_too_large_for_memory_raises_before_running(monkeypatch):

@@ -1,25 +1,46 @@
-"""Tests of dal_widgets.hearing.simulator: normal = identity, threshold, recruitment."""
+"""Tests of dal_widgets.hearing.simulator: normal = identity, threshold, recruitment, levels."""
 import numpy as np
 import pytest
 
 from dal_widgets.audio.calibration import rms, rms_to_db_spl, tone_amplitude
 from dal_widgets.errors import AudioError, ParameterError
-from dal_widgets.hearing.audiogram import Audiogram
+from dal_widgets.hearing.audiogram import Audiogram, reference_threshold_db_spl
 from dal_widgets.hearing.presets import NORMAL, preset
-from dal_widgets.hearing.simulator import simulate_hearing_loss
+from dal_widgets.hearing.simulator import (DEFAULT_OHC_FRACTION, RECRUITMENT_COMPLETE_DB_SPL,
+                                           simulate_hearing_loss)
 
 SR = 16000  # Hz
 DURATION_S = 0.5
 LOSS_TOLERANCE_DB = 5.0  # brief: a soft tone loses "about" the dB HL loss; the window, smearing and
-#                          off-centre bins shift it by 1-2 dB (measured 40.7 dB for 40 dB HL)
+#                          off-centre bins shift it by 1-2 dB (measured 39.8 dB for 40 dB HL)
 MIN_RECRUITMENT_DB = 10.0  # a 90 dB SPL tone must lose at least this much less than a 45 dB one
 NEAR_IDENTITY_ATOL = 1e-6  # STFT -> ISTFT with unit gains: float64 round-off, then float32
 FLAT_40 = Audiogram([250, 8000], [40, 40], name="flat 40")
+FLAT_20 = Audiogram([250, 8000], [20, 20], name="flat 20")
+MODEL_TOLERANCE_DB = 1.0  # a steady tone's level vs the module docstring's step-5 formula; the
+#                           smeared skirts' extra expansion puts it ~0.3 dB low at 20 dB HL
+BIN_INVARIANCE_DB = 0.5  # spread of one tone's level over bin positions and sample rates (the
+#                          original-phase resynthesis gave 5-6 dB)
 
 
 def _tone(freq_hz, level_db_spl, duration_s=DURATION_S, sr=SR):
   t = np.arange(int(duration_s * sr)) / sr
   return (tone_amplitude(level_db_spl) * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def _mid_level_db_spl(y):
+  """Level in dB SPL over the middle half (away from the edges)."""
+  mid = slice(len(y) // 4, 3 * len(y) // 4)
+  return float(rms_to_db_spl(float(rms(y[mid]))))
+
+
+def _model_level_db_spl(freq_hz, level_db_spl, loss_db):
+  """Step 5 of the module docstring for a tone at the band level of its own frequency, dB SPL."""
+  ohc_db = DEFAULT_OHC_FRACTION * loss_db  # below the 60 dB cap here
+  top = RECRUITMENT_COMPLETE_DB_SPL
+  headroom = top - float(reference_threshold_db_spl(freq_hz))
+  expansion = headroom / (headroom - ohc_db)
+  return top - (top - (level_db_spl - (loss_db - ohc_db))) * expansion
 
 
 def _attenuation_db(x, y):
@@ -78,14 +99,39 @@ def test_sloping_loss_attenuates_high_tone_more():
   assert high > low + 40.0
 
 
-def test_smearing_spreads_a_tone_across_frequency():
-  x = _tone(2000, 80)
-  y = simulate_hearing_loss(x, SR, Audiogram([2000], [60]))
-  freqs = np.fft.rfftfreq(len(x), 1 / SR)
+# 2000 Hz sits on an STFT bin centre at 16 kHz; 2010 Hz and 22.05 kHz put it between centres.
+@pytest.mark.parametrize("freq_hz, sr", [(2000, SR), (2010, SR), (2000, 22050)])
+def test_smearing_spreads_a_tone_across_frequency(freq_hz, sr):
+  x = _tone(freq_hz, 80, sr=sr)
+  y = simulate_hearing_loss(x, sr, Audiogram([2000], [60]))
+  freqs = np.fft.rfftfreq(len(x), 1 / sr)
   def spread_hz(z):
     power = np.abs(np.fft.rfft(z * np.hanning(len(z)))) ** 2
-    return np.sqrt(np.sum(power * (freqs - 2000.0) ** 2) / np.sum(power))
+    return np.sqrt(np.sum(power * (freqs - freq_hz) ** 2) / np.sum(power))
   assert spread_hz(y) > 5 * spread_hz(x)
+
+
+# 31.25 Hz bins at 16 kHz: 1000 and 3000 Hz on a bin centre, 2984.375 Hz half-way, others between.
+@pytest.mark.parametrize("freq_hz", [500.0, 1000.0, 1013.0, 2984.375, 3000.0, 3010.0, 6007.0])
+def test_tone_level_matches_model_on_and_off_bin_centres(freq_hz):
+  y = simulate_hearing_loss(_tone(freq_hz, 70), SR, FLAT_20)
+  assert _mid_level_db_spl(y) == pytest.approx(_model_level_db_spl(freq_hz, 70, 20),
+                                               abs=MODEL_TOLERANCE_DB)
+
+
+@pytest.mark.parametrize("sr", [8000, 11025, 16000, 22050, 32000, 44100, 48000])
+def test_tone_level_matches_model_at_any_sample_rate(sr):
+  y = simulate_hearing_loss(_tone(3000, 70, sr=sr), sr, FLAT_20)
+  assert _mid_level_db_spl(y) == pytest.approx(_model_level_db_spl(3000, 70, 20),
+                                               abs=MODEL_TOLERANCE_DB)
+
+
+def test_tone_level_does_not_depend_on_bin_position():
+  # Larger loss, so more smearing: the level must still not depend on where the bins fall.
+  levels = [_mid_level_db_spl(simulate_hearing_loss(_tone(freq_hz, 70, sr=sr), sr, FLAT_40))
+            for freq_hz, sr in [(3000, SR), (3010, SR), (2984.375, SR), (3000, 11025),
+                                (3000, 44100)]]
+  assert max(levels) - min(levels) < BIN_INVARIANCE_DB
 
 
 @pytest.mark.parametrize("n_samples, sr", [(1, SR), (100, SR), (SR + 7, SR), (4410, 44100)])
