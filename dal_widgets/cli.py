@@ -43,6 +43,7 @@ NOISE_KINDS = ("babble", "speech_shaped", "white")  # loop.config.NOISE_KINDS
 CONFIG_NAMES = ("widget", "default", "paper")  # loop.config.PRESETS
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # audio.io.FORMATS
 MAX_EVAL_CLIPS = 1000  # loop.config.MAX_EVAL_CLIPS
+FEW_RECORDINGS = 10  # fewer held-out recordings than this: the evaluation says its intervals are wide
 
 
 class UsageError(DalError):
@@ -514,9 +515,13 @@ def _evaluation_text(table):
   if len(table.systems) < 2:
     return text
   system = table.systems[-1]
-  return (f"{text}\n{system} minus each other system, clip by clip ({paired.CONFIDENCE:.0%} "
-          f"intervals; an interval that holds 0 means no clear difference):\n\n"
-          f"{paired.to_markdown(paired.differences(table, system))}")
+  diffs = paired.differences(table, system)
+  n = max(diff.n for diff in diffs)
+  few = (f" Only {n} held-out recordings: the intervals are wide; a corpus with more held-out "
+         "recordings gives firmer answers." if n < FEW_RECORDINGS else "")
+  return (f"{text}\n{system} minus each other system, per held-out recording (its crops and SNRs "
+          f"averaged first; {paired.CONFIDENCE:.0%} intervals; an interval that holds 0 means no "
+          f"clear difference).{few}\n\n{paired.to_markdown(diffs)}")
 
 
 def _evaluation_clips(sr, snrs_db, n_clips, clip_s, noise, cfg):
@@ -614,8 +619,8 @@ def build_parser():
                      description="Evaluate hearing-aid systems on held-out noisy speech: NAP L1 "
                                  "and correlation, SAI L1, SI-SDR, STOI, ESTOI (and HASPI v2 "
                                  "when pyclarity is installed): the mean per system, then the "
-                                 "last system (DAL) minus each other one, clip by clip, with 95% "
-                                 "confidence intervals.")
+                                 "last system (DAL) minus each other one, per held-out "
+                                 "recording, with 95% confidence intervals.")
   p.add_argument("--checkpoint", type=Path, action="append", default=None, metavar="PATH",
                  help="training folder or checkpoint file of a DAL model (default: the "
                       "bundled one, if any); repeat it to compare aids: the last one is "

@@ -59,7 +59,7 @@ def main():
         f"{level(y[-edge:])} dB SPL in the first / last {EDGE_S * 1000:.0f} ms; strongest "
         f"checkerboard tone {strongest(line_levels_db_spl(y, sr), freqs)}")
   clips = data.evaluation_clips(cfg.data, snrs_db=(0.0, 5.0), n_clips=6, clip_s=args.seconds)
-  added = [train.enhance(params, model, noisy) - noisy for noisy, _, _ in clips]
+  added = [train.enhance(params, model, noisy) - noisy for noisy, *_ in clips]
   levels = np.mean([line_levels_db_spl(d, sr) for d in added], axis=0)
   print(f"held-out speech at 65 dB SPL ({len(clips)} clips): strongest checkerboard tone added "
         f"{strongest(levels, freqs)}")

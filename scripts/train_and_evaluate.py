@@ -83,7 +83,8 @@ def main():
   text = (f"listener {args.preset}, config {args.config}, {result.steps_done} steps of batch "
           f"{cfg.batch_size} in {train_s:.0f} s on {device}; {len(clips)} held-out clips "
           f"({args.clip_s:g} s) at SNR {args.snr} dB\n\n{table.to_markdown()}\n"
-          f"DAL minus each other system, clip by clip ({paired.CONFIDENCE:.0%} intervals):\n\n"
+          f"DAL minus each other system, per held-out recording ({paired.CONFIDENCE:.0%} "
+          f"intervals):\n\n"
           f"{paired.to_markdown(paired.differences(table, 'DAL'))}")
   ev.write_text_atomic(args.out / "results.md", text)
   print(text)

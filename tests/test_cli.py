@@ -423,7 +423,7 @@ def test_evaluate_markdown_file_holds_the_means_and_the_paired_differences(tmp_p
   text = out.read_text()
   assert text == capsys.readouterr().out
   assert text.startswith(table.to_markdown())
-  assert "| DAL | unprocessed | stoi | +0.1 | [+0.1, +0.1] | 0 | 3 | better |" in text
+  assert "| DAL | unprocessed | stoi | +0.1 | [+0.1, +0.1] | 0 | 3 | 3 | better |" in text
 
 
 @pytest.mark.slow  # compiles the training step (~20-60 s on 2 cores)
@@ -521,10 +521,12 @@ def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys, monkeypatc
                    "--clip-s", "0.5", "--noise", "white", "--out", str(out)]) == 0
   printed = capsys.readouterr().out
   assert "| unprocessed | 5 | 1 |" in printed and "| NAL-R+WDRC | all | 1 |" in printed
-  # then the last system minus the others, clip by clip: one clip gives no interval
-  assert "NAL-R+WDRC minus each other system, clip by clip (95% intervals" in printed
+  # then the last system minus the others per recording: one clip gives no interval, and the
+  # text says how few recordings there are
+  assert "NAL-R+WDRC minus each other system, per held-out recording" in printed
+  assert "Only 1 held-out recordings: the intervals are wide" in printed
   assert "| NAL-R+WDRC | unprocessed | nap_l1 | " in printed
-  assert printed.rstrip().endswith("| n/a | n/a | 1 | no clear difference |")
+  assert printed.rstrip().endswith("| n/a | n/a | 1 | 1 | no clear difference |")
   with open(out, newline="") as f:
     rows = list(csv.DictReader(f))
   assert [(r["system"], r["snr_db"]) for r in rows] == [

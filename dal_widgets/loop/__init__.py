@@ -6,7 +6,8 @@
 - checkpoint.py: atomic msgpack checkpoints (params, optimizer state, step, config).
 - train.py: optimizer, train state, the jitted data-parallel step, `train`, `enhance`.
 - metrics.py, evaluate.py: evaluation of hearing-aid systems.
-- paired.py: clip-by-clip differences between two evaluated systems, with confidence intervals.
+- paired.py: differences between two evaluated systems per held-out recording, with confidence
+  intervals.
 """
 from dal_widgets.loop.checkpoint import CheckpointError, latest, restore, restore_params
 from dal_widgets.loop.config import (PRESETS, DataConfig, LossConfig, TrainConfig, config_for,

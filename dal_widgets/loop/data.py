@@ -180,6 +180,10 @@ class SpeechSource:
     Raises:
       AudioError: no recording of the split (or, for babble, of another talker) can be used.
     """
+    return self._mix(rng, snrs_db, n_samples, noise_kind, pad)[1]
+
+  def _mix(self, rng, snrs_db, n_samples, noise_kind, pad):
+    """(recording name, `example`'s list)."""
     cfg = self.cfg
     recording, x = self._draw(rng)
     n = cfg.n_samples if n_samples is None else (n_samples or x.size)
@@ -204,7 +208,7 @@ class SpeechSource:
       noisy, clean, _ = audio.mix_at_snr(speech, noise, float(snr_db),
                                          speech_level_db_spl=cfg.speech_level_db_spl)
       out.append((noisy.astype(np.float32), clean.astype(np.float32), float(snr_db)))
-    return out
+    return recording.name, out
 
 
 def _generator(rng, seed):
@@ -260,7 +264,7 @@ def _stack(examples) -> Batch:
                snr_db=np.asarray([e[2] for e in examples], np.float32))
 
 
-def _held_out_examples(cfg, snrs_db, n, n_samples, noise_kind, pad=True):
+def _held_out_examples(cfg, snrs_db, n, n_samples, noise_kind, pad=True, source=False):
   if not isinstance(cfg, DataConfig):
     raise ParameterError(f"cfg: expected a DataConfig, got {type(cfg).__name__}")
   if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -270,11 +274,12 @@ def _held_out_examples(cfg, snrs_db, n, n_samples, noise_kind, pad=True):
   if noise_kind is not None and noise_kind not in cfg.noise_kinds:
     raise ParameterError(f"noise_kind: expected None or one of {cfg.noise_kinds}, "
                          f"got {noise_kind!r}")
-  source = SpeechSource(cfg, "held_out")
+  speech = SpeechSource(cfg, "held_out")
   out = []
   for i in range(n):
     rng = np.random.default_rng((cfg.seed, HELD_OUT_STREAM, i))
-    out.extend(source.example(rng, snrs_db, n_samples=n_samples, noise_kind=noise_kind, pad=pad))
+    name, examples = speech._mix(rng, snrs_db, n_samples, noise_kind, pad)
+    out.extend((*e, name) if source else e for e in examples)
   return out
 
 
@@ -297,7 +302,9 @@ def held_out_set(cfg: DataConfig, snrs=(0.0, 5.0), n: int = 4, *, noise_kind=Non
 
 def evaluation_clips(cfg: DataConfig, *, snrs_db=(0.0, 5.0), n_clips: int = 4, clip_s=None,
                      noise_kind=None) -> list:
-  """Held-out (noisy, clean, snr_db) triples for loop.evaluate (paired over SNRs, as held_out_set).
+  """Held-out (noisy, clean, snr_db, recording) clips for loop.evaluate (paired over SNRs, as
+  held_out_set); `recording` names the held-out recording each crop comes from, so that
+  loop.paired counts each recording once.
 
   Args:
     cfg: DataConfig.
@@ -308,7 +315,7 @@ def evaluation_clips(cfg: DataConfig, *, snrs_db=(0.0, 5.0), n_clips: int = 4, c
     noise_kind: Fix the noise kind; drawn per pair when None.
 
   Returns:
-    List of n_clips * len(snrs_db) tuples (noisy [n_samp], clean [n_samp], snr_db).
+    List of n_clips * len(snrs_db) tuples (noisy [n_samp], clean [n_samp], snr_db, recording).
   """
   if clip_s is not None and not (isinstance(clip_s, (int, float)) and not isinstance(clip_s, bool)
                                  and 0 < clip_s <= MAX_CLIP_S):  # NaN fails too
@@ -317,4 +324,5 @@ def evaluation_clips(cfg: DataConfig, *, snrs_db=(0.0, 5.0), n_clips: int = 4, c
     raise ParameterError(f"n_clips: expected at most {MAX_EVAL_CLIPS} (recording, noise) pairs, "
                          f"got {n_clips}")
   n_samples = 0 if clip_s is None else int(round(clip_s * cfg.sr))
-  return _held_out_examples(cfg, tuple(snrs_db), n_clips, n_samples, noise_kind, pad=False)
+  return _held_out_examples(cfg, tuple(snrs_db), n_clips, n_samples, noise_kind, pad=False,
+                            source=True)

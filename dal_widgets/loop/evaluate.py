@@ -93,8 +93,10 @@ class EvaluationTable:
 
   Attributes:
     rows: Means, one dict per (system, snr_db) and one per system with snr_db == "all";
-      keys "system", "snr_db", "n_clips" and one per metric in `metrics`.
-    clip_rows: One dict per (system, clip): "system", "clip" (index), "snr_db", metrics.
+      keys "system", "snr_db", "n_clips" and one per metric in `metrics` (the mean over the
+      clips with a finite value: STOI is NaN for a clip with too little speech).
+    clip_rows: One dict per (system, clip): "system", "clip" (index), "snr_db", "source" (the
+      clip's recording, or its index when the clip names none), metrics.
     metrics: Metric names present, in METRICS order ("haspi" only when pyclarity is installed).
   """
   rows: tuple
@@ -207,12 +209,14 @@ def _padded(signals, length):
 def _check_clips(clips, min_samples):
   if not isinstance(clips, (list, tuple)) or not clips:
     got = "an empty list" if isinstance(clips, (list, tuple)) else type(clips).__name__
-    raise ParameterError(f"clips: expected a non-empty list of (noisy, clean, snr_db), got {got}")
+    raise ParameterError(f"clips: expected a non-empty list of (noisy, clean, snr_db[, source]), "
+                         f"got {got}")
   checked = []
   for i, clip in enumerate(clips):
-    if not isinstance(clip, (list, tuple)) or len(clip) != 3:
+    if not isinstance(clip, (list, tuple)) or len(clip) not in (3, 4):
       what = f"length {len(clip)}" if isinstance(clip, (list, tuple)) else type(clip).__name__
-      raise ParameterError(f"clips[{i}]: expected a tuple (noisy, clean, snr_db), got {what}")
+      raise ParameterError(f"clips[{i}]: expected a tuple (noisy, clean, snr_db[, source]), got "
+                           f"{what}")
     noisy, clean = np.asarray(clip[0], np.float32), np.asarray(clip[1], np.float32)
     if noisy.ndim != 1 or noisy.shape != clean.shape:
       raise ParameterError(f"clips[{i}]: expected 1-D noisy and clean of equal length, got shapes "
@@ -225,7 +229,11 @@ def _check_clips(clips, min_samples):
     snr_db = float(clip[2])
     if not math.isfinite(snr_db):
       raise ParameterError(f"clips[{i}]: expected a finite snr_db, got {clip[2]!r}")
-    checked.append((noisy, clean, snr_db))
+    source = clip[3] if len(clip) == 4 else i
+    if not isinstance(source, (str, int)):
+      raise ParameterError(f"clips[{i}]: expected a source name (str) or number, got "
+                           f"{type(source).__name__}")
+    checked.append((noisy, clean, snr_db, source))
   return checked
 
 
@@ -271,6 +279,12 @@ def _index_list(indices, shown=MAX_LISTED):
   return ", ".join(map(str, ordered[:shown])) + more
 
 
+def _finite_mean(values) -> float:
+  """Mean over the finite values (a clip too short for STOI has NaN there), NaN when none is."""
+  finite = [v for v in values if math.isfinite(v)]
+  return float(np.mean(finite)) if finite else math.nan
+
+
 def _aggregate(clip_rows, system_names, metric_names):
   rows = []
   for name in system_names:
@@ -279,7 +293,7 @@ def _aggregate(clip_rows, system_names, metric_names):
               for snr in sorted({r["snr_db"] for r in mine})]
     for snr_db, group in groups + [(ALL_SNRS, mine)]:
       row = {"system": name, "snr_db": snr_db, "n_clips": len(group)}
-      row.update({m: float(np.mean([r[m] for r in group])) for m in metric_names})
+      row.update({m: _finite_mean([r[m] for r in group]) for m in metric_names})
       rows.append(row)
   return tuple(rows)
 
@@ -289,9 +303,11 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
   """Evaluates hearing-aid systems for one impaired ear (module docstring).
 
   Args:
-    clips: List of (noisy, clean, snr_db): noisy and clean float waveforms of shape [n_samp]
-      (clips may differ in length; at least one SAI frame long), digital units
-      (rms 1.0 = 100 dB SPL), and the SNR in dB the mixture was made at.
+    clips: List of (noisy, clean, snr_db) or (noisy, clean, snr_db, source): noisy and clean
+      float waveforms of shape [n_samp] (clips may differ in length; at least one SAI frame
+      long), digital units (rms 1.0 = 100 dB SPL), the SNR in dB the mixture was made at, and
+      optionally the name of the recording the speech comes from (crops of one recording, and
+      one crop at several SNRs, are then one unit in loop.paired's statistics).
     sr: Sample rate of every clip, Hz.
     ear: The listener, an ImpairedEar (dal_widgets.hearing.fit): its `audiogram` drives HASPI,
       its `weights()` the default impaired model.
@@ -342,9 +358,9 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
     for system in systems:
       aided = [_run_system(system, c[0], sr, start + j) for j, c in enumerate(chunk)]
       nap_imp, sai_imp = _auditory(impaired_model, sai_params, _padded(aided, length))
-      for j, ((_, clean, snr_db), y) in enumerate(zip(chunk, aided)):
+      for j, ((_, clean, snr_db, source), y) in enumerate(zip(chunk, aided)):
         n, n_frames = clean.shape[0], clean.shape[0] // segment
-        row = {"system": system.name, "clip": start + j, "snr_db": snr_db,
+        row = {"system": system.name, "clip": start + j, "snr_db": snr_db, "source": source,
                "nap_l1": float(metrics.nap_l1(nap_imp[j, :n], nap_norm[j, :n])),
                "nap_corr": float(metrics.nap_correlation(nap_imp[j, :n], nap_norm[j, :n])),
                "sai_l1": float(metrics.sai_l1(sai_imp[j, :n_frames], sai_norm[j, :n_frames])),

@@ -6,6 +6,12 @@ confidence interval (scipy.stats.ttest_rel) says whether a difference in the mea
 than the spread from clip to clip. That spread is large: HASPI v2 of one aid over twelve 1 s clips
 ranged from 0.03 to 0.97 (bench/RESULTS.md, "Paper SEANet, version 2"), so a difference of 0.1
 between two means can be noise.
+
+The unit of the test is the recording (a clip's "source"), not the clip: crops of one sentence,
+and one crop mixed at several SNRs, are not independent samples of speech, and counting them as
+such makes intervals too narrow. Each system's clip values are first averaged per source, and the
+test runs on those means (n = number of sources). The bundled clips hold out only 2 recordings,
+so their intervals are wide; a corpus with more held-out recordings gives firmer answers.
 """
 import dataclasses
 import math
@@ -28,12 +34,15 @@ class PairedDifference:
   Attributes:
     system, reference, metric: Names, as in the EvaluationTable.
     snr_db: The SNR in dB of the clips compared, or "all".
-    n: Number of clip pairs (0 when no clip has a finite value for both: then mean is NaN).
-    mean: Mean difference, in the metric's unit (dB for si_sdr_db).
+    n: Number of sources (recordings) compared: the test's sample size (0 when no clip has a
+      finite value for both systems: then mean is NaN).
+    mean: Mean over the sources of their mean difference, in the metric's unit (dB for
+      si_sdr_db).
     low, high: The CONFIDENCE interval of the mean difference (NaN for n < 2).
     p_value: Two-sided paired t-test of a zero mean difference (NaN for n < 2).
     verdict: "better" or "worse" for `system` when the interval excludes 0 (the metric's
       direction decides which), else "no clear difference".
+    n_clips: Number of clip pairs behind the n source means.
   """
   system: str
   reference: str
@@ -45,11 +54,12 @@ class PairedDifference:
   high: float
   p_value: float
   verdict: str
+  n_clips: int = 0
 
 
 def paired_difference(table: EvaluationTable, system: str, reference: str, metric: str,
                       snr_db=ALL_SNRS, confidence: float = CONFIDENCE) -> PairedDifference:
-  """Compares `system` with `reference` on `metric`, clip by clip (module docstring).
+  """Compares `system` with `reference` on `metric`, per source recording (module docstring).
 
   Args:
     table: From `evaluate.evaluate`; its clip_rows hold the per-clip values.
@@ -79,8 +89,13 @@ def paired_difference(table: EvaluationTable, system: str, reference: str, metri
   if snr_db != ALL_SNRS and snr_db not in snrs:
     raise ParameterError(f"snr_db: expected {ALL_SNRS!r} or one of {snrs}, got {snr_db!r}")
   ours, theirs = (_by_clip(table, name, metric, snr_db) for name in (system, reference))
-  pairs = [(ours[clip], theirs[clip]) for clip in sorted(ours.keys() & theirs.keys())
-           if math.isfinite(ours[clip]) and math.isfinite(theirs[clip])]
+  by_source = {}
+  for clip in sorted(ours.keys() & theirs.keys()):
+    (source, a), (_, b) = ours[clip], theirs[clip]
+    if math.isfinite(a) and math.isfinite(b):
+      by_source.setdefault(source, []).append((a, b))
+  n_clips = sum(map(len, by_source.values()))
+  pairs = [np.mean(values, axis=0) for values in by_source.values()]
   a, b = np.array(pairs, np.float64).reshape(-1, 2).T
   d = a - b
   mean = float(np.mean(d)) if d.size else math.nan
@@ -96,7 +111,7 @@ def paired_difference(table: EvaluationTable, system: str, reference: str, metri
     low, high, p_value = float(interval.low), float(interval.high), float(test.pvalue)
   return PairedDifference(system=system, reference=reference, metric=metric, snr_db=snr_db,
                           n=int(d.size), mean=mean, low=low, high=high, p_value=p_value,
-                          verdict=_verdict(metric, low, high))
+                          verdict=_verdict(metric, low, high), n_clips=n_clips)
 
 
 def differences(table: EvaluationTable, system: str, snr_db=ALL_SNRS,
@@ -112,21 +127,23 @@ def differences(table: EvaluationTable, system: str, snr_db=ALL_SNRS,
 
 def to_markdown(diffs, confidence: float = CONFIDENCE) -> str:
   """A markdown table of PairedDifference rows: system, reference, metric, mean difference,
-  interval, p-value, n and verdict."""
-  head = ["system", "minus", "metric", "difference", f"{confidence:.0%} interval", "p", "n",
-          "verdict"]
-  lines = ["| " + " | ".join(head) + " |", "|---|---|---|---:|---:|---:|---:|---|"]
+  interval, p-value, recordings (n), clips and verdict."""
+  head = ["system", "minus", "metric", "difference", f"{confidence:.0%} interval", "p",
+          "recordings", "clips", "verdict"]
+  lines = ["| " + " | ".join(head) + " |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
   for diff in diffs:
     mean = f"{diff.mean:+.3g}" if diff.n else "n/a"
     interval = f"[{diff.low:+.3g}, {diff.high:+.3g}]" if math.isfinite(diff.low) else "n/a"
     p_value = f"{diff.p_value:.2g}" if math.isfinite(diff.p_value) else "n/a"
     lines.append(f"| {diff.system} | {diff.reference} | {diff.metric} | {mean} | "
-                 f"{interval} | {p_value} | {diff.n} | {diff.verdict} |")
+                 f"{interval} | {p_value} | {diff.n} | {diff.n_clips} | {diff.verdict} |")
   return "\n".join(lines) + "\n"
 
 
 def _by_clip(table, system, metric, snr_db):
-  return {row["clip"]: float(row[metric]) for row in table.clip_rows
+  """{clip index: (source, value)}; tables written before sources were kept: each clip its own."""
+  return {row["clip"]: (row.get("source", row["clip"]), float(row[metric]))
+          for row in table.clip_rows
           if row["system"] == system and (snr_db == ALL_SNRS or row["snr_db"] == snr_db)}
 
 

@@ -200,7 +200,7 @@ if pretrained is not None and train_lib.listener_audiogram(pretrained[1]) != lis
 header = "| clip | SNR (dB) | NAP loss before | after | output level change |"
 rows = [header + (f" pretrained ({pretrained[2]} steps) |" if pretrained else ""),
         "|---:" * (6 if pretrained else 5) + "|"]
-for i, (noisy_i, clean_i, snr_i) in enumerate(test_clips):
+for i, (noisy_i, clean_i, snr_i, _) in enumerate(test_clips):
     before_i = train_lib.enhance(start_params, cfg.model_config, noisy_i)
     after_i = train_lib.enhance(aid.params, aid.model_config, noisy_i)
     level_db = 20 * np.log10(np.std(after_i) / np.std(noisy_i))
@@ -213,7 +213,7 @@ for i, (noisy_i, clean_i, snr_i) in enumerate(test_clips):
 print(f"step 0 is the identity: max |output - input| = {np.max(np.abs(before_i - noisy_i)):.1e}")
 display(Markdown("\\n".join(rows)))
 
-test_noisy, test_clean, test_snr_db = test_clips[0]          # the clip we look at and listen to
+test_noisy, test_clean, test_snr_db, _ = test_clips[0]       # the clip we look at and listen to
 after = train_lib.enhance(aid.params, aid.model_config, test_noisy)
 
 labels = ("normal ear, clean", "impaired, no aid", "impaired, DAL aid")
@@ -248,7 +248,7 @@ like the normal one, and a few dozen steps are only a beginning. Longer training
 level- and time-dependent processing that no fixed gain curve can describe.
 """),
     ("code", """
-all_in = np.concatenate([noisy_i for noisy_i, _, _ in test_clips])   # every test clip, in and out
+all_in = np.concatenate([clip[0] for clip in test_clips])   # every test clip, in and out
 all_out = train_lib.enhance(aid.params, aid.model_config, all_in)
 freqs_hz, power_in = scipy.signal.welch(all_in, SR, nperseg=1024)
 _, power_out = scipy.signal.welch(all_out, SR, nperseg=1024)

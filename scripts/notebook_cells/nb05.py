@@ -170,10 +170,14 @@ bokeh_setup.bokeh_model(gridplot(bars, ncols=3, toolbar_location=None))
 ## Is a difference more than noise?
 
 Every system heard the same clips, so we can compare two systems clip by clip: the DAL aid's
-value minus the other system's on each clip, averaged, with a 95% confidence interval (a paired
-t-test). If the interval holds 0, the difference in the table could be clip-to-clip noise ("no
-clear difference"). With four clips most intervals are wide; set `n_clips=10` (ten per SNR) in
-the evaluation cell, run it again, and watch them narrow. (In our own tests HASPI of one aid
+value minus the other system's on each clip, with a 95% confidence interval (a paired t-test).
+If the interval holds 0, the difference in the table could be noise ("no clear difference").
+The test counts each held-out *recording* once: crops of one sentence, and one crop at two SNRs,
+are not independent samples of speech, so their differences are averaged per recording first
+(the "recordings" column; "clips" says how many clips went into those means). The bundled
+clips hold out only two recordings, so the intervals here are wide whatever `n_clips` is: more
+clips of the same two sentences cannot tell you how an aid does on other speech. With your own
+corpus (`DataConfig(corpus=...)`), more held-out recordings narrow them. (In our own tests HASPI of one aid
 ranged from 0.03 to 0.97 across twelve one-second clips.)
 """),
     ("code", """
@@ -191,14 +195,14 @@ next to the normal ear's response to the clean speech. Then the sounds: first wh
 ear, then simulations of what the listener hears.
 """),
     ("code", """
-noisy, clean, snr_db = clips[0]
+noisy, clean, snr_db, recording = clips[0]
 aided = {system.name: system(noisy, SR) for system in systems}
 knobs = dict(ohc_health=ear.ohc_health, ihc_gain=ear.ihc_gain, style=cfg.style)
 panels = {"normal ear, clean": np.asarray(designs.cochleagram(clean, SR, style=cfg.style).nap)}
 panels.update({name: np.asarray(designs.cochleagram(y, SR, **knobs).nap) for name, y in aided.items()})
 view = CochleagramView(cf_hz, SR, labels=tuple(panels), ncols=2, height=150, width=300)
 view.render(panels)
-print(f"test clip 0: SNR {snr_db:.0f} dB")
+print(f"test clip 0: {recording}, SNR {snr_db:.0f} dB")
 view.widget
 """),
     ("code", """

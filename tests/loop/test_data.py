@@ -104,9 +104,9 @@ def _contains(x, crop):
 
 def test_evaluation_clips_whole_recordings_and_crops():
   whole = data.evaluation_clips(CFG, snrs_db=(0.0,), n_clips=2)
-  lengths = {len(noisy) for noisy, _, _ in whole}
-  held_out_lengths = {len(audio.load_clip(n)[0]) for n in data.SpeechSource(CFG, "held_out").names}
-  assert lengths <= held_out_lengths
+  names = data.SpeechSource(CFG, "held_out").names
+  for noisy, _, _, recording in whole:  # each clip names its recording (loop.paired's unit)
+    assert recording in names and len(noisy) == len(audio.load_clip(recording)[0])
   cropped = data.evaluation_clips(CFG, snrs_db=(0.0, 5.0), n_clips=2, clip_s=0.5)
   assert len(cropped) == 4 and all(len(c[0]) == SR // 2 for c in cropped)
   assert [c[2] for c in cropped] == [0.0, 5.0, 0.0, 5.0]

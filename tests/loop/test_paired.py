@@ -15,12 +15,14 @@ SNRS_DB = (0.0, 5.0)
 N_PER_SNR = 8
 
 
-def _table(values):
-  """An EvaluationTable from {system: {metric: [value per clip]}}; clips alternate SNRS_DB."""
+def _table(values, sources=None):
+  """An EvaluationTable from {system: {metric: [value per clip]}}; clips alternate SNRS_DB; each
+  clip its own source unless `sources` names one per clip."""
   clip_rows, rows = [], []
   for system, by_metric in values.items():
     n = len(next(iter(by_metric.values())))
     mine = [{"system": system, "clip": i, "snr_db": SNRS_DB[i % 2],
+             "source": i if sources is None else sources[i],
              **{m: float(by_metric[m][i]) for m in METRICS}} for i in range(n)]
     clip_rows += mine
     rows.append({"system": system, "snr_db": "all", "n_clips": n,
@@ -109,7 +111,7 @@ def test_constant_single_and_empty_differences(values):
   gone = dict(shifted, stoi=np.full_like(base["stoi"], np.nan))
   empty = paired.paired_difference(_table({"a": gone, "b": base}), "a", "b", "stoi")
   assert empty.n == 0 and math.isnan(empty.mean) and empty.verdict == "no clear difference"
-  row = "| a | b | stoi | n/a | n/a | n/a | 0 | no clear difference |"
+  row = "| a | b | stoi | n/a | n/a | n/a | 0 | 0 | no clear difference |"
   assert row in paired.to_markdown([empty])
 
 
@@ -120,7 +122,8 @@ def test_differences_cover_every_other_system_and_metric(values):
       (ref, m) for ref in ("unprocessed", "noise") for m in METRICS]
   text = paired.to_markdown(diffs)
   lines = text.splitlines()
-  assert lines[0] == "| system | minus | metric | difference | 95% interval | p | n | verdict |"
+  assert lines[0] == ("| system | minus | metric | difference | 95% interval | p | recordings | clips | "
+                      "verdict |")
   assert len(lines) == 2 + len(diffs)
   first = diffs[0]
   assert lines[2].startswith(f"| aid | unprocessed | nap_l1 | {first.mean:+.3g} | "
@@ -142,3 +145,18 @@ def test_bad_arguments_raise(values, kwargs, message):
     paired.paired_difference(**{**args, **kwargs})
   with pytest.raises(ParameterError, match="table: expected an EvaluationTable, got dict"):
     paired.paired_difference({}, "aid", "unprocessed", "stoi")
+
+
+def test_the_unit_is_the_recording_not_the_clip(values):
+  """Crops of one recording at two SNRs are one sample: the test runs on per-recording means."""
+  n = 2 * N_PER_SNR
+  sources = [f"rec{i // 4}" for i in range(n)]  # 4 recordings, 4 clips each (2 crops x 2 SNRs)
+  diff = paired.paired_difference(_table(values, sources), "aid", "unprocessed", "stoi")
+  d = (values["aid"]["stoi"] - values["unprocessed"]["stoi"]).reshape(4, 4).mean(axis=1)
+  assert (diff.n, diff.n_clips) == (4, n)
+  assert diff.mean == pytest.approx(d.mean(), rel=1e-12)
+  half = scipy.stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+  assert (diff.low, diff.high) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-9)
+  assert paired.paired_difference(_table(values), "aid", "unprocessed", "stoi").n == n
+  row = f"| aid | unprocessed | stoi | {diff.mean:+.3g} |"
+  assert re.search(re.escape(row) + r".* \| 4 \| 16 \| better \|", paired.to_markdown([diff]))
