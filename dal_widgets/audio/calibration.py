@@ -137,7 +137,9 @@ def set_level(x, level_db_spl):
       raise AudioError(f"x: expected finite samples to set a level, got rms {current_value}")
     if current_value == 0.0:
       raise AudioError(f"x: cannot set the level of digital silence (rms 0) to {level_db_spl} dB SPL")
-    return x * (float(target) / current_value)  # a Python scale keeps float32 as float32
+    if not _is_traced(target):
+      return x * (float(target) / current_value)  # a Python scale keeps float32 as float32
+    return x * (target / current_value)  # a traced level (jit, grad or vmap over it)
   return x * (target / current)
 
 

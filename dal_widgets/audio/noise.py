@@ -4,6 +4,8 @@ Randomness always comes from a numpy Generator passed in (`np.random.default_rng
 noise is reproducible. Outputs are float32 numpy, shape (n,), calibrated by
 `dal_widgets.audio.calibration` (rms 1.0 = 100 dB SPL).
 """
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.signal
 
@@ -173,19 +175,24 @@ def mix_at_snr(speech, noise, snr_db, *, speech_level_db_spl=DEFAULT_LEVEL_DB_SP
     ParameterError: shapes do not fit.
     AudioError: speech or noise is silent or not finite.
   """
-  xp = calibration._xp(speech)
-  if not calibration._is_traced(speech):
-    speech_np = np.asarray(speech)
-    noise_np = np.asarray(noise)
-    if speech_np.ndim != 1 or noise_np.ndim != 1:
-      raise ParameterError(f"speech, noise: expected 1-D arrays, got shapes {speech_np.shape} and "
-                           f"{noise_np.shape}")
-    if noise_np.shape[0] < speech_np.shape[0]:
-      raise ParameterError(f"noise: expected at least len(speech) = {speech_np.shape[0]} samples, "
-                           f"got {noise_np.shape[0]}")
-    if not np.isfinite(snr_db):
+  xp = jnp if any(isinstance(v, jax.Array) for v in (speech, noise, snr_db)) else np
+  speech_shape, noise_shape = np.shape(speech), np.shape(noise)  # shapes are known under jit
+  if len(speech_shape) != 1 or len(noise_shape) != 1:
+    raise ParameterError(f"speech, noise: expected 1-D arrays, got shapes {speech_shape} and "
+                         f"{noise_shape}")
+  if noise_shape[0] < speech_shape[0]:
+    raise ParameterError(f"noise: expected at least len(speech) = {speech_shape[0]} samples, "
+                         f"got {noise_shape[0]}")
+  if not calibration._is_traced(snr_db):
+    if not (np.ndim(snr_db) == 0 and np.isfinite(snr_db)):
       raise ParameterError(f"snr_db: expected a finite number of dB, got {snr_db!r}")
-  noise = xp.asarray(noise)[: xp.asarray(speech).shape[0]]
+    noise_db_spl = speech_level_db_spl - float(snr_db)  # traced when the speech level is
+    if not calibration._is_traced(noise_db_spl) and not (
+        calibration.MIN_LEVEL_DB_SPL <= noise_db_spl <= calibration.MAX_LEVEL_DB_SPL):
+      raise ParameterError(f"snr_db: {snr_db:g} dB puts the noise at {noise_db_spl:g} dB SPL, "
+                           f"outside {calibration.MIN_LEVEL_DB_SPL:g}..."
+                           f"{calibration.MAX_LEVEL_DB_SPL:g} dB SPL")
+  noise = xp.asarray(noise)[: speech_shape[0]]
   if not calibration._is_traced(noise):
     _check_signal(noise, "noise (first len(speech) samples)")
   speech_scaled = calibration.set_level(speech, speech_level_db_spl)

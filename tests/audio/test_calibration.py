@@ -57,6 +57,17 @@ def test_set_level_under_jit():
   assert float(calibration.rms_to_db_spl(calibration.rms(y))) == pytest.approx(50.0, abs=FLOAT32_DB_TOL)
 
 
+def test_set_level_of_concrete_audio_to_a_traced_level():
+  x = np.linspace(-1.0, 1.0, 1000).astype(np.float32)
+  levels = jnp.array([40.0, 70.0])
+  y = jax.vmap(lambda level: calibration.set_level(x, level))(levels)
+  np.testing.assert_allclose(calibration.rms_to_db_spl(calibration.rms(y, axis=1)), levels,
+                             atol=FLOAT32_DB_TOL)
+  # d rms / d level = rms * ln(10) / 20 per dB
+  grad = jax.grad(lambda level: calibration.rms(calibration.set_level(x, level)))(60.0)
+  assert float(grad) == pytest.approx(calibration.db_spl_to_rms(60.0) * np.log(10) / 20, rel=1e-4)
+
+
 def test_rms_of_integers_does_not_overflow():
   x = np.full(100, 30000, dtype=np.int16)
   assert float(calibration.rms(x)) == pytest.approx(30000.0)

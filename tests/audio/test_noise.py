@@ -64,6 +64,16 @@ def test_mix_at_snr_jax_and_jit():
   assert _level(s) - _level(n) == pytest.approx(5.0, abs=SNR_TOL_DB)
 
 
+def test_mix_at_snr_maps_over_snrs_and_noises():
+  speech = stimuli.tone(500.0, 0.2, SR)  # numpy: only the SNR or the noise is traced
+  masker = noise.white_noise(3200, np.random.default_rng(1))
+  snrs = jnp.array([0.0, 5.0, 10.0])
+  _, s, n = jax.vmap(lambda d: noise.mix_at_snr(speech, masker, d))(snrs)
+  np.testing.assert_allclose([_level(a) - _level(b) for a, b in zip(s, n)], snrs, atol=SNR_TOL_DB)
+  mixture = jax.jit(lambda m: noise.mix_at_snr(speech, m, 5.0)[0])(jnp.asarray(masker))
+  np.testing.assert_allclose(mixture, noise.mix_at_snr(speech, masker, 5.0)[0], atol=1e-6)
+
+
 def test_mix_at_snr_errors():
   speech = stimuli.tone(500.0, 0.2, SR)
   with pytest.raises(ParameterError, match="at least len"):
@@ -74,6 +84,10 @@ def test_mix_at_snr_errors():
     noise.mix_at_snr(np.zeros(100), speech, 0.0)
   with pytest.raises(ParameterError, match="1-D"):
     noise.mix_at_snr(speech[None], speech, 0.0)
+  with pytest.raises(ParameterError, match="snr_db: 300 dB puts the noise at -235 dB SPL"):
+    noise.mix_at_snr(speech, speech, 300.0)
+  with pytest.raises(ParameterError, match="snr_db: expected a finite number"):
+    noise.mix_at_snr(speech, speech, float("nan"))
 
 
 def _tone_talkers():
