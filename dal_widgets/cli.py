@@ -42,6 +42,7 @@ PRETRAINED_FOLDER = ("data", "pretrained")  # inside the package: a bundled chec
 NOISE_KINDS = ("babble", "speech_shaped", "white")  # loop.config.NOISE_KINDS
 CONFIG_NAMES = ("widget", "default", "paper")  # loop.config.PRESETS
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # audio.io.FORMATS
+PCM_SUFFIXES = (".wav", ".flac")  # 16-bit integer samples: beyond +-1 is clipped (audio.io.FORMATS)
 MAX_EVAL_CLIPS = 1000  # loop.config.MAX_EVAL_CLIPS
 FEW_RECORDINGS = 10  # fewer held-out recordings than this: the evaluation says its intervals are wide
 
@@ -389,19 +390,24 @@ def cmd_enhance(args):
     x = _set_level(x, args.level_db_spl)
   y = train_lib.enhance(params, cfg.model_config, x, condition)
   peak = float(np.max(np.abs(y))) if y.size else 0.0
-  subtype = "FLOAT" if peak > 1.0 and args.output.suffix.lower() == ".wav" else None
+  suffix = args.output.suffix.lower()
+  subtype = "FLOAT" if peak > 1.0 and suffix == ".wav" else None
+  clipped = peak > 1.0 and suffix in PCM_SUFFIXES and subtype is None
   with warnings.catch_warnings():  # clipping is reported below, with the file's name
     warnings.filterwarnings("ignore", message=r".*samples exceed \+-1", category=UserWarning)
     audio.save(args.output, y, sr, subtype=subtype)
+  written = np.clip(y, -1.0, 1.0) if clipped else y  # what the file holds
   rate = f" (the model's rate; the input was {file_sr} Hz)" if file_sr != sr else ""
   _status(f"wrote {args.output} at {sr} Hz{rate}: "
           f"{audio.rms_to_db_spl(float(audio.rms(x))):.1f} dB SPL in, "
-          f"{audio.rms_to_db_spl(float(audio.rms(y))):.1f} dB SPL out")
+          f"{audio.rms_to_db_spl(float(audio.rms(written))):.1f} dB SPL out")
   if peak > 1.0:
+    kept = {".wav": "written as 32-bit float WAV, so nothing is clipped",
+            ".ogg": "Ogg Vorbis keeps it, but players may clip it; write a .wav for float samples"}
     _status(f"note: the output peaks at {peak:.2f}, above digital full scale (1.0 = "
             f"{audio.rms_to_db_spl(1.0):.0f} dB SPL); "
-            + ("written as 32-bit float WAV, so nothing is clipped" if subtype else
-               f"{args.output.suffix} clips it; write a .wav for float samples"))
+            + (f"{suffix} clips it (the level above is after clipping); write a .wav for float "
+               "samples" if clipped else kept[suffix]))
   return EXIT_OK
 
 

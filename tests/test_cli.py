@@ -1,6 +1,7 @@
 """The `dal` command line: help, one-line user errors (status 2), real runs on tiny inputs."""
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from dal_widgets import cli
+from dal_widgets import audio, cli
 from dal_widgets.audio import load_clip
 from dal_widgets.hearing import preset
 
@@ -216,7 +217,7 @@ def test_stop_signals_stop_training_once_then_interrupt(monkeypatch):
 LONG_STEP = """
 import threading
 import jax, jax.numpy as jnp
-from dal_widgets import cli
+from dal_widgets import audio, cli
 
 @jax.jit
 def long_step(v):  # minutes inside XLA, which JAX lets finish before the interpreter ends
@@ -321,7 +322,7 @@ def test_train_with_an_ear_of_another_rate_makes_no_folder(tmp_path, capsys, ear
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
 def test_enhance_keeps_or_reports_peaks_above_full_scale(tmp_path, capsys, suffix):
   out = tmp_path / f"loud{suffix}"
   assert cli.main(["enhance", str(_clip_path()), str(out), "--level-db-spl", "95"]) == 0
@@ -331,8 +332,13 @@ def test_enhance_keeps_or_reports_peaks_above_full_scale(tmp_path, capsys, suffi
   if suffix == ".wav":
     assert soundfile.info(str(out)).subtype == "FLOAT" and np.max(np.abs(y)) > 1.0
     assert "written as 32-bit float WAV, so nothing is clipped" in err
+  elif suffix == ".ogg":  # Vorbis codes floats: no clipping in the file
+    assert np.max(np.abs(y)) > 1.0 and "Ogg Vorbis keeps it, but players may clip it" in err
   else:
-    assert np.max(np.abs(y)) <= 1.0 and ".flac clips it; write a .wav for float samples" in err
+    assert np.max(np.abs(y)) <= 1.0 and ".flac clips it (the level above is after clipping)" in err
+  # the level printed is the level of what the file holds
+  printed = float(re.search(r"([\d.]+) dB SPL out", err).group(1))
+  assert printed == pytest.approx(float(audio.rms_to_db_spl(audio.rms(y))), abs=0.15)
 
 
 def test_enhance_says_when_it_changed_the_rate_or_mixed_channels(tmp_path, capsys):

@@ -47,6 +47,9 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, _stacklevel
   if x.ndim not in allowed:
     want = "1-D (time,)" if mono else "1-D (time,) or 2-D (time, channels)"
     raise ParameterError(f"{name}: expected {want} audio, got shape {x.shape}")
+  if x.ndim == 2 and x.shape[1] > x.shape[0]:
+    raise ParameterError(f"{name}: shape {x.shape} has more channels than samples: expected "
+                         f"(time, channels); transpose (channels, time) audio with x.T")
   if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
     raise ParameterError(f"{name}: expected real numbers, got dtype {x.dtype}")
   if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)):
@@ -233,6 +236,7 @@ def to_wav_bytes(x, sr):
     The bytes of a wav file.
   """
   x = validate(x, sr, mono=False, max_seconds=float("inf"), _stacklevel=3)
+  _check_whole_hz(sr)
   buffer = _io.BytesIO()
   sf.write(buffer, np.clip(x, -1.0, 1.0), int(sr), format="WAV", subtype="PCM_16")
   return buffer.getvalue()

@@ -180,6 +180,17 @@ def test_wav_bytes_round_trip_and_clipping():
   np.testing.assert_allclose(io.from_bytes(loud)[0], [0.5, 1.0, -1.0], atol=PCM16_STEP)
 
 
+def test_wav_bytes_refuse_channels_first_audio_and_fractional_rates(tmp_path):
+  with pytest.raises(ParameterError, match=r"shape \(2, 1000\) has more channels than samples"):
+    io.to_wav_bytes(np.zeros((2, 1000)), 16000)
+  with pytest.raises(ParameterError, match=r"more channels than samples"):
+    io.save(tmp_path / "x.wav", np.zeros((2, 1000)), 16000)
+  with pytest.raises(ParameterError, match="sr: expected a whole number of Hz, got 16000.5"):
+    io.to_wav_bytes(np.full(100, 0.1), 16000.5)
+  stereo = np.full((1000, 2), 0.1)  # (time, channels) is fine, averaged on load
+  assert io.from_bytes(io.to_wav_bytes(stereo, 16000))[0].shape == (1000,)
+
+
 def test_from_bytes_errors():
   with pytest.raises(AudioError, match=r"uploaded audio \(9 bytes\): cannot read"):
     io.from_bytes(b"not audio")
