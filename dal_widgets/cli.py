@@ -201,11 +201,10 @@ def _restore(checkpoint_dir):
   from dal_widgets.loop import checkpoint
   if Path(checkpoint_dir).is_file():  # e.g. an aid downloaded from the fine-tune panel
     return checkpoint.restore_params(checkpoint_dir)
-  found = checkpoint.latest(checkpoint_dir)
-  if found is None:
+  if checkpoint.latest(checkpoint_dir) is None:
     raise UsageError(f"--checkpoint: no checkpoint in {str(checkpoint_dir)!r}; train with "
                      f"`dal train --workdir {checkpoint_dir}` first")
-  return checkpoint.restore_params(found)
+  return checkpoint.restore_params(checkpoint_dir)  # its newest readable checkpoint
 
 
 def _tqdm(**kwargs):

@@ -41,6 +41,10 @@ class CheckpointError(DalError):
   """A checkpoint that is missing, truncated, corrupt or not a DAL checkpoint."""
 
 
+class _Corrupt(CheckpointError):
+  """A checkpoint file whose bytes do not decode or do not match their checksum."""
+
+
 class Checkpoint(NamedTuple):
   """A restored checkpoint.
 
@@ -199,19 +203,38 @@ def latest(workdir) -> Path | None:
 
 
 def _read(path) -> dict:
+  """The contents of a checkpoint file, or of a folder's newest readable one: a corrupt newest
+  file (damaged outside this code, which writes atomically) gives way to the one before it, with
+  a warning, so that no run is lost to one bad file."""
   path = Path(path)
-  if path.is_dir():
-    found = latest(path)
-    if found is None:
-      raise CheckpointError(f"path: no checkpoint in the folder {str(path)!r}")
-    path = found
+  if not path.is_dir():
+    return _read_file(path)
+  found = latest(path)
+  if found is None:
+    raise CheckpointError(f"path: no checkpoint in the folder {str(path)!r}")
+  older = [p for p in reversed(_checkpoints(path)) if p != found]
+  skipped = []
+  for candidate in [found, *older]:
+    try:
+      contents = _read_file(candidate)
+    except _Corrupt as err:
+      skipped.append(err)
+      continue
+    if skipped:
+      warnings.warn(f"{'; '.join(map(str, skipped))}; using {candidate.name} instead (delete the "
+                    "bad file, or start afresh with `dal train --fresh`)", stacklevel=3)
+    return contents
+  raise skipped[0]
+
+
+def _read_file(path) -> dict:
   if not path.is_file():
     raise CheckpointError(f"path: checkpoint {str(path)!r} does not exist")
   try:
     envelope = serialization.msgpack_restore(path.read_bytes())
   except Exception as err:  # garbage can fail msgpack decoding in many ways; all mean "corrupt"
     problem = f"{path}: not a readable checkpoint (truncated or corrupt: {err})"
-    raise CheckpointError(problem) from err
+    raise _Corrupt(problem) from err
   if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
     raise CheckpointError(f"{path}: not a DAL checkpoint (no {FORMAT!r} header)")
   version = envelope.get("version")
@@ -220,7 +243,7 @@ def _read(path) -> dict:
                           f"{sorted({VERSION, *LEGACY_SEANET})}")
   body = envelope.get("body")
   if not isinstance(body, bytes) or hashlib.sha256(body).hexdigest() != envelope.get("sha256"):
-    raise CheckpointError(f"{path}: checksum mismatch: the checkpoint is corrupt")
+    raise _Corrupt(f"{path}: checksum mismatch: the checkpoint is corrupt")
   contents = serialization.msgpack_restore(body)
   if not isinstance(contents, dict) or not {"state", "step", "config"} <= contents.keys():
     raise CheckpointError(f"{path}: the checkpoint lacks its state, step or config")

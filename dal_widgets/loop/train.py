@@ -361,7 +361,8 @@ def resumable(workdir, cfg: TrainConfig):
   found = checkpoint.latest(workdir) if workdir is not None else None
   if found is None:
     return None
-  ckpt = checkpoint.restore(found)  # config first: a clearer error than mismatched shapes
+  ckpt = checkpoint.restore(workdir)  # config first: a clearer error than mismatched shapes
+  found = ckpt.path  # the newest readable one (checkpoint._read)
   fresh = ("use another workdir, or start afresh there (resume=False; `dal train --fresh`), "
            "which moves its checkpoints into a subfolder")
   if ckpt.config.model_config != cfg.model_config:

@@ -178,6 +178,19 @@ def test_corrupt_truncated_foreign_or_missing_checkpoints_raise(tmp_path):
     checkpoint.restore(empty)
 
 
+def test_a_folder_whose_newest_checkpoint_is_corrupt_resumes_from_the_one_before(tmp_path):
+  checkpoint.save(tmp_path, _state(step=1), CFG)
+  newest = checkpoint.save(tmp_path, _state(step=2), CFG)
+  newest.write_bytes(newest.read_bytes()[:100])  # damaged outside this code
+  with pytest.warns(UserWarning, match=r"ckpt_00000002.*corrupt.*using ckpt_00000001.msgpack"):
+    assert checkpoint.restore(tmp_path).step == 1
+  with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
+    checkpoint.restore(newest)  # a file named on its own is never replaced by another
+  (tmp_path / "ckpt_00000001.msgpack").write_bytes(b"junk")
+  with pytest.raises(checkpoint.CheckpointError, match="ckpt_00000002.* corrupt"):
+    checkpoint.restore(tmp_path)  # none readable: the newest one's error
+
+
 def test_a_failed_write_never_replaces_the_last_good_checkpoint(tmp_path, monkeypatch):
   good = checkpoint.save(tmp_path, _state(step=1), CFG)
   def fail(fd):
