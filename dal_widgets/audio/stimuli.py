@@ -144,13 +144,19 @@ def harmonic_complex(f0_hz, dur_s, sr, *, n_harmonics=None, max_freq_hz=None,
     float32 array, shape (round(dur_s * sr),).
   """
   n = _check(sr, dur_s, ramp_ms, f0_hz=f0_hz)
+  if max_freq_hz is not None and not (isinstance(max_freq_hz, (int, float, np.integer, np.floating))
+                                      and not isinstance(max_freq_hz, bool)
+                                      and max_freq_hz > f0_hz):  # NaN fails too
+    raise ParameterError(f"max_freq_hz: expected None or a frequency above f0_hz = {f0_hz} Hz, "
+                         f"got {max_freq_hz!r}")
   top_hz = sr / 2 if max_freq_hz is None else min(max_freq_hz, sr / 2)
-  available = int(np.ceil(top_hz / f0_hz)) - 1  # harmonics strictly below top_hz
+  available = max(int(np.ceil(top_hz / f0_hz)) - 1, 1)  # harmonics strictly below top_hz
   if n_harmonics is None:
-    n_harmonics = max(available, 1)
-  if not 1 <= n_harmonics <= max(available, 1):
-    raise ParameterError(f"n_harmonics: expected 1..{max(available, 1)} (harmonics of {f0_hz} Hz "
-                         f"below {top_hz:g} Hz), got {n_harmonics!r}")
+    n_harmonics = available
+  if isinstance(n_harmonics, bool) or not isinstance(n_harmonics, (int, np.integer)) \
+      or not 1 <= n_harmonics <= available:
+    raise ParameterError(f"n_harmonics: expected a whole number 1..{available} (harmonics of "
+                         f"{f0_hz} Hz below {top_hz:g} Hz), got {n_harmonics!r}")
   k = np.arange(1, n_harmonics + 1)
   if phase == "cosine":
     phases = np.full(n_harmonics, np.pi / 2)

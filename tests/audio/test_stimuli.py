@@ -81,6 +81,13 @@ def test_harmonic_complex_fills_to_nyquist_by_default():
     stimuli.harmonic_complex(100.0, 0.2, SR, phase="random")
   with pytest.raises(ParameterError, match="phase"):
     stimuli.harmonic_complex(100.0, 0.2, SR, phase="schroeder")
+  for limit in (50.0, 100.0, -5.0, float("nan")):  # no harmonic of 100 Hz below these
+    with pytest.raises(ParameterError, match="max_freq_hz: expected None or a frequency above"):
+      stimuli.harmonic_complex(100.0, 0.2, SR, max_freq_hz=limit)
+  with pytest.raises(ParameterError, match="n_harmonics: expected a whole number"):
+    stimuli.harmonic_complex(100.0, 0.2, SR, n_harmonics=2.5)
+  freqs, spec = _spectrum_db(stimuli.harmonic_complex(100.0, 0.2, SR, max_freq_hz=350.0))
+  assert spec[np.argmin(np.abs(freqs - 300.0))] > -1.0 > spec[np.argmin(np.abs(freqs - 400.0))] + 30
 
 
 def test_vowel_pitch_formants_and_level():
