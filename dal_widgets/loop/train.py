@@ -397,8 +397,17 @@ def _resume(workdir, cfg, template):
   if ckpt is None:
     return template
   if ckpt.config.replace(steps=cfg.steps) != cfg:
+    changed = [f.name for f in dataclasses.fields(cfg)
+               if f.name != "steps" and getattr(cfg, f.name) != getattr(ckpt.config, f.name)]
     warnings.warn(f"resuming {ckpt.path} (step {ckpt.step}), whose config differs from this "
-                  "run's in more than `steps`; continuing with this run's config", stacklevel=3)
+                  f"run's in {', '.join(changed)}; continuing with this run's config",
+                  stacklevel=3)
+  elif ckpt.config.steps != cfg.steps and cfg.decay == "cosine" and ckpt.step < cfg.steps:
+    was, now = (float(make_schedule(c)(ckpt.step)) for c in (ckpt.config, cfg))
+    warnings.warn(f"resuming {ckpt.path} (step {ckpt.step}) of a {ckpt.config.steps}-step run "
+                  f"as a {cfg.steps}-step one: the cosine learning rate decays over the new "
+                  f"total, so step {ckpt.step + 1} trains at {now:.3g} (the old run: {was:.3g})",
+                  stacklevel=3)
   return checkpoint.restore(ckpt.path, target=template).state
 
 

@@ -247,6 +247,19 @@ def test_resuming_a_version_1_run_names_its_older_design(tmp_path):
     train.resumable(tmp_path, cfg)
 
 
+def test_resuming_with_other_settings_says_what_changes(tmp_path):
+  cosine = CFG.replace(final_lr_fraction=0.1)  # decays from 3e-3 to 3e-4 over `steps`
+  checkpoint.save(tmp_path, _state(step=5), cosine)
+  template = train.create_train_state(jax.random.PRNGKey(0), TINY, cosine)
+  longer = cosine.replace(steps=40)
+  now, was = train.make_schedule(longer)(5), train.make_schedule(cosine)(5)
+  with pytest.warns(UserWarning, match=rf"20-step run as a 40-step one: .* step 6 trains at "
+                                       rf"{float(now):.3g} \(the old run: {float(was):.3g}\)"):
+    assert int(train._resume(tmp_path, longer, template).step) == 5
+  with pytest.warns(UserWarning, match="differs from this run's in batch_size, learning_rate;"):
+    train._resume(tmp_path, cosine.replace(learning_rate=1e-3, batch_size=4), template)
+
+
 def test_the_marker_cannot_point_outside_its_folder(tmp_path):
   outside = checkpoint.save(tmp_path / "other", _state(step=9), CFG)
   run = tmp_path / "run"
