@@ -267,6 +267,9 @@ def cmd_train(args):
     changes["audiogram"] = _config_audiogram(ear.audiogram)
   elif _listener_given(args):
     changes["audiogram"] = _config_audiogram(_audiogram(args))
+  elif not args.fresh and checkpoint.latest(args.workdir) is not None:
+    # no listener given: continue the run's own (as enhance and evaluate do)
+    changes["audiogram"] = checkpoint.restore_params(args.workdir)[1].audiogram
   if changes:
     try:
       cfg = cfg.replace(**changes)
@@ -595,7 +598,7 @@ def build_parser():
                                  "checkpoint in --workdir; Ctrl-C saves and stops.")
   p.add_argument("--config", default="default", choices=CONFIG_NAMES,
                  help="preset configuration (default %(default)s)")
-  _add_listener_args(p, "the config's listener, N3")
+  _add_listener_args(p, "the listener of the run it resumes, else the config's, N3")
   p.add_argument("--steps", type=int, default=None,
                  help="total optimizer steps (overrides the config)")
   p.add_argument("--batch-size", type=int, default=None,

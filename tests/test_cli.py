@@ -297,6 +297,19 @@ def test_train_checks_what_it_would_resume_before_the_fit(tmp_path, capsys, monk
   assert 'holds a "small" SEANet, this run trains a "paper" one' in _one_line_error(capsys, "train")
 
 
+def test_train_without_a_listener_continues_the_runs_own(tmp_path, monkeypatch):
+  class Fitted(Exception):
+    pass
+  def fit(audiogram, sr, style):
+    raise Fitted(audiogram.name)
+  monkeypatch.setattr(cli, "_fit", fit)
+  _aid_checkpoint(tmp_path / "run", 5, audiogram="S3")
+  with pytest.raises(Fitted, match="S3"):
+    cli.main(["train", "--config", "widget", "--workdir", str(tmp_path / "run"), "--steps", "9"])
+  with pytest.raises(Fitted, match="N3"):  # a fresh start takes the config's listener
+    cli.main(["train", "--config", "widget", "--workdir", str(tmp_path / "new"), "--steps", "9"])
+
+
 def test_train_fresh_moves_the_earlier_checkpoints_aside(tmp_path, capsys, monkeypatch):
   from dal_widgets.errors import DalError
   def stop(*a):
