@@ -217,7 +217,8 @@ def check_input(x, hypers: Optional[CarfacHypers] = None, sr: Optional[float] = 
     raise ParameterError(f"sr={sr} Hz differs from the design rate {hypers.sr} Hz; resample first")
   if has_nonfinite(x):
     raise ParameterError("x contains NaN or inf samples")
-  if dtype is not None and overflows(x, dtype):
+  wider = dtype is not None and x_dtype.kind == "f" and x_dtype.itemsize > np.dtype(dtype).itemsize
+  if wider and overflows(x, dtype):  # e.g. float64 samples run in float32
     raise ParameterError(f"x holds samples beyond the {np.dtype(dtype).name} range (CARFAC units: "
                          "rms 1.0 is 100 dB SPL, see dal_widgets.audio.calibration)")
 
