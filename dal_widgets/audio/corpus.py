@@ -5,6 +5,7 @@ each file on its own from a hash of its path relative to the corpus root, so it 
 stable: adding or removing files never moves another file between the two sets.
 """
 import hashlib
+import numbers
 from pathlib import Path
 
 from dal_widgets.errors import AudioError, ParameterError
@@ -62,7 +63,7 @@ def split(files, *, held_out_fraction=0.2, seed=0, root=None):
   """
   if isinstance(held_out_fraction, bool) or not 0.0 <= held_out_fraction <= 1.0:
     raise ParameterError(f"held_out_fraction: expected a number in [0, 1], got {held_out_fraction!r}")
-  if isinstance(seed, bool) or not isinstance(seed, int):
+  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
     raise ParameterError(f"seed: expected an int, got {seed!r}")
   if isinstance(files, (str, Path)):
     raise ParameterError(f"files: expected a list of paths, got the single path {str(files)!r}")
@@ -76,5 +77,5 @@ def split(files, *, held_out_fraction=0.2, seed=0, root=None):
         key = path.relative_to(root).as_posix()
       except ValueError as e:
         raise ParameterError(f"files: {str(path)!r} is not under root {str(root)!r}") from e
-    (held_out if _hash_fraction(key, seed) < held_out_fraction else train).append(path)
+    (held_out if _hash_fraction(key, int(seed)) < held_out_fraction else train).append(path)
   return train, held_out

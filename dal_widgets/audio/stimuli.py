@@ -22,20 +22,25 @@ FORMANT_BW_BASE_HZ = 50.0
 FORMANT_BW_SLOPE = 0.05
 
 
+def _is_number(value) -> bool:
+  """A real scalar (Python or numpy; not a bool, None, a string or an array)."""
+  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def _check(sr, dur_s, ramp_ms=0.0, **freqs_hz):
   """Validates shared arguments; returns the number of samples."""
-  if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)) or \
-      not MIN_SR <= sr <= MAX_SR:
+  if not _is_number(sr) or not MIN_SR <= sr <= MAX_SR:
     raise ParameterError(f"sr: expected {MIN_SR}..{MAX_SR} Hz, got {sr!r}")
-  if not np.isfinite(dur_s) or dur_s <= 0:
+  if not _is_number(dur_s) or not np.isfinite(dur_s) or dur_s <= 0:
     raise ParameterError(f"dur_s: expected a positive duration in seconds, got {dur_s!r}")
   n = int(round(dur_s * sr))
   if n < 1:
     raise ParameterError(f"dur_s: {dur_s} s is shorter than one sample at {sr} Hz")
-  if not np.isfinite(ramp_ms) or ramp_ms < 0 or 2 * ramp_ms * 1e-3 > dur_s:
+  if not _is_number(ramp_ms) or not np.isfinite(ramp_ms) or ramp_ms < 0 \
+      or 2 * ramp_ms * 1e-3 > dur_s:
     raise ParameterError(f"ramp_ms: expected 0 <= ramp_ms <= dur_s/2 ({dur_s * 500:g} ms), got {ramp_ms!r}")
   for arg, value in freqs_hz.items():
-    if not np.isfinite(value) or not 0 < value < sr / 2:
+    if not _is_number(value) or not np.isfinite(value) or not 0 < value < sr / 2:
       raise ParameterError(f"{arg}: expected 0 < {arg} < sr/2 = {sr / 2:g} Hz, got {value!r}")
   return n
 
@@ -111,8 +116,7 @@ def click_train(rate_hz, dur_s, sr, *, level_db_spl=DEFAULT_LEVEL_DB_SPL,
   """
   n = _check(sr, dur_s, rate_hz=rate_hz)
   period_s = 1.0 / rate_hz
-  if isinstance(click_width_s, bool) or not isinstance(click_width_s, (int, float)) \
-      or not 0 < click_width_s < period_s:  # wider clicks merge into a constant (DC) signal
+  if not _is_number(click_width_s) or not 0 < click_width_s < period_s:  # wider clicks merge into a constant (DC) signal
     raise ParameterError(f"click_width_s: expected seconds in (0, {period_s:.3g}) (the click "
                          f"period at {rate_hz:g} Hz), got {click_width_s!r}")
   width = max(1, int(round(click_width_s * sr)))
@@ -144,9 +148,7 @@ def harmonic_complex(f0_hz, dur_s, sr, *, n_harmonics=None, max_freq_hz=None,
     float32 array, shape (round(dur_s * sr),).
   """
   n = _check(sr, dur_s, ramp_ms, f0_hz=f0_hz)
-  if max_freq_hz is not None and not (isinstance(max_freq_hz, (int, float, np.integer, np.floating))
-                                      and not isinstance(max_freq_hz, bool)
-                                      and max_freq_hz > f0_hz):  # NaN fails too
+  if max_freq_hz is not None and not (_is_number(max_freq_hz) and max_freq_hz > f0_hz):  # NaN too
     raise ParameterError(f"max_freq_hz: expected None or a frequency above f0_hz = {f0_hz} Hz, "
                          f"got {max_freq_hz!r}")
   top_hz = sr / 2 if max_freq_hz is None else min(max_freq_hz, sr / 2)

@@ -1,6 +1,7 @@
 """Corpus folders: recursive search and a deterministic, stable split."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dal_widgets.audio import corpus
@@ -64,6 +65,11 @@ def test_split_relative_to_root_ignores_mount_point():
   a = corpus.split([Path("/data/ls") / f for f in rel], root="/data/ls")[1]
   b = corpus.split([Path("/mnt/x/ls") / f for f in rel], root=Path("/mnt/x/ls"))[1]
   assert [p.relative_to("/data/ls") for p in a] == [p.relative_to("/mnt/x/ls") for p in b]
+
+
+def test_a_numpy_seed_splits_as_the_same_int():
+  files = _fake_files(50)
+  assert corpus.split(files, seed=np.int64(3)) == corpus.split(files, seed=3)
 
 
 def test_split_errors():

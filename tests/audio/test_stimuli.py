@@ -125,7 +125,16 @@ def test_silence():
     (lambda: stimuli.vowel(100.0, (700.0, 9000.0), 0.1, SR), r"formants_hz\[1\]"),
     (lambda: stimuli.vowel(100.0, (700.0, 1200.0), 0.1, SR, bandwidths_hz=(80.0,)), "bandwidths_hz"),
     (lambda: stimuli.silence(-1.0, SR), "dur_s"),
+    (lambda: stimuli.tone(1000.0, None, SR), "dur_s: expected a positive duration .* got None"),
+    (lambda: stimuli.tone(None, 0.1, SR), "freq_hz: expected .* got None"),
+    (lambda: stimuli.tone(1000.0, 0.1, SR, ramp_ms="5"), "ramp_ms"),
 ])
 def test_errors(call, match):
   with pytest.raises(ParameterError, match=match):
     call()
+
+
+def test_numpy_scalars_are_numbers():
+  width = np.float32(1e-4)  # e.g. read from an array of settings
+  np.testing.assert_array_equal(stimuli.click_train(100.0, 0.1, SR, click_width_s=width),
+                                stimuli.click_train(100.0, 0.1, SR, click_width_s=float(width)))
