@@ -37,6 +37,9 @@ DEFAULT_FRAME_MS = 100.0  # hop between frames = input segment (golden (d): 2205
 DEFAULT_WIDTH_MS = 20.0  # image width (golden file (d): 441 lags at 22050 Hz)
 DEFAULT_NUM_TRIGGERS = 4  # trigger windows per frame (golden file (d))
 TRIGGER_WINDOW_PER_WIDTH = 2  # trigger window = 2 x image width (golden file (d): 882 = 2 x 441)
+# Trigger windows are unrolled in the compiled program: 799 of them (a 0.125 ms image on 25 ms
+# frames) took minutes to compile. Images are 10-40 ms wide in use, 4-12 triggers per frame.
+MAX_NUM_TRIGGERS = 64
 # Trigger search in blocks of this many samples (`_argmax_first`): XLA's CPU argmax (a two-operand
 # reduce) is scalar code; a plain max per block first, then argmax over the block maxima and
 # within one block, took 16 -> 1.6 ms for 40 frames x 4 windows x 640 samples x 65 channels.
@@ -140,10 +143,17 @@ def sai_params_for(sr: float, n_ch: int, *, frame_ms: float = DEFAULT_FRAME_MS,
   else:
     raise ParameterError(f"future_ms: expected None or a finite number >= 0, got {future_ms!r}")
   window = TRIGGER_WINDOW_PER_WIDTH * sai_width
-  if num_triggers is None:
+  auto = num_triggers is None
+  if auto:
     num_triggers = DEFAULT_NUM_TRIGGERS
     while sai_width + window + (num_triggers - 1) * window // 2 <= segment:
       num_triggers += 1
+  if not (isinstance(num_triggers, (int, np.integer)) and not isinstance(num_triggers, bool)
+          and 1 <= num_triggers <= MAX_NUM_TRIGGERS):
+    why = (f" (a {width_ms:g} ms image on {frame_ms:g} ms frames needs that many; widen the "
+           "image or shorten the frames)" if auto else "")
+    raise ParameterError(f"num_triggers: expected 1..{MAX_NUM_TRIGGERS} trigger windows per frame, "
+                         f"got {num_triggers!r}{why}")
   return SaiParams(num_channels=n_ch, sai_width=sai_width, future_lags=future_lags,
                    num_triggers_per_frame=num_triggers, trigger_window_width=window,
                    input_segment_width=segment)

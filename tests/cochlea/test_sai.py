@@ -209,6 +209,10 @@ def test_bad_params_raise(changes, match):
     (dict(sr=SR, n_ch=71, future_ms=-1.0), "future_ms"),
     (dict(sr=SR, n_ch=71, future_ms=20.0), "future_lags"),
     (dict(sr=SR, n_ch=0), "num_channels"),
+    (dict(sr=SR, n_ch=71, width_ms=0.125), r"1\.\.64 trigger windows per frame, got \d+ \(a 0\.125 ms "
+                                           r"image on 100 ms frames needs that many"),
+    (dict(sr=SR, n_ch=71, num_triggers=65), r"1\.\.64 trigger windows per frame, got 65$"),
+    (dict(sr=SR, n_ch=71, num_triggers=2.5), "num_triggers"),
 ])
 def test_bad_params_for_raise(kwargs, match):
   with pytest.raises(ParameterError, match=match):
