@@ -380,14 +380,12 @@ def _stop_on_interrupt(stop):
 def cmd_enhance(args):
   from dal_widgets import audio
   import numpy as np
-  import soundfile
   _check_output(args.output, "output", AUDIO_SUFFIXES, inputs=(args.input,))
   params, cfg = _restore(_checkpoint_dir(args))[:2]
   from dal_widgets.loop import train as train_lib
   condition = _condition(args, cfg)
   x, sr = audio.load(args.input, sr=cfg.data.sr)
   _note_channels(args.input)
-  file_sr = soundfile.info(str(args.input)).samplerate  # readable: it has just been loaded
   if args.level_db_spl is not None:
     x = _set_level(x, args.level_db_spl)
   y = train_lib.enhance(params, cfg.model_config, x, condition)
@@ -399,8 +397,7 @@ def cmd_enhance(args):
     warnings.filterwarnings("ignore", message=r".*samples exceed \+-1", category=UserWarning)
     audio.save(args.output, y, sr, subtype=subtype)
   written = np.clip(y, -1.0, 1.0) if clipped else y  # what the file holds
-  rate = f" (the model's rate; the input was {file_sr} Hz)" if file_sr != sr else ""
-  _status(f"wrote {args.output} at {sr} Hz{rate}: "
+  _status(f"wrote {args.output} at {sr} Hz{_resampled(args.input, sr)}: "
           f"{audio.rms_to_db_spl(float(audio.rms(x))):.1f} dB SPL in, "
           f"{audio.rms_to_db_spl(float(audio.rms(written))):.1f} dB SPL out")
   if peak > 1.0:
@@ -411,6 +408,13 @@ def cmd_enhance(args):
             + (f"{suffix} clips it (the level above is after clipping); write a .wav for float "
                "samples" if clipped else kept[suffix]))
   return EXIT_OK
+
+
+def _resampled(path, sr):
+  """" (resampled from N Hz)" when the audio file at `path` (just loaded) is not at `sr` Hz."""
+  import soundfile
+  file_sr = soundfile.info(str(path)).samplerate  # readable: it has just been loaded
+  return f" (resampled from the input's {file_sr} Hz)" if file_sr != sr else ""
 
 
 def _note_channels(path):
@@ -566,8 +570,8 @@ def cmd_cochleagram(args):
   if args.bm:
     arrays["bm"] = np.asarray(out.bm)
   write_atomic(args.out, lambda f: np.savez_compressed(f, **arrays))
-  _status(f"wrote {args.out}: nap {arrays['nap'].shape} (time, channel), channel 0 = "
-          f"{arrays['cf_hz'][0]:.0f} Hz")
+  _status(f"wrote {args.out}: nap {arrays['nap'].shape} (time, channel) at {sr:g} Hz"
+          f"{_resampled(args.input, sr)}, channel 0 = {arrays['cf_hz'][0]:.0f} Hz")
   return EXIT_OK
 
 

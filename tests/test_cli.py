@@ -360,7 +360,7 @@ def test_enhance_says_when_it_changed_the_rate_or_mixed_channels(tmp_path, capsy
   soundfile.write(str(tmp_path / "in.wav"), stereo, 48000)
   assert cli.main(["enhance", str(tmp_path / "in.wav"), str(tmp_path / "out.wav")]) == 0
   err = capsys.readouterr().err
-  assert "at 16000 Hz (the model's rate; the input was 48000 Hz)" in err
+  assert "at 16000 Hz (resampled from the input's 48000 Hz)" in err
   assert "in.wav has 2 channels; the model hears their average (mono)" in err
 
 
@@ -520,6 +520,16 @@ def test_cochleagram_writes_nap_of_the_clip(tmp_path, ear_file):
   assert np.all(normal["ohc_health"] == 1.0) and np.all(impaired["ohc_health"] == np.float32(0.3))
   assert impaired["nap"].mean() < 0.5 * normal["nap"].mean()  # the impaired ear hears less
   assert sorted(p.name for p in tmp_path.iterdir()) == ["impaired.npz", "normal.npz"]
+
+
+def test_cochleagram_says_when_it_resampled(tmp_path, capsys):
+  x, sr = load_clip(CLIP)
+  soundfile.write(str(tmp_path / "48k.wav"), np.repeat(x, 3), 3 * sr)
+  assert cli.main(["cochleagram", str(tmp_path / "48k.wav"), "--sr", "16000",
+                   "--out", str(tmp_path / "nap.npz")]) == 0
+  assert "at 16000 Hz (resampled from the input's 48000 Hz)" in capsys.readouterr().err
+  assert cli.main(["cochleagram", str(_clip_path()), "--out", str(tmp_path / "own.npz")]) == 0
+  assert "resampled" not in capsys.readouterr().err
 
 
 def test_subprocess_bad_input_exit_2_without_traceback(tmp_path):
