@@ -47,9 +47,6 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, _stacklevel
   if x.ndim not in allowed:
     want = "1-D (time,)" if mono else "1-D (time,) or 2-D (time, channels)"
     raise ParameterError(f"{name}: expected {want} audio, got shape {x.shape}")
-  if x.ndim == 2 and x.shape[1] > x.shape[0]:
-    raise ParameterError(f"{name}: shape {x.shape} has more channels than samples: expected "
-                         f"(time, channels); transpose (channels, time) audio with x.T")
   if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
     raise ParameterError(f"{name}: expected real numbers, got dtype {x.dtype}")
   if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)):
@@ -58,18 +55,25 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, _stacklevel
     raise ParameterError(f"sr: expected {MIN_SR}..{MAX_SR} Hz, got {sr}")
   if x.size == 0:
     raise AudioError(f"{name}: audio is empty (shape {x.shape})")
-  x = x.astype(np.float32, copy=False)
+  if x.ndim == 2 and x.shape[1] > x.shape[0]:
+    raise ParameterError(f"{name}: shape {x.shape} has more channels than samples: expected "
+                         f"(time, channels); transpose (channels, time) audio with x.T")
   if not np.all(np.isfinite(x)):
     raise AudioError(f"{name}: contains {np.count_nonzero(~np.isfinite(x))} NaN or inf samples")
+  if x.dtype.kind == "f" and x.dtype.itemsize > 4:
+    wide_peak = float(np.max(np.abs(x)))
+    if wide_peak > float(np.finfo(np.float32).max):
+      raise AudioError(f"{name}: holds samples beyond the float32 range (peak {wide_peak:.3g}); "
+                       "digital units: rms 1.0 is 100 dB SPL")
+  x = x.astype(np.float32, copy=False)
+  peak = float(np.max(np.abs(x)))
   duration_s = x.shape[0] / sr
   if duration_s > max_seconds:
     raise AudioError(f"{name}: too long, {duration_s:.1f} s; at most {max_seconds:g} s (split "
                      "longer recordings)")
-  peak = float(np.max(np.abs(x)))
   if peak > 1.0:
-    warnings.warn(f"{name}: samples exceed +-1 (peak {peak:.3f}), the full scale of integer PCM "
-                  "(which clips them)",
-                  stacklevel=_stacklevel)
+    warnings.warn(f"{name}: samples exceed +-1 (peak {peak:.3f}), the full scale of integer PCM: "
+                  "kept here, but a 16-bit file would clip them", stacklevel=_stacklevel)
   elif peak == 0.0:
     warnings.warn(f"{name}: audio is digital silence (all samples 0)", stacklevel=_stacklevel)
   return x

@@ -180,6 +180,15 @@ def test_wav_bytes_round_trip_and_clipping():
   np.testing.assert_allclose(io.from_bytes(loud)[0], [0.5, 1.0, -1.0], atol=PCM16_STEP)
 
 
+def test_samples_beyond_float32_are_named_as_such():
+  with pytest.raises(AudioError, match=r"beyond the float32 range \(peak 1e\+300\)"):
+    io.validate(np.array([0.0, 1e300]), 16000)
+  with pytest.raises(AudioError, match="contains 1 NaN or inf samples"):
+    io.validate(np.array([0.0, np.inf]), 16000)
+  with pytest.warns(UserWarning, match="kept here, but a 16-bit file would clip them"):
+    assert io.validate(np.array([0.0, 2.0]), 16000)[1] == 2.0
+
+
 def test_wav_bytes_refuse_channels_first_audio_and_fractional_rates(tmp_path):
   with pytest.raises(ParameterError, match=r"shape \(2, 1000\) has more channels than samples"):
     io.to_wav_bytes(np.zeros((2, 1000)), 16000)
