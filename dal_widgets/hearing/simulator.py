@@ -100,6 +100,14 @@ def _gaussian_rows(centres_hz, widths_hz, freqs_hz):
   return rows
 
 
+def _averaged_band_power(filters, bin_power, n_frames):
+  """Power [bins, frames] through `filters` [bands, bins], averaged over n_frames STFT frames,
+  plus the power of LEVEL_FLOOR_DB_SPL (so that ratios of silent bands stay finite)."""
+  floor = 10.0 ** ((LEVEL_FLOOR_DB_SPL - FULL_SCALE_RMS_DB_SPL) / 10.0)
+  band = filters @ bin_power
+  return scipy.ndimage.uniform_filter1d(band, n_frames, axis=1, mode="nearest") + floor
+
+
 def _split_loss(audiogram, freqs_hz, ohc_fraction):
   """Per-frequency (ohc_db, ihc_db) parts of the loss, both >= 0."""
   loss_db = np.maximum(audiogram.at(np.maximum(freqs_hz, MIN_FREQ_HZ)), 0.0)
@@ -209,13 +217,9 @@ def simulate_hearing_loss(x, sr, audiogram, *, ohc_fraction=DEFAULT_OHC_FRACTION
   # Step 7: one re-analysis pass so that each normal auditory filter gets the intended power.
   normal_filters = _gaussian_rows(freqs_hz, erb_hz(freqs_hz), freqs_hz)
   n_average = max(1, int(round(CORRECTION_AVERAGING_MS / 1000.0 * sr / hop)))
-  floor = 10.0 ** ((LEVEL_FLOOR_DB_SPL - FULL_SCALE_RMS_DB_SPL) / 10.0)
-  def averaged_band_power(bin_power):
-    band = normal_filters @ bin_power
-    return scipy.ndimage.uniform_filter1d(band, n_average, axis=1, mode="nearest") + floor
   _, _, spec = scipy.signal.stft(y[:padded.shape[0]], **stft_kw)
-  ratio = (averaged_band_power(intended_power)
-           / averaged_band_power(np.abs(spec) ** 2 * to_power[:, None]))
+  ratio = (_averaged_band_power(normal_filters, intended_power, n_average)
+           / _averaged_band_power(normal_filters, np.abs(spec) ** 2 * to_power[:, None], n_average))
   correction = np.sqrt(np.minimum(ratio, 10.0 ** (MAX_CORRECTION_BOOST_DB / 10.0)))
   _, y = scipy.signal.istft(spec * correction, **stft_kw)
   return y[:x.shape[0]].astype(np.float32)
