@@ -82,7 +82,13 @@ def thresholds_db_spl(freqs_hz, sr: float, weights: cf.CarfacWeights | None = No
     ParameterError: no frequencies, a frequency the model cannot test (above 0.8 * sr / 2, or
       with no channel within PLACE_OCTAVES), or weights that are not this design's.
   """
-  freqs = tuple(float(f) for f in np.atleast_1d(freqs_hz))
+  hypers, coeffs, healthy, state = designs.designed(sr, style)  # checks sr and style first
+  values = np.atleast_1d(np.asarray(freqs_hz, dtype=object))
+  if values.ndim != 1 or not all(isinstance(f, (int, float, np.integer, np.floating))
+                                 and not isinstance(f, bool) for f in values):
+    raise ParameterError(f"freqs_hz: expected a number or a flat list of numbers (Hz), got "
+                         f"{freqs_hz!r}")
+  freqs = tuple(float(f) for f in values)
   if not freqs or not all(np.isfinite(f) and f > 0 for f in freqs):
     raise ParameterError(f"freqs_hz: expected one or more frequencies > 0 Hz, got {freqs_hz!r}")
   if not np.all(measurable_freqs(freqs, sr)):
@@ -90,7 +96,6 @@ def thresholds_db_spl(freqs_hz, sr: float, weights: cf.CarfacWeights | None = No
                          f"{MAX_TONE_FRACTION_OF_NYQUIST * sr / 2:.0f} Hz, got {max(freqs):.0f} Hz")
   if weights is not None and not isinstance(weights, cf.CarfacWeights):
     raise ParameterError(f"weights: expected CarfacWeights or None, got {type(weights).__name__}")
-  hypers, coeffs, healthy, state = designs.designed(sr, style)
   weights = healthy if weights is None else weights
   cf.check_parts(hypers, coeffs, weights, state)
   cf.check_weights(weights)
@@ -119,5 +124,6 @@ def normal_thresholds_db_spl(freqs_hz: tuple, sr: float, style: str = "v3") -> n
 def model_audiogram_db_hl(freqs_hz, sr: float, weights: cf.CarfacWeights | None = None, *,
                           style: str = "v3") -> np.ndarray:
   """Simulated audiogram of a model ear in dB HL (re the healthy model), shape [n_freqs]."""
+  impaired = thresholds_db_spl(freqs_hz, sr, weights, style=style)  # validates the arguments
   freqs = tuple(float(f) for f in np.atleast_1d(freqs_hz))
-  return thresholds_db_spl(freqs, sr, weights, style=style) - normal_thresholds_db_spl(freqs, float(sr), style)
+  return impaired - normal_thresholds_db_spl(freqs, float(sr), style)

@@ -42,10 +42,19 @@ def test_frequency_beyond_model_range_raises():
     ([1000.0, float("nan")], None, "one or more frequencies"),
     ([20.0], None, "no channel of the model lies within .* of 20 Hz"),
     ([1000.0], "healthy", "weights: expected CarfacWeights"),
-    ([1000.0], cf.make_weights(designs.designed(22050.0).hypers), "has shape \\(71,\\)")])
+    ([1000.0], cf.make_weights(designs.designed(22050.0).hypers), "has shape \\(71,\\)"),
+    ([[1000.0]], None, "a flat list of numbers"),
+    (["1000"], None, "a flat list of numbers")])
 def test_bad_frequencies_and_weights_raise(freqs, weights, match):
   with pytest.raises(ParameterError, match=match):
     audiometry.model_audiogram_db_hl(freqs, SR, weights)
+
+
+@pytest.mark.parametrize("sr, match", [(100, "sr must be within 8000..48000 Hz, got 100"),
+                                       ("16000", "sr must be a number of Hz")])
+def test_bad_sample_rates_are_named(sr, match):
+  with pytest.raises(ParameterError, match=match):
+    audiometry.thresholds_db_spl([1000.0], sr)
 
 
 def test_crossing_interpolates_in_log_response():
