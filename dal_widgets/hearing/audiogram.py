@@ -165,6 +165,8 @@ def order_problem(previous_freq_hz, freq_hz):
 
 
 def _to_tuple(values, name):
+  if any(isinstance(v, (bool, np.bool_)) for v in np.ravel(np.asarray(values, dtype=object))):
+    raise ParameterError(f"{name}: expected numbers, got booleans in {values!r}")  # as from_dict
   arr = _as_float_array(values, name)
   if arr.ndim != 1:
     raise ParameterError(f"{name}: expected a 1-D sequence of numbers, got shape {arr.shape}")

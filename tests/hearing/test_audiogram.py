@@ -49,6 +49,7 @@ def test_is_immutable(gram):
     ((), (), r"freqs_hz: expected at least one frequency"),
     (((250, 500),), ((0, 0),), r"freqs_hz: expected a 1-D sequence .* shape \(1, 2\)"),
     (("a", "b"), (0, 0), r"freqs_hz: expected numbers"),
+    ((250, 500), (True, False), r"thresholds_db_hl: expected numbers, got booleans"),
 ])
 def test_invalid_points_raise(freqs, thresholds, match):
   with pytest.raises(ParameterError, match=match):
