@@ -529,8 +529,8 @@ def _evaluation_text(table):
   system = table.systems[-1]
   diffs = paired.differences(table, system)
   n = max(diff.n for diff in diffs)
-  few = (f" Only {n} held-out recordings: the intervals are wide; a corpus with more held-out "
-         "recordings gives firmer answers." if n < FEW_RECORDINGS else "")
+  few = (f" Only {n} held-out recording{'s' if n != 1 else ''}: the intervals are wide; a corpus "
+         "with more held-out recordings gives firmer answers." if n < FEW_RECORDINGS else "")
   return (f"{text}\n{system} minus each other system, per held-out recording (its crops and SNRs "
           f"averaged first; {paired.CONFIDENCE:.0%} intervals; an interval that holds 0 means no "
           f"clear difference).{few}\n\n{paired.to_markdown(diffs)}")

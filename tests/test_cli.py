@@ -553,7 +553,7 @@ def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys, monkeypatc
   # then the last system minus the others per recording: one clip gives no interval, and the
   # text says how few recordings there are
   assert "NAL-R+WDRC minus each other system, per held-out recording" in printed
-  assert "Only 1 held-out recordings: the intervals are wide" in printed
+  assert "Only 1 held-out recording: the intervals are wide" in printed
   assert "| NAL-R+WDRC | unprocessed | nap_l1 | " in printed
   assert printed.rstrip().endswith("| n/a | n/a | 1 | 1 | no clear difference |")
   with open(out, newline="") as f:

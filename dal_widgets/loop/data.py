@@ -182,10 +182,12 @@ class SpeechSource:
     """
     return self._mix(rng, snrs_db, n_samples, noise_kind, pad)[1]
 
-  def _mix(self, rng, snrs_db, n_samples, noise_kind, pad):
-    """(recording name, `example`'s list)."""
+  def _mix(self, rng, snrs_db, n_samples, noise_kind, pad, recording=None):
+    """(recording name, `example`'s list); from `recording` when given and usable."""
     cfg = self.cfg
-    recording, x = self._draw(rng)
+    x = None if recording is None else self._usable(recording)
+    if x is None:
+      recording, x = self._draw(rng)
     n = cfg.n_samples if n_samples is None else (n_samples or x.size)
     n = n if pad else min(n, x.size)
     speech = _crop(x, n, rng)
@@ -275,10 +277,14 @@ def _held_out_examples(cfg, snrs_db, n, n_samples, noise_kind, pad=True, source=
     raise ParameterError(f"noise_kind: expected None or one of {cfg.noise_kinds}, "
                          f"got {noise_kind!r}")
   speech = SpeechSource(cfg, "held_out")
+  # With sources (evaluation), crops take the recordings in turn, in an order fixed by the seed,
+  # so that n crops cover min(n, recordings) of them: each is one unit of loop.paired's test.
+  order = np.random.default_rng((cfg.seed, HELD_OUT_STREAM)).permutation(len(speech.recordings))
   out = []
   for i in range(n):
     rng = np.random.default_rng((cfg.seed, HELD_OUT_STREAM, i))
-    name, examples = speech._mix(rng, snrs_db, n_samples, noise_kind, pad)
+    turn = speech.recordings[order[i % len(order)]] if source else None
+    name, examples = speech._mix(rng, snrs_db, n_samples, noise_kind, pad, turn)
     out.extend((*e, name) if source else e for e in examples)
   return out
 

@@ -107,6 +107,10 @@ def test_evaluation_clips_whole_recordings_and_crops():
   names = data.SpeechSource(CFG, "held_out").names
   for noisy, _, _, recording in whole:  # each clip names its recording (loop.paired's unit)
     assert recording in names and len(noisy) == len(audio.load_clip(recording)[0])
+  # the crops take the held-out recordings in turn: n clips cover min(n, recordings) of them
+  assert len(names) >= 2 and len({c[3] for c in whole}) == 2
+  three = data.evaluation_clips(CFG, snrs_db=(0.0,), n_clips=len(names) + 1, clip_s=0.5)
+  assert {c[3] for c in three} == set(names)
   cropped = data.evaluation_clips(CFG, snrs_db=(0.0, 5.0), n_clips=2, clip_s=0.5)
   assert len(cropped) == 4 and all(len(c[0]) == SR // 2 for c in cropped)
   assert [c[2] for c in cropped] == [0.0, 5.0, 0.0, 5.0]
