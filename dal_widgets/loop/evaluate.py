@@ -230,7 +230,7 @@ def _check_clips(clips, min_samples):
     if not math.isfinite(snr_db):
       raise ParameterError(f"clips[{i}]: expected a finite snr_db, got {clip[2]!r}")
     source = clip[3] if len(clip) == 4 else i
-    if not isinstance(source, (str, int)):
+    if not isinstance(source, (str, int, np.integer)) or isinstance(source, bool):
       raise ParameterError(f"clips[{i}]: expected a source name (str) or number, got "
                            f"{type(source).__name__}")
     checked.append((noisy, clean, snr_db, source))

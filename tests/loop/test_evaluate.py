@@ -129,6 +129,9 @@ def test_clips_too_short_for_stoi_give_nan_and_one_warning_naming_them(clips):
   for row in table.clip_rows:
     assert np.isnan(row["stoi"]) == np.isnan(row["estoi"]) == (row["clip"] != 1)
     assert np.isfinite(row["nap_l1"])
+  # the mean is over the clips that have a value, not NaN for every system
+  only = next(r["stoi"] for r in table.clip_rows if r["system"] == "unprocessed" and r["clip"] == 1)
+  assert table.value("unprocessed", "stoi") == pytest.approx(only)
 
 
 def test_progress_counts_system_clip_pairs(run):
@@ -178,6 +181,8 @@ def test_bad_inputs_raise(clips):
     ev.evaluate(clips, 22050, ear, [ev.unprocessed()], normal_model=designs.designed(16000.0))
   with pytest.raises(ParameterError, match=r"clips\[0\]: expected at least"):
     ev.evaluate([(noisy[:100], clean[:100], snr)], SR, ear, [ev.unprocessed()])
+  with pytest.raises(ParameterError, match=r"clips\[0\]: expected a source name .* got list"):
+    ev.evaluate([(noisy, clean, snr, ["rec"])], SR, ear, [ev.unprocessed()])
 
 
 def test_system_returning_another_length_is_a_dal_error(clips):
