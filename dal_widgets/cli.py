@@ -483,9 +483,11 @@ def cmd_evaluate(args):
   if out is not None:
     if out.suffix.lower() == ".csv":
       table.to_csv(out)
+      per_clip = table.to_csv(out.with_name(f"{out.stem}_clips{out.suffix}"), clips=True)
+      _status(f"wrote {out} (means) and {per_clip} (each clip)")
     else:
       ev.write_text_atomic(out, text)
-    _status(f"wrote {out}")
+      _status(f"wrote {out}")
   return EXIT_OK
 
 
@@ -647,7 +649,8 @@ def build_parser():
   p.add_argument("--noise", choices=NOISE_KINDS, default=None,
                  help="noise type (default: drawn per clip as in training)")
   p.add_argument("--out", type=Path, default=None, metavar="FILE",
-                 help="write the table (.md or .csv)")
+                 help="write the tables (.md), or the means (.csv) and each clip's values "
+                      "(<name>_clips.csv beside it)")
   p.set_defaults(run=cmd_evaluate)
 
   p = sub.add_parser("cochleagram", help="write the NAP of a sound file (.npz)",

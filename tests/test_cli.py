@@ -561,6 +561,15 @@ def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys, monkeypatc
   assert [(r["system"], r["snr_db"]) for r in rows] == [
       ("unprocessed", "5.0"), ("unprocessed", "all"), ("NAL-R+WDRC", "5.0"), ("NAL-R+WDRC", "all")]
   assert all(np.isfinite(float(r["stoi"])) for r in rows)
+  # each clip's values beside the means, with the recording it comes from
+  with open(tmp_path / "results_clips.CSV", newline="") as f:
+    clip_rows = list(csv.DictReader(f))
+  assert [(r["system"], r["clip"], r["snr_db"]) for r in clip_rows] == [
+      ("unprocessed", "0", "5.0"), ("NAL-R+WDRC", "0", "5.0")]
+  from dal_widgets.loop.config import DataConfig
+  from dal_widgets.loop.data import SpeechSource
+  assert clip_rows[0]["source"] in SpeechSource(DataConfig(sr=16000), "held_out").names
+  assert float(clip_rows[0]["nap_l1"]) == pytest.approx(float(rows[1]["nap_l1"]))
 
 
 def test_fit_audiogram_prints_the_table_and_writes_a_reusable_ear(tmp_path, capsys):

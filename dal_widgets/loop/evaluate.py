@@ -143,19 +143,21 @@ class EvaluationTable:
       lines.append("| " + " | ".join(_format(row[c]) for c in self.columns) + " |")
     return "\n".join(lines) + "\n"
 
-  def to_csv(self, path) -> Path:
-    """Writes the mean rows as CSV, atomically (dal_widgets.atomic).
+  def to_csv(self, path, *, clips: bool = False) -> Path:
+    """Writes the mean rows as CSV, atomically (dal_widgets.atomic); with `clips`, the per-clip
+    rows instead (system, clip, snr_db, source and every metric: for other statistics).
 
     Returns:
       The destination as a Path.
     Raises:
       ParameterError: if the file cannot be written.
     """
+    columns = ("system", "clip", "snr_db", "source") + self.metrics if clips else self.columns
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore",
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", restval="",
                             lineterminator="\n")
     writer.writeheader()
-    writer.writerows(self.rows)
+    writer.writerows(self.clip_rows if clips else self.rows)
     return write_text_atomic(path, buffer.getvalue())
 
 
