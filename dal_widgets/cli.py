@@ -497,10 +497,11 @@ def _restore_aids(paths):
   if paths is None:
     bundled = _bundled_checkpoint()
     paths = [] if bundled is None else [bundled]
-  if len({Path(p).resolve() for p in paths}) != len(paths):
-    raise UsageError("--checkpoint: the same checkpoint is given twice")
   for path in paths:
     _check_checkpoint(Path(path))
+  if len({_checkpoint_file(p) for p in paths}) != len(paths):
+    raise UsageError("--checkpoint: the same checkpoint is given twice (a folder means its "
+                     "latest checkpoint)")
   restored = [_restore(path) for path in paths]  # (params, cfg, step)
   for path, (_, cfg, _) in zip(paths[1:], restored[1:]):
     first = restored[0][1]
@@ -511,6 +512,14 @@ def _restore_aids(paths):
   for path, (_, _, step) in zip(paths, restored):
     _status(f"DAL model: {path}, step {step}")
   return [(params, cfg) for params, cfg, _ in restored]
+
+
+def _checkpoint_file(path):
+  """The file a --checkpoint names: itself, or a folder's latest checkpoint (resolved)."""
+  from dal_widgets.loop import checkpoint
+  path = Path(path)
+  found = checkpoint.latest(path) if path.is_dir() else path
+  return (found or path).resolve()
 
 
 def _aid_names(paths, aids):

@@ -420,6 +420,12 @@ def test_evaluate_refuses_one_aid_twice_and_aids_of_different_rates(tmp_path, ca
   first, second = _aid_files(tmp_path, sr_of_second=22050)
   assert cli.main(["evaluate", "--checkpoint", str(first), "--checkpoint", str(first)]) == 2
   assert "--checkpoint: the same checkpoint is given twice" in _one_line_error(capsys, "evaluate")
+  _aid_checkpoint(tmp_path / "run", 5)  # a folder and its own latest checkpoint file
+  latest = tmp_path / "run" / "ckpt_00000005.msgpack"
+  assert latest.is_file()
+  assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--checkpoint",
+                   str(latest)]) == 2
+  assert "the same checkpoint is given twice" in _one_line_error(capsys, "evaluate")
   assert cli.main(["evaluate", "--checkpoint", str(first), "--checkpoint", str(second)]) == 2
   error = _one_line_error(capsys, "evaluate")
   assert f"{second} runs at 22050 Hz, CARFAC v3; {first} at 16000 Hz" in error
