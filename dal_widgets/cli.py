@@ -160,6 +160,11 @@ def _fit(audiogram, sr, style):
   if skipped:
     _status(f"note: {', '.join(f'{f:g}' for f in skipped)} Hz not fitted: above the tones a "
             f"{float(sr):g} Hz model can test; a higher sample rate (up to 48000 Hz) reaches them")
+  better = [f for f, t in zip(audiogram.freqs_hz, audiogram.thresholds_db_hl)
+            if t < 0 and f in ear.freqs_hz]
+  if better:
+    _status(f"note: thresholds better than 0 dB HL at {', '.join(f'{f:g}' for f in better)} Hz "
+            "are fitted as 0 dB HL: the model's healthy ear is its best")
   return ear
 
 

@@ -598,6 +598,18 @@ def test_fit_audiogram_prints_the_table_and_writes_a_reusable_ear(tmp_path, caps
   assert "--ear: fitted for sr=16000 Hz" in _one_line_error(capsys, "cochleagram")
 
 
+def test_fitting_says_which_better_than_normal_thresholds_count_as_0_db_hl(capsys, monkeypatch):
+  from types import SimpleNamespace
+  from dal_widgets.hearing import Audiogram, fit
+  monkeypatch.setattr(fit, "fit_cochlea", lambda gram, sr, style: SimpleNamespace(
+      freqs_hz=gram.freqs_hz))  # the note needs only the fitted frequencies
+  cli._fit(Audiogram((500.0, 1000.0, 2000.0), (-10.0, 0.0, -5.0)), 16000.0, "v3")
+  assert ("note: thresholds better than 0 dB HL at 500, 2000 Hz are fitted as 0 dB HL"
+          in capsys.readouterr().err)
+  cli._fit(Audiogram((500.0, 1000.0), (0.0, 30.0)), 16000.0, "v3")
+  assert "better than 0 dB HL" not in capsys.readouterr().err
+
+
 @pytest.mark.slow  # trains 2 steps (compiles the train step: ~20 s) and evaluates
 def test_train_enhance_evaluate_round_trip(tmp_path, ear_file, capsys):
   from dal_widgets.audio import load
