@@ -121,24 +121,30 @@ bokeh_setup.bokeh_model(fig)
 """),
     ("md", """
 OHC loss also **broadens the filters**. Below is the filter of the 2 kHz channel (the spectrum of
-its response to a soft click), healthy and without OHCs, on one dB scale: the peak loses about
-40 dB and the sharp tip is gone. A broad filter lets more noise in with the speech, one reason why
+its response to a soft click), healthy and without OHCs, on one dB scale: the peak loses nearly
+50 dB and the sharp tip is gone. A broad filter lets more noise in with the speech, one reason why
 hearing-impaired listeners struggle in noise even when sounds are made loud enough.
+
+The click comes after 20 ms of silence. Every model ear starts from the healthy ear's resting
+state and needs about a millisecond to settle to its own damping; a click at time 0 would show a
+mix of the two ears.
 """),
     ("code", """
-click = audio.click_train(1.0, DUR_S, SR, level_db_spl=40)     # one soft click at t = 0
+settle = int(0.02 * SR)                                          # 20 ms: the model ear settles
+click = np.roll(audio.click_train(1.0, DUR_S, SR, level_db_spl=40), settle)   # one soft click
 ch_2k = int(np.argmin(np.abs(np.log(cf_hz / 2000.0))))
-n_fft = 4096
+n_fft = 4096                                                     # 256 ms from the click on
 freqs_hz = np.fft.rfftfreq(n_fft, 1 / SR)
 fig = figure(title=f"Filter of channel {ch_2k} (CF {cf_hz[ch_2k]:.0f} Hz)", x_axis_type="log",
              width=560, height=320, x_range=(200, 8000), y_range=(-70, 5),
              x_axis_label="frequency (Hz)", y_axis_label="gain (dB re healthy peak)")
-reference = None
+peaks_db = []
 for colour, (name, ear) in zip(("#1f77b4", "#d62728"), list(ears.items())[:2]):
-    bm = np.asarray(designs.cochleagram(click, SR, **ear).bm)[:n_fft, ch_2k]
+    bm = np.asarray(designs.cochleagram(click, SR, **ear).bm)[settle:settle + n_fft, ch_2k]
     gain_db = 20 * np.log10(np.abs(np.fft.rfft(bm)) + 1e-12)
-    reference = gain_db.max() if reference is None else reference
-    fig.line(freqs_hz[1:], gain_db[1:] - reference, color=colour, line_width=2, legend_label=name)
+    peaks_db.append(gain_db.max())
+    fig.line(freqs_hz[1:], gain_db[1:] - peaks_db[0], color=colour, line_width=2, legend_label=name)
+print(f"peak gain lost without OHCs: {peaks_db[0] - peaks_db[1]:.1f} dB")
 fig.legend.location = "top_left"
 label_hz_axis(fig, (250, 500, 1000, 2000, 4000, 8000))
 bokeh_setup.bokeh_model(fig)
