@@ -145,7 +145,8 @@ fig_bm = figure(title=f"BM, channel {ch_1k} (CF {cf_hz[ch_1k]:.0f} Hz)", width=7
                 y_axis_label="BM (model units)", tools="xpan,xwheel_zoom,reset")
 fig_bm.line(t_ms[steady], np.asarray(out.bm)[steady, ch_1k], line_width=2)
 fig_nap = figure(title="NAP of the same channel", width=720, height=170, x_range=fig_bm.x_range,
-                 x_axis_label="time (ms)", y_axis_label="NAP", tools="xpan,xwheel_zoom,reset")
+                 x_axis_label="time (ms)", y_axis_label="NAP (model units)",
+                 tools="xpan,xwheel_zoom,reset")
 fig_nap.line(t_ms[steady], np.asarray(out.nap)[steady, ch_1k], line_width=2, color="firebrick")
 bokeh_setup.bokeh_model(gridplot([[fig_bm], [fig_nap]], toolbar_location="right"))
 """),
@@ -220,7 +221,8 @@ for name, io in (("healthy", io_healthy), ("no OHCs", io_no_ohc)):
     print(f"{name:8s}: slope {slope:.2f} dB/dB between 40 and 80 dB SPL")
 
 fig = figure(title="BM input-output function at CF (1 kHz)", width=480, height=360,
-             x_axis_label="tone level (dB SPL)", y_axis_label="BM response (dB)")
+             x_axis_label="tone level (dB SPL)",
+             y_axis_label="BM response (dB, arbitrary reference)")
 fig.line(levels_db_spl, io_healthy, line_width=2, legend_label="healthy")
 fig.scatter(levels_db_spl, io_healthy, size=6)
 fig.line(levels_db_spl, io_no_ohc, line_width=2, color="darkorange", legend_label="no OHCs")

@@ -111,7 +111,8 @@ def nap_at_cf(level_db_spl, ear):
 
 
 fig = figure(title="NAP at CF (1 kHz) against tone level", y_axis_type="log", width=560, height=360,
-             x_axis_label="tone level (dB SPL)", y_axis_label="mean NAP", y_range=(NAP_FLOOR, 3))
+             x_axis_label="tone level (dB SPL)", y_axis_label="mean NAP (model units)",
+             y_range=(NAP_FLOOR, 3))
 for colour, (name, ear) in zip(("#1f77b4", "#d62728", "#2ca02c"), ears.items()):
     response = [nap_at_cf(level, ear) for level in levels_db_spl]
     fig.line(levels_db_spl, response, color=colour, line_width=2, legend_label=name)
@@ -154,8 +155,8 @@ bokeh_setup.bokeh_model(fig)
 
 How do we know what audiogram a model ear has? We test it like a person: tones at each
 audiometric frequency at levels in 5 dB steps, and the **threshold** is the level at which the
-NAP near the tone's place first crosses a fixed criterion. The healthy model's thresholds define
-0 dB HL for the model.
+NAP near the tone's place first crosses a fixed criterion (interpolated between the steps, so it
+need not be a multiple of 5 dB). The healthy model's thresholds define 0 dB HL for the model.
 
 Here is the audiogram of the ear with **no OHCs at all**. Even total OHC loss gives only a
 mild-to-moderate loss (about 15-50 dB, depending on frequency): larger losses must involve the
