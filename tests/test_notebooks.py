@@ -186,6 +186,8 @@ def test_notebook_runs_top_to_bottom(name, runs_dir, monkeypatch):
   elapsed_s = time.perf_counter() - start
   print(f"\n{name}: {elapsed_s:.1f} s")
   assert _outputs(nb, "error") == []
+  shown = [out.text for out in _outputs(nb, "stream") if out.name == "stderr" and "Warning" in out.text]
+  assert shown == [], "a teaching notebook shows no warnings"
   widget_state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
   assert widget_state.get("state"), "no widget was displayed"
   models = json.dumps(widget_state["state"])

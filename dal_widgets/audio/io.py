@@ -22,7 +22,8 @@ MAX_RESAMPLE_DENOMINATOR = 1000  # bounds up/down factors of resample_poly for i
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 
 
-def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, _stacklevel=2):
+def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, full_scale_warning=True,
+             _stacklevel=2):
   """Checks that `x` is usable audio at rate `sr` and returns it as float32 numpy.
 
   Args:
@@ -31,6 +32,8 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, _stacklevel
     name: Name of the argument, used in messages.
     mono: If True only 1-D audio is accepted; else 1-D or 2-D (time, channels).
     max_seconds: Longest accepted duration in seconds.
+    full_scale_warning: Warn about samples beyond +-1. False where the audio stays float (e.g. a
+      calibrated sound processed in memory: rms 1.0 is 100 dB SPL, so loud sounds peak above 1).
 
   Returns:
     `x` as a float32 numpy array of the same shape.
@@ -40,7 +43,8 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, _stacklevel
     AudioError: empty, NaN/inf samples, or longer than `max_seconds`.
 
   Warns:
-    UserWarning: samples beyond +-1 (they clip when written as PCM), or all-zero audio.
+    UserWarning: samples beyond +-1 (they clip when written as PCM; unless full_scale_warning is
+      False), or all-zero audio.
   """
   x = np.asarray(x)
   allowed = (1,) if mono else (1, 2)
@@ -71,7 +75,7 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, _stacklevel
   if duration_s > max_seconds:
     raise AudioError(f"{name}: too long, {duration_s:.1f} s; at most {max_seconds:g} s (split "
                      "longer recordings)")
-  if peak > 1.0:
+  if peak > 1.0 and full_scale_warning:
     warnings.warn(f"{name}: samples exceed +-1 (peak {peak:.3f}), the full scale of integer PCM: "
                   "kept here, but a 16-bit file would clip them", stacklevel=_stacklevel)
   elif peak == 0.0:

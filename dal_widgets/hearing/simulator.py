@@ -162,7 +162,7 @@ def simulate_hearing_loss(x, sr, audiogram, *, ohc_fraction=DEFAULT_OHC_FRACTION
       outside 0..1.
     AudioError: empty or non-finite `x`.
   """
-  x = validate(x, sr, _stacklevel=3)
+  x = validate(x, sr, full_scale_warning=False, _stacklevel=3)  # float in and out: no clipping
   if not isinstance(audiogram, Audiogram):
     raise ParameterError(f"audiogram: expected an Audiogram, got {type(audiogram).__name__}")
   if (isinstance(ohc_fraction, bool) or not isinstance(ohc_fraction, numbers.Real)

@@ -1,4 +1,6 @@
 """Audio I/O: save/load round trips, resampling, atomic writes, validation errors and warnings."""
+import warnings
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -166,6 +168,9 @@ def test_validate_accepts_and_warns():
     io.validate(np.array([0.5, 1.5]), 16000, name="speech")
   with pytest.warns(UserWarning, match="digital silence"):
     io.validate(np.zeros(10), 16000)
+  with warnings.catch_warnings():  # audio that stays float need not fit integer PCM
+    warnings.simplefilter("error")
+    assert io.validate(np.array([0.5, 1.5]), 16000, full_scale_warning=False)[1] == 1.5
 
 
 def test_wav_bytes_round_trip_and_clipping():

@@ -1,4 +1,6 @@
 """Tests of dal_widgets.hearing.simulator: normal = identity, threshold, recruitment, levels."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -139,6 +141,17 @@ def test_output_finite_and_same_length(n_samples, sr):
   x = np.random.default_rng(2).normal(0, 0.05, n_samples).astype(np.float32)
   y = simulate_hearing_loss(x, sr, preset("N7"))
   assert y.shape == x.shape and y.dtype == np.float32
+  assert np.all(np.isfinite(y))
+
+
+def test_a_loud_calibrated_sound_gives_no_clipping_warning():
+  # 100 dB SPL peaks at 1.41 (rms 1.0 = 100 dB SPL); the simulator keeps floats, so nothing clips
+  # and there is nothing to warn about (notebook 5 showed "a 16-bit file would clip them").
+  x = _tone(1000, 100)
+  assert np.max(np.abs(x)) > 1.0
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    y = simulate_hearing_loss(x, SR, FLAT_40)
   assert np.all(np.isfinite(y))
 
 
