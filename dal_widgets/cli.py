@@ -669,7 +669,9 @@ def build_parser():
 
   p = sub.add_parser("cochleagram", help="write the NAP of a sound file (.npz)",
                      description="Run CARFAC on a sound file and write nap [time, channel], "
-                                 "cf_hz [channel] (channel 0 is the highest CF) and sr to .npz.")
+                                 "cf_hz [channel] (channel 0 is the highest CF), sr, and the "
+                                 "ear's ohc_health and ihc_gain [channel] to .npz. Levels are "
+                                 "absolute: digital rms 1.0 = 100 dB SPL.")
   p.add_argument("input", type=Path, help="input sound file (wav, flac, ogg)")
   p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npz file")
   p.add_argument("--sr", type=int, default=DEFAULT_SR,

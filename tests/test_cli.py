@@ -528,6 +528,18 @@ def test_cochleagram_writes_nap_of_the_clip(tmp_path, ear_file):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["impaired.npz", "normal.npz"]
 
 
+def test_cochleagram_help_names_every_array_it_writes(tmp_path, capsys):
+  out = tmp_path / "nap.npz"
+  assert cli.main(["cochleagram", str(_clip_path()), "--out", str(out), "--bm"]) == 0
+  written = set(np.load(out).files)
+  capsys.readouterr()
+  assert cli.main(["cochleagram", "--help"]) == 0
+  text = " ".join(capsys.readouterr().out.split())
+  described = {name for name in written if re.search(rf"\b{name}\b", text)}
+  assert described == written, f"--help does not mention {sorted(written - described)}"
+  assert "digital rms 1.0 = 100 dB SPL" in text  # the NAP depends on the file's absolute level
+
+
 def test_cochleagram_says_when_it_resampled(tmp_path, capsys):
   x, sr = load_clip(CLIP)
   soundfile.write(str(tmp_path / "48k.wav"), np.repeat(x, 3), 3 * sr)
