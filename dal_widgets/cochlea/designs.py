@@ -60,6 +60,9 @@ def cochleagram(x, sr: float, *, style: str = "v3", ohc_health=1.0, ihc_gain=1.0
                 linear: bool = False, bm: bool = True) -> carfac.CarfacOutput:
   """NAP and BM of a waveform through a (possibly impaired) CARFAC, from rest.
 
+  The rest state is the healthy ear's: `ohc_health` takes effect at the first AGC update and its
+  ramp (2 x 8 samples, 1 ms at 16 kHz), so measure an impaired ear's responses after that.
+
   Args:
     x: waveform, shape [n_samp], CARFAC units (see dal_widgets.audio.calibration).
     sr: sample rate in Hz; the model is designed for it (8000..48000).
