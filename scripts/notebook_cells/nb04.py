@@ -147,9 +147,10 @@ gets louder than 85 dB SPL), its gradient through the impaired CARFAC, and takes
 The curve shows the loss of each step and its running mean. (For long runs on a GPU researchers
 call `train_lib.train(cfg, workdir)` directly, or the `dal train` command.)
 
-**The first step takes 30-60 s:** JAX compiles CARFAC, the SAI and their gradients into one
-program. Later steps take about half a second to a second each on a laptop. Each step uses different examples, so
-the curve is noisy; what matters is the trend, and the held-out test after it.
+**The first step takes 15-30 s:** JAX compiles CARFAC, the SAI and their gradients into one
+program. Later steps take a few tenths of a second each on a 2-core laptop. Each step uses
+different examples, so the curve is noisy; what matters is the trend, and the held-out test after
+it.
 """),
     ("code", """
 def train_and_save(cfg, *, ear, on_progress, should_stop, init_params=None):
@@ -279,7 +280,7 @@ bokeh_setup.bokeh_model(fig)
 
 ## Exercises
 
-1. **Train longer.** Set the steps slider to 100 (a few minutes) and press *Start fine-tune*
+1. **Train longer.** Set the steps slider to 100 (about a minute) and press *Start fine-tune*
    again: it continues from the current aid. Does the held-out NAP loss keep falling? Does the
    sound change? Compare with the pretrained column.
 2. **What the loss looks at.** Train with only the NAP term, `cfg.replace(loss=LossConfig(w_sai=0.0))`
