@@ -5,7 +5,8 @@ Trained with `python scripts/train_and_evaluate.py --preset N3 --config default 
 checkerboard-free, DC-blocked SEANet (aid/seanet.py) and fine-tuned on a 2-core CPU with
 `... --init <the version-1 aid> --steps 150 --batch-size 16 --lr 1e-3 --warmup 5`: the version-1
 aid whistled at 2 kHz (54 dB SPL in silence). bench/RESULTS.md has both evaluations.
-The workbench and notebooks fine-tune from it; `dal enhance` and `dal evaluate` use it by default.
+The workbench (the apps, notebook 5) fine-tunes from it; notebook 4 starts at the identity and
+shows it as a column. `dal enhance` and `dal evaluate` use it by default.
 """
 import functools
 import importlib.resources
