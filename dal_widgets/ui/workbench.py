@@ -408,7 +408,7 @@ class Workbench(widgets.VBox):
     if sound is None or audiogram is None:
       return
     ear, refined = self._current_ear(audiogram)
-    self._show_fit(refined)
+    self._show_fit(ear, refined)
     try:
       self._stages(generation, sound, audiogram, model, ear, refined)
     except Exception:
@@ -528,16 +528,30 @@ class Workbench(widgets.VBox):
         self.cochleagram.cursor_s = round(0.5 * naps[label].shape[0] / self.sr, 3)
     self.sai_view.figure.title.text = f"SAI \u00b7 {PANEL_TITLES.get(label, label)}"
 
-  def _show_fit(self, refined):
+  def _show_fit(self, ear, refined):
+    """The fit's kind and quality, and which audiogram points the model cannot take as they are
+    (the fitted `ear` lists the frequencies it measured in `freqs_hz`)."""
     if refined:
       text = "listener fit: refined by simulated audiometry"
-      ear = self.state.ear
-      if ear is not None and len(ear.residual_db):
+      if len(ear.residual_db):
         text += f" (worst residual {float(np.max(np.abs(ear.residual_db))):.1f} dB)"
     elif self._refiner is not None:
       text = "listener fit: fast open-loop fit; refining in the background\u2026"
     else:
       text = "listener fit: fast open-loop fit"
+    fitted = tuple(getattr(ear, "freqs_hz", ear.audiogram.freqs_hz))
+    hz = lambda freqs: ", ".join(f"{f:g}" for f in freqs)
+    points = dict(zip(ear.audiogram.freqs_hz, ear.audiogram.thresholds_db_hl))
+    if fitted:  # the fit spreads its highest point's loss flat to the channels above it
+      top = max(points[fitted[-1]], 0.0)
+      skipped = [f for f, t in points.items() if f not in fitted and max(t, 0.0) != top]
+      if skipped:
+        text += (f". {hz(skipped)} Hz not fitted: above the tones a {self.sr:g} Hz model can "
+                 f"test; the model keeps the {fitted[-1]:g} Hz threshold there")
+    better = [f for f, t in points.items() if t < 0 and f in fitted]
+    if better:
+      text += (f". Thresholds better than 0 dB HL at {hz(better)} Hz are fitted as 0 dB HL: "
+               "the model's healthy ear is its best")
     self.fit_status.value = f'<span style="font-size:12px;color:#555">{html.escape(text)}</span>'
 
   def _refine(self, audiogram):

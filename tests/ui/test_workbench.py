@@ -76,8 +76,9 @@ class FakeCompute:
   def fit_ear(self, audiogram, sr, *, refine=False):
     self._count("fit_refined" if refine else "fit_fast")
     loss_db = np.interp(np.log(self.cf), np.log(audiogram.freqs_hz), audiogram.thresholds_db_hl)
-    return SimpleNamespace(audiogram=audiogram, gain=10 ** (-loss_db / 20),
-                           residual_db=np.full(len(audiogram.freqs_hz), 0.5 if refine else 0.0))
+    measured = tuple(f for f in audiogram.freqs_hz if f <= 0.8 * sr / 2)  # as the real fit
+    return SimpleNamespace(audiogram=audiogram, gain=10 ** (-loss_db / 20), freqs_hz=measured,
+                           residual_db=np.full(len(measured), 0.5 if refine else 0.0))
 
   def nap(self, x, sr, ear=None):
     self._count("nap")
@@ -251,6 +252,18 @@ def test_an_aid_trained_for_the_full_preset_is_not_labelled_as_for_another_liste
   bench.editor.sliders[3].value += 10  # now another listener
   assert bench.wait(WAIT_S)
   assert bench.cochleagram.figures[DAL].title.text.endswith("(trained for N3)")
+
+
+def test_the_fit_status_names_audiogram_points_the_model_does_not_fit():
+  bench, _ = _bench()
+  assert "not fitted" not in bench.fit_status.value and "better than" not in bench.fit_status.value
+  bench.editor.sliders[FREQS_HZ.index(8000.0)].value = 120.0  # above a 16 kHz model's tones
+  bench.editor.sliders[0].value = -10.0
+  assert bench.wait(WAIT_S)
+  assert ("8000 Hz not fitted: above the tones a 16000 Hz model can test; the model keeps the "
+          "6000 Hz threshold there") in bench.fit_status.value
+  assert "better than 0 dB HL at 250 Hz are fitted as 0 dB HL" in bench.fit_status.value
+  assert "worst residual 0.5 dB" in bench.fit_status.value
 
 
 def test_failing_metrics_clear_the_table_and_the_fit_is_still_refined():
