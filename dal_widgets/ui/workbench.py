@@ -171,7 +171,8 @@ class SoundPicker(widgets.VBox):
       self._show(f"Could not use the upload: {err}", error=True)
       return False
     label = f"\u2b06 {filename}"
-    self._upload = (label, np.asarray(x, np.float32))
+    # A recording's DC offset is no sound, yet the speech level and the SNR (rms) would count it.
+    self._upload = (label, np.asarray(x - np.mean(x, dtype=np.float64), np.float32))
     options = [o for o in self.clip.options if not o[0].startswith("\u2b06")] + [(label, label)]
     again = self.clip.value == label  # a new file of the same name: no value change to emit
     with self.hold_trait_notifications():

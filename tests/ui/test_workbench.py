@@ -345,6 +345,17 @@ def test_a_stereo_upload_is_mixed_to_mono_and_says_so():
   assert "digital silence once its 2 channels mixed to mono" in bench.sound_picker.message.value
 
 
+def test_an_uploads_dc_offset_is_removed_before_levels_are_set():
+  bench, _ = _bench(noise="quiet")  # FakeCompute keeps the level: the sound is the upload itself
+  t = np.arange(16000) / 16000
+  tone = 0.05 * np.sin(2 * np.pi * 300 * t)
+  assert bench.sound_picker.load_upload(_wav(0.5 + tone, 16000), "offset.wav")
+  clean = bench.state.sound.clean
+  assert abs(float(np.mean(clean))) < 1e-6  # else 65 dB SPL would mostly be the offset
+  np.testing.assert_allclose(clean, tone, atol=2 * WAV_ATOL)
+  assert bench.wait(WAIT_S)
+
+
 def test_a_note_on_an_upload_goes_when_another_sound_is_chosen():
   bench, _ = _bench()
   assert bench.sound_picker.load_upload(_tone_wav(1.0, 8000), "me.wav")
