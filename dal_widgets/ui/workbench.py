@@ -156,8 +156,8 @@ class SoundPicker(widgets.VBox):
       resampled = f"resampled from {file_sr / 1000:g} kHz" if file_sr != self.sr else ""
       note = "".join(f", {part}" for part in (mixed, resampled) if part)
       if x.shape[0] < MIN_SOUND_S * self.sr:
-        raise AudioError(f"{filename}: {x.shape[0] / self.sr:.2f} s is too short; expected at "
-                         f"least {MIN_SOUND_S} s")
+        raise AudioError(f"{filename}: {x.shape[0] / self.sr:.3g} s is too short; expected at "
+                         f"least {MIN_SOUND_S:g} s")  # 3 digits: 0.0999 s, not 0.10 s
       once = f" once {mixed}" if mixed else ""  # opposite channels cancel in the mix
       if not np.any(x):
         raise AudioError(f"{filename}: the file is digital silence{once}")

@@ -390,6 +390,8 @@ def test_a_new_file_of_the_same_name_replaces_the_sound():
                                                              "Error opening the data"),
     (_wav(np.zeros(16000, np.float32), 16000), "silent.wav", "digital silence"),
     (_wav(np.full(100, 0.1, np.float32), 16000), "click.wav", "too short"),
+    (_wav(np.full(1599, 0.1, np.float32), 16000), "almost.wav",
+     "almost.wav: 0.0999 s is too short; expected at least 0.1 s"),
     (_wav(np.full(16000, 0.3, np.float32), 16000), "dc.wav", "too quiet"),  # a constant
     (_wav(np.r_[np.zeros(15999), 1.0 / 32768].astype(np.float32), 16000), "lsb.wav", "too quiet"),
 ])
