@@ -41,6 +41,24 @@ def test_hearing_aid_lab_is_the_whole_workbench_with_the_configured_caps(no_boke
   assert lab.cochleagram.sources[NALR].data["image"]
 
 
+def test_a_fine_tune_of_the_bundled_aid_starts_at_the_gentler_learning_rate(no_bokeh_loader):
+  from dal_widgets.hearing.presets import preset
+  from dal_widgets.loop.config import config_for
+  fresh = _inner(make_app("hearing_aid_lab", config=NO_CACHE, compute=FakeCompute()))
+  assert fresh.finetune.model is None
+  assert fresh.finetune.learning_rate.value == config_for("widget").learning_rate
+
+  class WithPretrained(FakeCompute):
+    def pretrained_aid(self):
+      return {"gain": 2.0}, config_for("widget").model_config, preset("N3"), 470
+
+  lab = _inner(make_app("hearing_aid_lab", config=NO_CACHE, compute=WithPretrained()))
+  assert lab.finetune.model.steps_done == 470
+  assert lab.finetune.learning_rate.value == app_module.CONTINUE_LEARNING_RATE
+  assert fresh.wait(WAIT_S) and lab.wait(WAIT_S)  # the listener is fitted: the panel can train
+  assert lab.finetune.config().learning_rate == app_module.CONTINUE_LEARNING_RATE
+
+
 def test_audiogram_explorer_shows_the_listener_parts_in_quiet(no_bokeh_loader):
   explorer = _inner(make_app("audiogram_explorer", config=NO_CACHE, compute=FakeCompute()))
   assert isinstance(explorer, Workbench) and explorer.aids == ()
