@@ -151,20 +151,21 @@ def _set_level(x, level_db_spl):
 
 
 def _fit(audiogram, sr, style):
-  from dal_widgets.hearing.fit import fit_cochlea
+  from dal_widgets.hearing import fit
   who = f"audiogram {audiogram.name}" if audiogram.name else "a custom audiogram"
   _status(f"fitting CARFAC ({style}, {float(sr):g} Hz) to {who} "
           f"(up to a minute; keep it with `dal fit-audiogram --out ear.json`, reuse with --ear)")
-  ear = fit_cochlea(audiogram, float(sr), style=style)
-  skipped = [f for f in audiogram.freqs_hz if f not in ear.freqs_hz]
+  ear = fit.fit_cochlea(audiogram, float(sr), style=style)
+  hz = lambda freqs: ", ".join(f"{f:g}" for f in freqs)
+  skipped = fit.unfitted_freqs_hz(audiogram, ear.freqs_hz)
   if skipped:
-    _status(f"note: {', '.join(f'{f:g}' for f in skipped)} Hz not fitted: above the tones a "
-            f"{float(sr):g} Hz model can test; a higher sample rate (up to 48000 Hz) reaches them")
-  better = [f for f, t in zip(audiogram.freqs_hz, audiogram.thresholds_db_hl)
-            if t < 0 and f in ear.freqs_hz]
+    _status(f"note: {hz(skipped)} Hz not fitted: above the tones a {float(sr):g} Hz model can "
+            f"test; the model keeps the {ear.freqs_hz[-1]:g} Hz threshold there; a higher sample "
+            "rate (up to 48000 Hz) reaches them")
+  better = fit.better_than_normal_freqs_hz(audiogram, ear.freqs_hz)
   if better:
-    _status(f"note: thresholds better than 0 dB HL at {', '.join(f'{f:g}' for f in better)} Hz "
-            "are fitted as 0 dB HL: the model's healthy ear is its best")
+    _status(f"note: thresholds better than 0 dB HL at {hz(better)} Hz are fitted as 0 dB HL: "
+            "the model's healthy ear is its best")
   return ear
 
 

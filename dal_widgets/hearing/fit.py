@@ -85,6 +85,25 @@ class ImpairedEar:
                target_db_hl=tuple(d["target_db_hl"]), fitted_db_hl=tuple(d["fitted_db_hl"]))
 
 
+def unfitted_freqs_hz(audiogram: Audiogram, fitted_freqs_hz) -> tuple:
+  """Audiogram frequencies, Hz, that a fit left out (above the tones its model's rate can test)
+  and whose threshold differs from what the model has there: the loss of the highest fitted
+  frequency, spread flat to the channels above it (negative thresholds count as 0 dB HL)."""
+  points = dict(zip(audiogram.freqs_hz, audiogram.thresholds_db_hl))
+  fitted = tuple(fitted_freqs_hz)
+  if not fitted:
+    return ()
+  top = max(points[fitted[-1]], 0.0)
+  return tuple(f for f, t in points.items() if f not in fitted and max(t, 0.0) != top)
+
+
+def better_than_normal_freqs_hz(audiogram: Audiogram, fitted_freqs_hz) -> tuple:
+  """Fitted frequencies, Hz, whose threshold is better than 0 dB HL: the model's healthy ear is
+  its best, so the fit takes them as 0 dB HL."""
+  return tuple(f for f, t in zip(audiogram.freqs_hz, audiogram.thresholds_db_hl)
+               if t < 0 and f in tuple(fitted_freqs_hz))
+
+
 @functools.lru_cache(maxsize=1)
 def bundled() -> dict:
   """The precomputed model data: {"<sr>/<style>": {freqs_hz, shift_curves_db, presets}}."""

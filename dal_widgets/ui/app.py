@@ -22,7 +22,7 @@ from dal_widgets import compile_cache
 from dal_widgets.aid.seanet import SEANET_SIZES
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.presets import PRESET_NAMES, preset
-from dal_widgets.loop.config import config_for
+from dal_widgets.loop.config import WIDGET_CONTINUE_LEARNING_RATE, config_for
 from dal_widgets.ui import compute as compute_module
 from dal_widgets.ui.ab_player import ABPlayer
 from dal_widgets.ui.bokeh_setup import load_bokeh
@@ -36,11 +36,6 @@ KINDS = ("audiogram_explorer", "sai_explorer", "hearing_aid_lab")
 STIMULUS_S = 1.0  # duration of the SAI explorer's test sounds, s
 F0_RANGE_HZ = (60, 400)  # pitch / click rate slider: male voice low end to child voice high end
 DEFAULT_F0_HZ = 125  # a typical male voice
-# Peak learning rate a fine-tune of the bundled (already trained) aid starts with. The widget
-# preset's 2e-3 suits a fresh, identity-started SEANet; on the bundled N3 aid, 20 steps at 2e-3
-# raised the training loss (0.44 -> 0.52) and lowered the NAP correlation of a clip (0.68 -> 0.60),
-# while 2e-4 lowered the loss (0.46) and raised the correlation (0.69).
-CONTINUE_LEARNING_RATE = 2e-4
 APP_CSS = ("<style>.dal-app{max-width:1260px}.dal-app .widget-html-content{line-height:1.35}"
            "</style>")
 
@@ -248,7 +243,7 @@ def make_app(kind: str, *, config: AppConfig | None = None, compute=compute_modu
     base = config_for("widget")
     base = base.replace(steps=min(config.finetune_steps, config.max_steps))
     if initial_model is not None:  # a fine-tune continues that aid: a gentler start
-      base = base.replace(learning_rate=CONTINUE_LEARNING_RATE)
+      base = base.replace(learning_rate=WIDGET_CONTINUE_LEARNING_RATE)
     finetune = dict(base_config=base, max_steps=config.max_steps, max_seconds=config.max_seconds,
                     model_sizes=config.model_sizes, train_fn=compute.train,
                     initial_model=initial_model)

@@ -21,6 +21,7 @@ import traitlets
 from traitlets import Bool, HasTraits, Instance
 
 from dal_widgets.errors import AudioError, DalError, ParameterError
+from dal_widgets.hearing import fit
 from dal_widgets.hearing.audiogram import Audiogram
 from dal_widgets.ui import compute as compute_module
 from dal_widgets.ui.ab_player import ABPlayer
@@ -540,16 +541,12 @@ class Workbench(widgets.VBox):
       text = "listener fit: fast open-loop fit; refining in the background\u2026"
     else:
       text = "listener fit: fast open-loop fit"
-    fitted = tuple(getattr(ear, "freqs_hz", ear.audiogram.freqs_hz))
     hz = lambda freqs: ", ".join(f"{f:g}" for f in freqs)
-    points = dict(zip(ear.audiogram.freqs_hz, ear.audiogram.thresholds_db_hl))
-    if fitted:  # the fit spreads its highest point's loss flat to the channels above it
-      top = max(points[fitted[-1]], 0.0)
-      skipped = [f for f, t in points.items() if f not in fitted and max(t, 0.0) != top]
-      if skipped:
-        text += (f". {hz(skipped)} Hz not fitted: above the tones a {self.sr:g} Hz model can "
-                 f"test; the model keeps the {fitted[-1]:g} Hz threshold there")
-    better = [f for f, t in points.items() if t < 0 and f in fitted]
+    skipped = fit.unfitted_freqs_hz(ear.audiogram, ear.freqs_hz)
+    if skipped:
+      text += (f". {hz(skipped)} Hz not fitted: above the tones a {self.sr:g} Hz model can "
+               f"test; the model keeps the {ear.freqs_hz[-1]:g} Hz threshold there")
+    better = fit.better_than_normal_freqs_hz(ear.audiogram, ear.freqs_hz)
     if better:
       text += (f". Thresholds better than 0 dB HL at {hz(better)} Hz are fitted as 0 dB HL: "
                "the model's healthy ear is its best")

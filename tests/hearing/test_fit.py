@@ -76,3 +76,14 @@ def test_bad_inputs_raise():
     fit.fit_cochlea(Audiogram((8000.0,), (30.0,)), SR)
   with pytest.raises(ParameterError, match="sr must be within 8000..48000 Hz, got nan"):
     fit.fit_cochlea(Audiogram((1000.0,), (30.0,)), float("nan"))
+
+
+def test_points_a_fit_cannot_take_are_named():
+  gram = Audiogram((250.0, 1000.0, 6000.0, 8000.0), (-10.0, 20.0, 50.0, 70.0))
+  ear = fit.fit_cochlea(gram, 16000.0, refine=False)  # 8 kHz is above a 16 kHz model's tones
+  assert ear.freqs_hz == (250.0, 1000.0, 6000.0)
+  assert fit.unfitted_freqs_hz(gram, ear.freqs_hz) == (8000.0,)
+  assert fit.better_than_normal_freqs_hz(gram, ear.freqs_hz) == (250.0,)
+  flat_top = Audiogram(gram.freqs_hz, (0.0, 20.0, 50.0, 50.0))  # the model has 50 dB HL at 8 kHz
+  assert fit.unfitted_freqs_hz(flat_top, ear.freqs_hz) == ()
+  assert fit.better_than_normal_freqs_hz(flat_top, ear.freqs_hz) == ()

@@ -54,9 +54,9 @@ def test_a_fine_tune_of_the_bundled_aid_starts_at_the_gentler_learning_rate(no_b
 
   lab = _inner(make_app("hearing_aid_lab", config=NO_CACHE, compute=WithPretrained()))
   assert lab.finetune.model.steps_done == 470
-  assert lab.finetune.learning_rate.value == app_module.CONTINUE_LEARNING_RATE
+  assert lab.finetune.learning_rate.value == app_module.WIDGET_CONTINUE_LEARNING_RATE
   assert fresh.wait(WAIT_S) and lab.wait(WAIT_S)  # the listener is fitted: the panel can train
-  assert lab.finetune.config().learning_rate == app_module.CONTINUE_LEARNING_RATE
+  assert lab.finetune.config().learning_rate == app_module.WIDGET_CONTINUE_LEARNING_RATE
 
 
 def test_audiogram_explorer_shows_the_listener_parts_in_quiet(no_bokeh_loader):
