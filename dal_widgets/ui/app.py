@@ -115,9 +115,10 @@ class SAIExplorer(widgets.VBox):
     self.note = widgets.HTML()
     cf_hz = compute.cf_hz(sr)
     params = compute.sai_params(sr, len(cf_hz))
+    hop_s = params.input_segment_width / sr  # frame i has seen (i + 1) hops of NAP
     self.cochleagram = CochleagramView(cf_hz, sr, ("NAP",), height=240, width=480)
     self.sai_view = SAIView(cf_hz, compute.sai_lags_ms(params, sr),
-                            hop_s=params.input_segment_width / sr, height=240, width=400)
+                            hop_s=hop_s, offset_s=hop_s, height=240, width=400)
     traitlets.link((self.cochleagram, "cursor_s"), (self.sai_view, "cursor_s"))
     self.player = ABPlayer(("sound", "as the listener hears it"), gain_db=PLAYBACK_GAIN_DB)
     self._runner = BackgroundRunner(self._compute, self._show, busy=self.busy)

@@ -9,7 +9,6 @@ change what comes before it, and the padding is cropped off again).
 import functools
 import io
 import math
-import warnings
 
 import jax
 import numpy as np
@@ -166,11 +165,9 @@ def heard(x: np.ndarray, sr: float, audiogram) -> np.ndarray:
   """x as the listener of `audiogram` hears it (hearing.simulate_hearing_loss), float32.
 
   Aided signals may exceed digital full scale (rms 1.0 = 100 dB SPL: a loud aid is not an error in
-  the model); the player flags clipping itself, so the validator's clipping warning is silenced here.
+  the model); the simulator does not warn about it, and the player flags clipping itself.
   """
-  with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*clip", category=UserWarning)
-    return simulate_hearing_loss(x, sr, audiogram)
+  return simulate_hearing_loss(x, sr, audiogram)
 
 
 def nalr(x: np.ndarray, sr: float, audiogram) -> np.ndarray:

@@ -305,8 +305,9 @@ class Workbench(widgets.VBox):
     self.sai_view = self.sai_source = None
     if sai:
       params = compute.sai_params(self.sr, len(cf_hz))
+      hop_s = params.input_segment_width / self.sr  # frame i has seen (i + 1) hops of NAP
       self.sai_view = SAIView(cf_hz, compute.sai_lags_ms(params, self.sr),
-                              hop_s=params.input_segment_width / self.sr, height=250, width=320)
+                              hop_s=hop_s, offset_s=hop_s, height=250, width=320)
       self.sai_view.slider.layout.width = "200px"  # play, slider and time fit the column
       self.sai_source = widgets.Dropdown(options=self.labels, value=UNAIDED, description="SAI of",
                                          layout=widgets.Layout(width="330px"))

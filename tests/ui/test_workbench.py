@@ -424,9 +424,13 @@ def test_sai_follows_the_chosen_panel_and_the_nap_cursor():
   bench.sai_source.value = NORMAL
   assert bench.wait(WAIT_S)
   assert compute.calls["sai"] == sai_calls + 1 and "normal ear" in bench.sai_view.figure.title.text
-  bench.cochleagram.cursor_s = 0.1
-  assert bench.sai_view.frame == round(0.1 / bench.sai_view.hop_s)
+  hop_s = bench.sai_view.hop_s
+  assert hop_s == compute.sai_params(bench.sr, compute.N_CH).input_segment_width / bench.sr
+  bench.cochleagram.cursor_s = 10 * hop_s  # frame i has seen i + 1 hops of NAP: the 10th is 9
+  assert bench.sai_view.frame == 9 and bench.sai_view.time_label.value == f"t = {10 * hop_s:.3f} s"
   assert bench.sai_view.play.value == bench.sai_view.frame  # a re-sent page state agrees
+  bench.cochleagram.cursor_s = 0.0  # before the first frame is complete: the first one
+  assert bench.sai_view.frame == 0
 
 
 def test_sai_of_the_dal_panel_without_an_aid_shows_nothing():
