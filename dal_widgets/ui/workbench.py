@@ -2,8 +2,8 @@
 
 One `WorkbenchState` holds the inputs (sound, audiogram, fine-tuned model) and the fitted ear.
 Changes flow one way: audiogram -> fitted ear (fast open-loop fit at once, refined fit in the
-background afterwards) -> NAPs / SAI -> views; fine-tune -> model -> aided outputs -> player,
-metrics, views. All heavy work runs in one BackgroundRunner thread in stages, most urgent first
+background afterwards) -> NAPs / SAI -> views; refined fit -> fine-tune -> model -> aided
+outputs -> player, metrics, views. All heavy work runs in one BackgroundRunner thread in stages, most urgent first
 (the impaired NAP), each stage drawn as soon as it is ready; a newer request makes the running job
 stop at its next stage boundary. Results are memoised by what they depend on, so e.g. a new model
 recomputes only the DAL rows.
@@ -319,12 +319,15 @@ class Workbench(widgets.VBox):
     if finetune and DAL in aids:
       self.finetune = FineTunePanel(**(finetune_options or {}))
       self.finetune.observe(self._on_finetune_model_changed, "model")
-      traitlets.dlink((self.state, "ear"), (self.finetune, "ear"))
       self.state.model = self.finetune.model  # e.g. the bundled pretrained aid
     self.metrics = MetricsTable() if metrics else None
     self._runner = BackgroundRunner(self._pipeline, busy=self.busy)
     self._refiner = BackgroundRunner(self._refine, self._on_refined,
                                      on_error=self._on_refine_error) if refine else None
+    self._refine_failed = False  # for the current audiogram: the fast fit is then the listener
+    if self.finetune is not None:
+      self.state.observe(self._offer_ear, ["ear", "ear_refined"])
+      self._offer_ear()
     self.difference.observe(self._on_view_setting_changed, "value")
     self.sound_picker.observe(self._on_sound_changed, "sound")
     self.editor.observe(self._on_editor_audiogram_changed, "audiogram")
@@ -565,7 +568,17 @@ class Workbench(widgets.VBox):
         self.state.ear, self.state.ear_refined = ear, True
     self.request()
 
+  def _offer_ear(self, change=None):
+    """The fine-tune trains for the refined fit; for the fast fit only where none will come (no
+    refinement, or it failed), so that a run never trains for a listener about to be replaced."""
+    ear = self.state.ear
+    waiting = self._refiner is not None and not self.state.ear_refined and not self._refine_failed
+    self.finetune.ear = None if waiting else ear
+
   def _on_refine_error(self, err):
+    self._refine_failed = True
+    if self.finetune is not None:
+      self._offer_ear()
     self.fit_status.value = ('<span style="font-size:12px;color:#c0392b">refined fit failed '
                              f"({html.escape(type(err).__name__)}: {html.escape(str(err))}); "
                              "showing the fast fit</span>")
@@ -577,6 +590,7 @@ class Workbench(widgets.VBox):
 
   def _on_editor_audiogram_changed(self, change):
     with self._lock:  # until the new listener is fitted there is no ear to fine-tune for
+      self._refine_failed = False
       if getattr(self.state.ear, "audiogram", None) != change["new"]:
         with self.state.hold_trait_notifications():
           self.state.ear, self.state.ear_refined = None, False

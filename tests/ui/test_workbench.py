@@ -223,6 +223,31 @@ def test_no_fine_tune_for_a_listener_whose_fit_is_not_ready():
   assert bench.finetune.config().audiogram.name == "S2"
 
 
+def test_a_fine_tune_trains_for_the_refined_fit_not_the_fast_first_guess():
+  bench, compute = _bench(preset="N3")
+  gate = threading.Event()
+  fit = compute.fit_ear
+  compute.fit_ear = lambda *a, refine=False, **k: (refine and gate.wait(WAIT_S),
+                                                   fit(*a, refine=refine, **k))[1]  # slow refine
+  bench.editor.sliders[2].value = 55.0
+  assert bench._runner.wait(WAIT_S)  # the pictures show the fast fit meanwhile
+  assert bench.state.ear is not None and not bench.state.ear_refined
+  assert bench.finetune.ear is None and bench.finetune.start_button.disabled
+  gate.set()
+  assert bench.wait(WAIT_S)
+  assert bench.finetune.ear is bench.state.ear and bench.state.ear_refined
+  assert not bench.finetune.start_button.disabled
+  # A failed refinement leaves the fast fit as the listener: Start is not blocked for good.
+  compute.fit_ear = lambda *a, refine=False, **k: (_ for _ in ()).throw(RuntimeError("no")) \
+      if refine else fit(*a, **k)
+  bench.editor.sliders[2].value = 60.0
+  assert bench.wait(WAIT_S)
+  assert "refined fit failed" in bench.fit_status.value
+  assert bench.finetune.ear is bench.state.ear and not bench.state.ear_refined
+  assert bench.finetune.ear.audiogram.thresholds_db_hl[2] == 60.0
+  assert not bench.finetune.start_button.disabled
+
+
 def test_an_aid_trained_for_another_listener_is_labelled_so():
   bench, _ = _bench(preset="N3")
   bench.finetune.steps.value = 2
