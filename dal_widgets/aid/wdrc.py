@@ -9,9 +9,11 @@ Signal path (offline, numpy/scipy, not differentiated):
    frames, in dB SPL via the project calibration, smoothed by a peak detector with separate attack
    and release time constants (Kates 2008, "Digital Hearing Aids", dynamic-range compression).
 3. Gain per band (static curve): linear below the compression threshold T, slope 1/CR above it.
-   A make-up gain puts the 0 dB point at the reference level, so the compressor keeps the linear
+   A make-up gain puts the 0 dB point at the reference level R, so the compressor keeps the linear
    (e.g. NAL-R) gain for conversational speech, adds gain to soft sounds, and removes it from loud
-   ones. Gains are interpolated linearly from frames to samples and applied to each band.
+   ones. A kneepoint above the reference (T > R, compression limiting) leaves R in the linear
+   part: no make-up gain, 0 dB below T. Gains are interpolated linearly from frames to samples and
+   applied to each band.
 
 Compression-ratio rule (documented choice): the band's hearing loss L (dB HL at the band centre)
 shrinks the range of usable levels from [0, UCL] to [L, UCL]; mapping the normal range onto it
@@ -42,7 +44,7 @@ REFERENCE_DB_SPL = 65.0  # per-band input level where the compressor gain is 0 d
 UCL_DB_HL = 100.0  # typical uncomfortable loudness level used by the CR rule (module docstring)
 MAX_RATIO = 3.0  # upper limit of the compression ratio (module docstring)
 ENVELOPE_HOP_S = 1e-3  # level-detector frame; well below the attack time
-POWER_FLOOR = 1e-20  # digital power floor (-100 dB re full scale) so silence has a finite level
+POWER_FLOOR = 1e-20  # digital power floor (-200 dB re full scale, -100 dB SPL): silence has a level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +57,8 @@ class WdrcParams:
     center_hz: K band centre frequencies (where the loss for the ratio was read).
     threshold_db_spl: K compression thresholds (band input level, dB SPL).
     ratio: K compression ratios (>= 1; 1 means linear).
-    makeup_gain_db: K gains below threshold, dB (0 dB gain at the reference level).
+    makeup_gain_db: K gains below threshold, dB (0 dB gain at the reference level; 0 when the
+      threshold is above it).
     attack_ms: Level-detector attack time constant, ms.
     release_ms: Level-detector release time constant, ms.
   """
@@ -123,7 +126,9 @@ def design_wdrc(audiogram: Audiogram, sr: float, *, threshold_db_spl: float = TH
   crossovers = [f for f in crossovers if f < MAX_CROSSOVER_FRACTION_OF_NYQUIST * sr / 2]
   centers = BAND_CENTERS_HZ[:len(crossovers) + 1]
   ratio = compression_ratio(audiogram.at(centers), max_ratio=max_ratio)
-  makeup = (1.0 - 1.0 / ratio) * (reference_db_spl - threshold_db_spl)
+  # 0 dB at the reference: above the kneepoint the curve has fallen by (1 - 1/CR) (R - T) there;
+  # below it (T > R) the reference is in the linear part, where the gain is the make-up itself.
+  makeup = (1.0 - 1.0 / ratio) * max(reference_db_spl - threshold_db_spl, 0.0)
   n = len(centers)
   return WdrcParams(sr=float(sr), crossover_hz=tuple(float(f) for f in crossovers),
                     center_hz=tuple(float(f) for f in centers),

@@ -52,6 +52,15 @@ def test_steady_tone_is_linear_below_threshold_with_the_makeup_gain():
   assert _tone_level_out(params, 1000.0, 65.0) == pytest.approx(65.0, abs=0.5)
 
 
+def test_a_kneepoint_above_the_reference_keeps_soft_and_reference_levels_unchanged():
+  # compression limiting: T = 80 > R = 65 dB SPL; the reference lies in the linear part
+  params = design_wdrc(FLAT60, SR, threshold_db_spl=80.0)
+  assert params.makeup_gain_db == (0.0,) * params.n_bands
+  for level in (40.0, 65.0):
+    assert _tone_level_out(params, 1000.0, level) == pytest.approx(level, abs=0.5)
+  assert _tone_level_out(params, 1000.0, 100.0) == pytest.approx(80 + 20 / 2.5, abs=1.0)
+
+
 def test_level_detector_time_constants():
   hop_s = 1e-3
   step_up = np.r_[np.full(50, 40.0), np.full(200, 80.0)]
