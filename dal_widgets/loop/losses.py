@@ -67,6 +67,10 @@ def ear_nap(x, ear):
     NAP, shape [batch, n_samp, n_ch].
   """
   hypers, coeffs, weights, state = ear
+  # A numpy batch closed over by a jitted caller would reach CARFAC's compiled CPU kernel as a
+  # batched numpy constant, which jax 0.10 cannot trace through its custom_vjp (AssertionError
+  # "non-canonical constant"); as a jax array it can.
+  x = jnp.asarray(x)
   return jax.vmap(lambda xi: cf.run(xi, hypers, coeffs, weights, state, bm=False)[0].nap)(x)
 
 
@@ -127,6 +131,7 @@ def spectral_distance(y, clean, fft_sizes, *, ignore_fixed_gain: bool = False):
   first: a fixed per-frequency gain (what a prescription does) costs nothing, while noise and
   time-varying distortion of the spectro-temporal envelope (what STOI measures) still do.
   """
+  y, clean = jnp.asarray(y), jnp.asarray(clean)  # numpy cannot be indexed by traced frames
   usable = [n for n in fft_sizes if n <= y.shape[-1]]
   if not usable:
     return jnp.zeros((), y.dtype)

@@ -78,6 +78,16 @@ def test_gradients_are_finite_and_reach_the_last_seanet_layer(at_init):
   assert float(jnp.abs(last["bias"][0])) > 0
 
 
+def test_the_loss_jits_with_a_numpy_batch_closed_over(ears, batch, at_init):
+  # a numpy batch from SpeechSource, captured by the jitted function instead of passed to it
+  normal, impaired = ears
+  params = init_seanet(jax.random.PRNGKey(0), TINY)
+  loss = jax.jit(lambda params: losses.dal_loss(params, batch, model_cfg=TINY, loss_cfg=LOSS,
+                                                normal=normal, impaired=impaired)[0])(params)
+  (want, _), _ = at_init[0]
+  assert float(loss) == pytest.approx(float(want), rel=SAME_PROGRAM_RTOL)
+
+
 def test_targets_carry_no_gradient(ears, batch):
   normal, _ = ears
   grad = jax.jit(jax.grad(lambda clean: jnp.sum(losses.targets(clean, normal, LOSS).nap)))(
