@@ -94,7 +94,8 @@ class EvaluationTable:
   Attributes:
     rows: Means, one dict per (system, snr_db) and one per system with snr_db == "all";
       keys "system", "snr_db", "n_clips" and one per metric in `metrics` (the mean over the
-      clips with a finite value: STOI is NaN for a clip with too little speech).
+      clips with a finite value: STOI is NaN for a clip with too little speech, HASPI for one
+      whose clean speech is below its threshold).
     clip_rows: One dict per (system, clip): "system", "clip" (index), "snr_db", "source" (the
       clip's recording, or its index when the clip names none), metrics.
     metrics: Metric names present, in METRICS order ("haspi" only when pyclarity is installed).
@@ -275,6 +276,20 @@ def _stoi_pair(clean, aided, sr, index, too_short):
   return values
 
 
+def _haspi(clean, aided, sr, audiogram, index, too_quiet):
+  """HASPI v2 of one clip; a clip whose clean speech is below HASPI's threshold is added to the
+  set `too_quiet` (reported once by evaluate), as `_stoi_pair` does."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    value = metrics.haspi_v2(clean, aided, sr, audiogram)
+  for w in caught:
+    if issubclass(w.category, metrics.HaspiBelowThresholdWarning):
+      too_quiet.add(index)
+    else:
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+  return value
+
+
 def _index_list(indices, shown=MAX_LISTED):
   ordered = sorted(indices)
   more = f", ... ({len(ordered) - shown} more)" if len(ordered) > shown else ""
@@ -352,7 +367,7 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
   segment = sai_params.input_segment_width
   quantum = segment * math.ceil(PAD_QUANTUM_S * sr / segment)
   total, done = len(clips) * len(systems), 0
-  clip_rows, too_short = [], set()
+  clip_rows, too_short, too_quiet = [], set(), set()
   for start in range(0, len(clips), BATCH_SIZE):
     chunk = clips[start:start + BATCH_SIZE]
     length = quantum * math.ceil(max(c[0].shape[0] for c in chunk) / quantum)
@@ -369,7 +384,7 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
                "si_sdr_db": metrics.si_sdr(y, clean),
                **_stoi_pair(clean, y, sr, start + j, too_short)}
         if "haspi" in metric_names:
-          row["haspi"] = metrics.haspi_v2(clean, y, sr, audiogram)
+          row["haspi"] = _haspi(clean, y, sr, audiogram, start + j, too_quiet)
         clip_rows.append(row)
       done += len(chunk)
       if on_progress is not None:
@@ -378,6 +393,10 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
     warnings.warn(f"stoi: {len(too_short)} of {len(clips)} clips have less than one 384 ms segment "
                   f"of speech once silent frames are removed (clips {_index_list(too_short)}); their "
                   "STOI and ESTOI are NaN", stacklevel=2)
+  if too_quiet:
+    warnings.warn(f"haspi: {len(too_quiet)} of {len(clips)} clips have too little clean speech "
+                  f"above HASPI's threshold (clips {_index_list(too_quiet)}); their HASPI is NaN",
+                  stacklevel=2)
   names = [system.name for system in systems]
   return EvaluationTable(rows=_aggregate(clip_rows, names, metric_names),
                          clip_rows=tuple(clip_rows), metrics=metric_names)

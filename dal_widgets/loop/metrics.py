@@ -28,6 +28,7 @@ import numpy as np
 from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL
 from dal_widgets.errors import ParameterError
 from dal_widgets.finite import has_nonfinite
+from dal_widgets.hearing.audiogram import Audiogram
 
 # SI-SDR: the residual energy is floored at this fraction of the target energy, so a perfect
 # estimate gives a finite 150 dB instead of inf (float64 rounding of a scaled copy is ~-300 dB).
@@ -40,6 +41,18 @@ HASPI_MODULE = "clarity.evaluator.haspi"
 
 class StoiTooShortWarning(UserWarning):
   """STOI returned NaN: too little speech for one 384 ms analysis segment."""
+
+
+class HaspiBelowThresholdWarning(UserWarning):
+  """HASPI returned NaN: at most one envelope segment of the clean speech is above HASPI's
+  threshold (speech too quiet or too short)."""
+
+
+def _check_speech(clean, metric):
+  """ParameterError for a constant (e.g. digitally silent) clean signal: no speech to score."""
+  if np.ptp(clean) == 0:
+    raise ParameterError(f"clean: expected speech, got a constant (silent) signal ({metric} is "
+                         "undefined)")
 
 
 def _check_pair(a, b, names, min_ndim=1):
@@ -186,13 +199,12 @@ def stoi(clean, processed, sr, extended=False):
     is too short for one 384 ms analysis segment after silent frames are removed.
 
   Raises:
-    ParameterError: on shape mismatch, non-1-D input, non-finite samples or a bad sr.
+    ParameterError: on shape mismatch, non-1-D input, non-finite samples, a bad sr, or a constant
+      (silent) clean signal.
   """
   processed, clean = _signal_pair(processed, clean, ("processed", "clean"))
-  if clean.ndim != 1:
-    raise ParameterError(f"clean: expected 1-D audio (n_samp,), got shape {clean.shape}")
-  if isinstance(sr, bool) or not isinstance(sr, (int, float, np.number)) or not sr > 0:
-    raise ParameterError(f"sr: expected a positive sample rate in Hz, got {sr!r}")
+  _check_mono_and_sr(clean, sr)
+  _check_speech(clean, "STOI")
   from pystoi import stoi as pystoi_stoi  # imported here: it pulls in scipy submodules slowly
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -207,6 +219,13 @@ def stoi(clean, processed, sr, extended=False):
                   "returning NaN", StoiTooShortWarning, stacklevel=2)
     return float("nan")
   return value
+
+
+def _check_mono_and_sr(clean, sr):
+  if clean.ndim != 1:
+    raise ParameterError(f"clean: expected 1-D audio (n_samp,), got shape {clean.shape}")
+  if isinstance(sr, bool) or not isinstance(sr, (int, float, np.number)) or not sr > 0:
+    raise ParameterError(f"sr: expected a positive sample rate in Hz, got {sr!r}")
 
 
 @functools.cache
@@ -237,17 +256,23 @@ def haspi_v2(clean, processed, sr, audiogram):
     audiogram: The listener's dal_widgets Audiogram (read at HASPI_FREQS_HZ).
 
   Returns:
-    float in 0..1, or None when pyclarity is not installed.
+    float in 0..1, or None when pyclarity is not installed; NaN (with a
+    HaspiBelowThresholdWarning) when the clean speech is too quiet or too short for HASPI (at
+    most one of its envelope segments above threshold; pyclarity raises ValueError then).
 
   Raises:
-    ParameterError: on bad signals or a bad sr.
+    ParameterError: on bad signals (shape mismatch, non-1-D, non-finite, constant clean), a bad
+      sr, or an audiogram that is not an Audiogram.
   """
   module = _haspi_module()
   if module is None:
     return None
   processed, clean = _signal_pair(processed, clean, ("processed", "clean"))
-  if isinstance(sr, bool) or not isinstance(sr, (int, float, np.number)) or not sr > 0:
-    raise ParameterError(f"sr: expected a positive sample rate in Hz, got {sr!r}")
+  _check_mono_and_sr(clean, sr)
+  _check_speech(clean, "HASPI")
+  if not isinstance(audiogram, Audiogram):
+    raise ParameterError(f"audiogram: expected a dal_widgets Audiogram, got "
+                         f"{type(audiogram).__name__}")
   loss_db_hl = np.asarray(audiogram.at(np.asarray(HASPI_FREQS_HZ)), dtype=np.float64)
   # pyclarity changed the argument from a loss vector ("hearing_loss") to its own Audiogram.
   if "audiogram" in inspect.signature(module.haspi_v2).parameters:
@@ -255,10 +280,24 @@ def haspi_v2(clean, processed, sr, audiogram):
     hearing = ClarityAudiogram(levels=loss_db_hl, frequencies=np.asarray(HASPI_FREQS_HZ))
   else:
     hearing = loss_db_hl
-  score, _ = module.haspi_v2(clean, float(sr), processed, float(sr), hearing,
-                             FULL_SCALE_RMS_DB_SPL)
+  try:
+    score, _ = module.haspi_v2(clean, float(sr), processed, float(sr), hearing,
+                               FULL_SCALE_RMS_DB_SPL)
+  except ValueError as err:
+    if "below threshold" not in str(err):
+      raise
+    warnings.warn(f"haspi_v2: the clean speech ({clean.shape[0] / sr:.2f} s, rms "
+                  f"{_db_spl(clean):.0f} dB SPL) is too quiet or too short for HASPI (at most one "
+                  "envelope segment above its threshold); returning NaN",
+                  HaspiBelowThresholdWarning, stacklevel=2)
+    return float("nan")
   return float(score)
 
 
-__all__ = ["HASPI_FREQS_HZ", "haspi_available", "haspi_v2", "nap_correlation", "nap_l1",
-           "sai_l1", "si_sdr", "stoi"]
+def _db_spl(x):
+  """rms level of a digital signal, dB SPL (project calibration)."""
+  return FULL_SCALE_RMS_DB_SPL + 10.0 * np.log10(max(float(np.mean(np.square(x))), 1e-30))
+
+
+__all__ = ["HASPI_FREQS_HZ", "HaspiBelowThresholdWarning", "StoiTooShortWarning",
+           "haspi_available", "haspi_v2", "nap_correlation", "nap_l1", "sai_l1", "si_sdr", "stoi"]

@@ -1,10 +1,11 @@
 """evaluate(): table contents, known answers (oracle system, identical ears), files, errors."""
 import csv
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from dal_widgets.audio import load_clip, mix_at_snr, white_noise
+from dal_widgets.audio import db_spl_to_rms, load_clip, mix_at_snr, white_noise
 from dal_widgets.cochlea import designs
 from dal_widgets.errors import DalError, ParameterError
 from dal_widgets.hearing import fit_cochlea, preset
@@ -17,6 +18,7 @@ CLIP_S = 0.5  # short clips keep the CARFAC pass to a fraction of a second after
 SNRS_DB = (0.0, 5.0)
 N_CH = 65  # CARFAC channels at 16 kHz (DESIGN.md)
 SHORT_N = int(0.3 * SR)  # below one 384 ms STOI segment, above one SAI frame
+QUIET_DB_SPL = 30.0  # a fake HASPI's threshold: the 65 dB SPL clips, scaled by 0.01, are below
 NAP_RTOL = 1e-4  # vmapped + padded run vs a plain run of the same float32 model
 
 
@@ -132,6 +134,26 @@ def test_clips_too_short_for_stoi_give_nan_and_one_warning_naming_them(clips):
   # the mean is over the clips that have a value, not NaN for every system
   only = next(r["stoi"] for r in table.clip_rows if r["system"] == "unprocessed" and r["clip"] == 1)
   assert table.value("unprocessed", "stoi") == pytest.approx(only)
+
+
+def test_clips_below_the_haspi_threshold_give_nan_and_one_warning_naming_them(clips,
+                                                                              monkeypatch):
+  def fake_haspi_v2(reference, reference_sr, processed, processed_sr, hearing_loss, level1):
+    """pyclarity's behaviour, without pyclarity: a ValueError for speech below its threshold."""
+    if np.sqrt(np.mean(np.square(reference))) < db_spl_to_rms(QUIET_DB_SPL):
+      raise ValueError("Signal below threshold")
+    return 0.5, np.zeros(6)
+  monkeypatch.setattr(metrics, "_haspi_module", lambda: SimpleNamespace(haspi_v2=fake_haspi_v2))
+  quiet = [(noisy * 0.01, clean * 0.01, snr_db) for noisy, clean, snr_db in clips]  # 25 dB SPL
+  mixed = [quiet[0], clips[1], quiet[1]]
+  with pytest.warns(UserWarning) as caught:
+    table = ev.evaluate(mixed, SR, _ear(), [ev.unprocessed(), _oracle(mixed)])
+  haspi_warnings = [str(w.message) for w in caught if str(w.message).startswith("haspi:")]
+  assert haspi_warnings == [haspi_warnings[0]]  # once, not per clip and system
+  assert "2 of 3 clips" in haspi_warnings[0] and "(clips 0, 2)" in haspi_warnings[0]
+  for row in table.clip_rows:
+    assert np.isnan(row["haspi"]) == (row["clip"] != 1)
+  assert table.value("unprocessed", "haspi") == 0.5
 
 
 def test_progress_counts_system_clip_pairs(run):

@@ -1,10 +1,13 @@
 """Metrics: known answers (identical, scaled, noise), symmetry, errors, optional HASPI."""
+import types
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dal_widgets.audio import load_clip, white_noise
+from dal_widgets.audio import db_spl_to_rms, load_clip, white_noise
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing import preset
 from dal_widgets.loop import metrics
@@ -163,3 +166,55 @@ def test_haspi_is_none_without_pyclarity_or_a_score_with_it(speech):
     assert 0.0 <= value <= 1.0
   else:
     assert value is None
+
+
+def test_stoi_of_silent_clean_speech_raises_instead_of_scoring_zero(speech):
+  silent = np.zeros_like(speech)
+  for extended in (False, True):
+    with pytest.raises(ParameterError, match="clean: expected speech, got a constant"):
+      metrics.stoi(silent, speech, SR, extended=extended)
+  assert metrics.stoi(speech, silent, SR) == pytest.approx(0.0, abs=0.05)  # nothing heard: 0
+
+
+class FakeHaspi:
+  """Stands in for pyclarity's HASPI module: raises as pyclarity does (ValueError "Signal below
+  threshold") for clean speech under QUIET_DB_SPL, else scores 0.5."""
+  QUIET_DB_SPL = 30.0
+
+  @staticmethod
+  def haspi_v2(reference, reference_sr, processed, processed_sr, hearing_loss, level1=65.0):
+    if np.sqrt(np.mean(np.square(reference))) < db_spl_to_rms(FakeHaspi.QUIET_DB_SPL):
+      raise ValueError("Signal below threshold")
+    return 0.5, np.zeros(6)
+
+
+@pytest.fixture
+def fake_haspi(monkeypatch):
+  monkeypatch.setattr(metrics, "_haspi_module", lambda: types.SimpleNamespace(
+      haspi_v2=FakeHaspi.haspi_v2))
+
+
+def test_haspi_of_speech_below_its_threshold_is_nan_with_a_warning(speech, fake_haspi):
+  quiet = speech * db_spl_to_rms(20.0) / db_spl_to_rms(65.0)  # 20 dB SPL
+  with pytest.warns(metrics.HaspiBelowThresholdWarning, match="too quiet or too short"):
+    assert np.isnan(metrics.haspi_v2(quiet, quiet, SR, preset("N3")))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert metrics.haspi_v2(speech, speech, SR, preset("N3")) == 0.5
+
+
+def test_haspi_checks_its_inputs_before_pyclarity_sees_them(speech, fake_haspi):
+  with pytest.raises(ParameterError, match="clean: expected speech, got a constant"):
+    metrics.haspi_v2(np.zeros_like(speech), speech, SR, preset("N3"))
+  with pytest.raises(ParameterError, match="clean: expected 1-D"):
+    metrics.haspi_v2(np.stack([speech, speech]), np.stack([speech, speech]), SR, preset("N3"))
+  with pytest.raises(ParameterError, match="audiogram: expected a dal_widgets Audiogram"):
+    metrics.haspi_v2(speech, speech, SR, "N3")
+
+
+def test_real_haspi_of_speech_below_its_threshold_is_nan(speech):
+  if not metrics.haspi_available():
+    pytest.skip("pyclarity is not installed")
+  quiet = speech * db_spl_to_rms(0.0) / db_spl_to_rms(65.0)  # 0 dB SPL: pyclarity raises
+  with pytest.warns(metrics.HaspiBelowThresholdWarning):
+    assert np.isnan(metrics.haspi_v2(quiet, quiet, SR, preset("N1")))
