@@ -270,6 +270,8 @@ def _check_inputs(config, x, condition):
     got = None if condition is None else tuple(jnp.shape(condition))
     raise ParameterError(f"condition: expected shape {want} (film_dim={config.film_dim}), "
                          f"got {got}")
+  if has_nonfinite(condition):  # FiLM would turn every output sample into NaN
+    raise ParameterError("condition: expected finite values, got NaN or inf")
 
 
 def init_seanet(rng: jax.Array, config: SeanetConfig, n_samples: int | None = None) -> dict:

@@ -187,6 +187,9 @@ def test_errors_name_the_argument():
     apply_seanet(film_params, film_cfg, np.zeros((2, 30), np.float32))
   with pytest.raises(ParameterError, match="condition: expected shape"):
     apply_seanet(film_params, film_cfg, np.zeros((2, 30), np.float32), np.zeros((2, 4)))
+  for run in (apply_seanet, apply_to_recording):
+    with pytest.raises(ParameterError, match="condition: expected finite values"):
+      run(film_params, film_cfg, np.zeros(30, np.float32), np.array([0.2, np.nan, 0.4]))
   with pytest.raises(ParameterError, match="config: expected a SeanetConfig"):
     init_seanet(jax.random.PRNGKey(0), {"base_channels": 4})
   for fields, match in [((0, (2,)), "base_channels: expected an int >= 1"),
