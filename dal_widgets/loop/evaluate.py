@@ -229,6 +229,9 @@ def _check_clips(clips, min_samples):
                            f"frame), got {noisy.shape[0]}")
     if not (np.all(np.isfinite(noisy)) and np.all(np.isfinite(clean))):
       raise ParameterError(f"clips[{i}]: expected finite samples, got NaN or inf")
+    if np.ptp(clean) == 0:  # found here, not by si_sdr after every CARFAC pass
+      raise ParameterError(f"clips[{i}]: expected clean speech, got a constant (silent) signal "
+                           "(SI-SDR, STOI and HASPI are undefined)")
     snr_db = float(clip[2])
     if not math.isfinite(snr_db):
       raise ParameterError(f"clips[{i}]: expected a finite snr_db, got {clip[2]!r}")
@@ -322,7 +325,7 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
   Args:
     clips: List of (noisy, clean, snr_db) or (noisy, clean, snr_db, source): noisy and clean
       float waveforms of shape [n_samp] (clips may differ in length; at least one SAI frame
-      long), digital units (rms 1.0 = 100 dB SPL), the SNR in dB the mixture was made at, and
+      long; clean not silent), digital units (rms 1.0 = 100 dB SPL), the SNR in dB the mixture was made at, and
       optionally the name of the recording the speech comes from (crops of one recording, and
       one crop at several SNRs, are then one unit in loop.paired's statistics).
     sr: Sample rate of every clip, Hz.

@@ -205,6 +205,11 @@ def test_bad_inputs_raise(clips):
     ev.evaluate([(noisy[:100], clean[:100], snr)], SR, ear, [ev.unprocessed()])
   with pytest.raises(ParameterError, match=r"clips\[0\]: expected a source name .* got list"):
     ev.evaluate([(noisy, clean, snr, ["rec"])], SR, ear, [ev.unprocessed()])
+  calls = []
+  counting = ev.System("counting", lambda x, sr: calls.append(x) or x)
+  with pytest.raises(ParameterError, match=r"clips\[1\]: expected clean speech, got a constant"):
+    ev.evaluate([clips[0], (noisy, 0 * clean, snr)], SR, ear, [counting])
+  assert calls == []  # refused before any work
 
 
 def test_system_returning_another_length_is_a_dal_error(clips):
