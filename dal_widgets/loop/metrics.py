@@ -9,11 +9,11 @@ Two families:
   (Taal et al. 2011; Jensen & Taal 2016), and `haspi_v2` (Kates & Arehart 2021) through the
   optional pyclarity package.
 
-HASPI v2 is optional: install it without its heavy dependencies (a plain install pulls CUDA
-torch) with
+HASPI v2 is optional. `./dev` installs it; by hand, without pyclarity's heavy requirements (a
+plain install pulls CUDA torch):
 
+    pip install "dal-widgets[metrics]"   # numba
     pip install --no-deps pyclarity
-    pip install numba
 
 `haspi_v2` returns None when `clarity` cannot be imported; nothing else depends on it.
 """
@@ -247,7 +247,7 @@ def haspi_v2(clean, processed, sr, audiogram):
 
   The clean reference is heard unaided by a normal ear; the processed (aided) signal by the
   impaired ear. Levels use the project calibration: digital rms 1.0 = 100 dB SPL, passed to
-  HASPI as its `level1`. Install with `pip install --no-deps pyclarity` plus `numba`.
+  HASPI as its `level1`. Installed as the module docstring says.
 
   Args:
     clean: Clean speech, shape [n_samp], digital units (not amplified).

@@ -140,7 +140,7 @@ display(Markdown(table.to_markdown()))
 | `sai_l1` | the two stabilized auditory images | lower | whether pitch and timbre cues are restored |
 | `si_sdr_db` | aided waveform vs clean waveform | higher | waveform fidelity after the best scaling; **any** filtering lowers it, even helpful gain shaping |
 | `stoi`, `estoi` | clean vs aided envelopes in 1/3-octave bands | higher (0..1) | predicted intelligibility for a **normal-hearing** listener; blind to level and to hearing loss |
-| `haspi` | clean (normal ear) vs aided (impaired ear) | higher (0..1) | intelligibility for *this* listener (HASPI v2); only shown when `pyclarity` is installed |
+| `haspi` | clean (normal ear) vs aided (impaired ear) | higher (0..1) | intelligibility for *this* listener (HASPI v2, through `pyclarity`; `./dev` installs it) |
 
 Keep in mind:
 

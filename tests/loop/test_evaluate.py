@@ -156,6 +156,14 @@ def test_clips_below_the_haspi_threshold_give_nan_and_one_warning_naming_them(cl
   assert table.value("unprocessed", "haspi") == 0.5
 
 
+def test_haspi_can_be_left_out(clips, monkeypatch):
+  def haspi_v2(*args, **kwargs):
+    raise AssertionError("HASPI was scored")
+  monkeypatch.setattr(metrics, "_haspi_module", lambda: SimpleNamespace(haspi_v2=haspi_v2))
+  table = ev.evaluate(clips[:1], SR, _ear(), [ev.unprocessed()], haspi=False)
+  assert table.metrics == ev.METRICS[:-1] and "haspi" not in table.clip_rows[0]
+
+
 def test_progress_counts_system_clip_pairs(run):
   _, progress = run
   assert progress[-1] == (6, 6)

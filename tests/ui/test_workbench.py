@@ -506,3 +506,19 @@ def test_a_failing_computation_is_reported_and_the_next_change_recovers():
 def test_real_widget_preset_config_is_what_the_panel_trains():
   bench, _ = _bench()
   assert bench.finetune.base_config == config_for("widget")
+
+
+def test_the_workbench_metrics_leave_haspi_out(monkeypatch):
+  from dal_widgets.hearing import preset
+  from dal_widgets.hearing.fit import ImpairedEar
+  from dal_widgets.loop import metrics
+  def haspi_v2(*args, **kwargs):
+    raise AssertionError("HASPI was scored")  # seconds per system: pictures would wait for it
+  monkeypatch.setattr(metrics, "_haspi_module", lambda: SimpleNamespace(haspi_v2=haspi_v2))
+  sr, n_ch = real_compute.SR, len(real_compute.cf_hz(real_compute.SR))
+  ear = ImpairedEar(audiogram=preset("N3"), sr=float(sr), style="v3",
+                    ohc_health=np.full(n_ch, 0.5), ihc_gain=np.full(n_ch, 0.5), freqs_hz=(),
+                    target_db_hl=(), fitted_db_hl=())
+  clean = real_compute.noise("speech-shaped", sr // 2, sr)
+  table = real_compute.evaluation(1.5 * clean, clean, 0.0, sr, ear, {"unaided": 1.5 * clean})
+  assert "haspi" not in table.metrics and table.value("unaided", "stoi") > 0.5
