@@ -570,6 +570,11 @@ def run(x, hypers, coeffs, weights, state, linear: bool, bm: bool = True):
               iterations=tuple(agc_h.iterations), phase=int(state.agc.phase),
               dtype=np.dtype(x.dtype).name, bm=bool(bm))
   consts, w, state_rows, agc_rows, count = pack(coeffs, weights, state, hypers.use_synapse)
+  if isinstance(x, jax.core.Tracer):
+    # Under jit, vmap over a numpy array that the function closes over hands that raw array to
+    # the custom_vjp's outer trace, which refuses it (jax 0.10: "non-canonical constant"). A
+    # bound no-op makes it a traced value (convert_element_type to its own dtype is skipped).
+    x = jax.lax.optimization_barrier(x)
   nap, bm_out, agc_out, state_rows, agc_rows, count = _run(spec, x, consts, w, state_rows,
                                                            agc_rows, count)
   phase = (spec.phase + spec.n_samp) % spec.decimation[0]

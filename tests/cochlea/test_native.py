@@ -149,6 +149,17 @@ def test_vmapped_gradient_and_batched_weights_match_single_runs():
       np.testing.assert_allclose(b[i], s, rtol=1e-5, atol=1e-9)
 
 
+def test_jit_of_a_vmap_over_a_numpy_batch_closed_over():
+  # The batch is a numpy constant of the jitted function (e.g. a data batch in a loss closure).
+  hypers, coeffs, weights, state = cf.design_carfac(cf.CarfacParams(sr=16000))
+  xs = (0.03 * np.random.default_rng(5).standard_normal((2, 700))).astype(np.float32)
+  mean_nap = lambda x, nat: jnp.mean(cf.run(x, hypers, coeffs, weights, state, native=nat)[0].nap)
+  per_clip = lambda gain, nat: gain * jax.vmap(lambda x: mean_nap(x, nat))(xs)  # xs not traced
+  for f in (per_clip, jax.grad(lambda gain, nat: jnp.sum(per_clip(gain, nat)))):
+    got = jax.jit(f, static_argnums=1)(1.5, True)
+    np.testing.assert_allclose(got, jax.jit(f, static_argnums=1)(1.5, False), rtol=1e-3)
+
+
 def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
   monkeypatch.setenv("DAL_NATIVE_CACHE", str(tmp_path))
   native.library.cache_clear()
