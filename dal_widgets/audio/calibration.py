@@ -39,6 +39,22 @@ def _xp(x):
   return jnp if isinstance(x, jax.Array) else np
 
 
+def as_signal(x, name="x"):
+  """`x` as an array of its own array module (jax stays jax), or ParameterError when it is not
+  an array of real numbers (a ragged list, a (waveform, sr) pair, strings, complex values)."""
+  xp = _xp(x)
+  try:
+    out = xp.asarray(x)
+  except (TypeError, ValueError) as err:
+    hint = (" (load and load_clip return (x, sr): pass x)" if isinstance(x, tuple) and len(x) == 2
+            and np.ndim(x[1]) == 0 else "")
+    raise ParameterError(f"{name}: expected an array of samples, got a {type(x).__name__} that "
+                         f"is not one{hint}") from err
+  if not (xp.issubdtype(out.dtype, xp.floating) or xp.issubdtype(out.dtype, xp.integer)):
+    raise ParameterError(f"{name}: expected real samples, got dtype {out.dtype}")
+  return out
+
+
 def _is_traced(x):
   return isinstance(x, jax.core.Tracer)
 
@@ -107,7 +123,7 @@ def rms(x, *, axis=None):
     rms amplitude (numpy float / array, or jax array for jax input).
   """
   xp = _xp(x)
-  x = xp.asarray(x)
+  x = as_signal(x)
   if not xp.issubdtype(x.dtype, xp.floating):
     x = x.astype(xp.float32)  # integers would overflow when squared
   return xp.sqrt(xp.mean(xp.square(x), axis=axis))
@@ -127,8 +143,7 @@ def set_level(x, level_db_spl):
     ParameterError: a level that is not finite or outside [MIN_LEVEL_DB_SPL, MAX_LEVEL_DB_SPL].
     AudioError: if `x` is digitally silent (rms 0) or not finite, so no scale can reach the level.
   """
-  xp = _xp(x)
-  x = xp.asarray(x)
+  x = as_signal(x)
   target = db_spl_to_rms(level_db_spl)  # validates the level first
   current = rms(x)
   if not _is_traced(current):

@@ -176,6 +176,7 @@ def mix_at_snr(speech, noise, snr_db, *, speech_level_db_spl=DEFAULT_LEVEL_DB_SP
     AudioError: speech or noise is silent or not finite.
   """
   xp = jnp if any(isinstance(v, jax.Array) for v in (speech, noise, snr_db)) else np
+  speech, noise = calibration.as_signal(speech, "speech"), calibration.as_signal(noise, "noise")
   speech_shape, noise_shape = np.shape(speech), np.shape(noise)  # shapes are known under jit
   if len(speech_shape) != 1 or len(noise_shape) != 1:
     raise ParameterError(f"speech, noise: expected 1-D arrays, got shapes {speech_shape} and "

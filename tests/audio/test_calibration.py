@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from dal_widgets.audio import calibration
+from dal_widgets.audio.noise import mix_at_snr
 from dal_widgets.errors import AudioError, ParameterError
 
 FLOAT32_DB_TOL = 1e-4  # dB; float32 rms of a few thousand samples is good to ~1e-6 relative
@@ -99,3 +100,17 @@ def test_the_level_limits_themselves_are_sounds():
   quiet = calibration.set_level(np.ones(10, np.float32), calibration.MIN_LEVEL_DB_SPL)
   assert quiet.dtype == np.float32 and np.all(quiet > 0)  # normal float32, not flushed to zero
   assert calibration.db_spl_to_rms(calibration.MAX_LEVEL_DB_SPL) == pytest.approx(10 ** 4.7)
+
+
+def test_what_is_not_an_array_of_samples_is_named():
+  pair = (np.ones(100, np.float32), 16000)  # what load and load_clip return
+  with pytest.raises(ParameterError, match=r"x: expected an array of samples, got a tuple .*pass x"):
+    calibration.set_level(pair, 65.0)
+  with pytest.raises(ParameterError, match="speech: expected an array of samples"):
+    mix_at_snr(pair, np.ones(100), 0.0)
+  for bad, why in (([[1.0, 2.0], [3.0]], "expected an array of samples"),
+                   (np.ones(4) * 1j, "expected real samples, got dtype complex128"),
+                   (np.array(["a", "b"]), "expected real samples")):
+    with pytest.raises(ParameterError, match=why):
+      calibration.rms(bad)
+  assert calibration.rms([3, 4]) == pytest.approx(np.sqrt(12.5))  # a plain list of numbers is fine
