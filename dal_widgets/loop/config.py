@@ -8,6 +8,7 @@ import dataclasses
 import math
 
 from dal_widgets.aid.seanet import SEANET_SIZES, SeanetConfig
+from dal_widgets.audio.io import MAX_SR, MIN_SR
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
 from dal_widgets.hearing.presets import PRESET_NAMES
@@ -142,7 +143,7 @@ class DataConfig:
   def __post_init__(self):
     for name in ("snr_db_range", "noise_kinds", "noise_probs"):
       _as_tuple(self, name)
-    _check_int("sr", self.sr, low=8000)
+    _check_int("sr", self.sr, low=MIN_SR, high=MAX_SR)  # the rates CARFAC is designed for
     _check_number("clip_s", self.clip_s, low=0.0, high=MAX_CLIP_S, low_open=True)
     if (len(self.snr_db_range) != 2 or self.snr_db_range[0] > self.snr_db_range[1]):
       raise ParameterError(f"snr_db_range: expected (low, high) with low <= high, "

@@ -105,7 +105,8 @@ def test_presets_are_sized_as_documented():
 @pytest.mark.parametrize("data, match", [
     ({"stepz": 3}, "unknown field"), ({"loss": {"kind": "l3"}}, "kind"),
     ({"model": "huge"}, "model"), ({"audiogram": "N9"}, "audiogram"),
-    ({"batch_size": 0}, "batch_size"), ({"data": {"sr": "16k"}}, "sr")])
+    ({"batch_size": 0}, "batch_size"), ({"data": {"sr": "16k"}}, "sr"),
+    ({"data": {"sr": 96000}}, "sr: expected at most 48000")])
 def test_bad_config_dicts_raise(data, match):
   with pytest.raises(ParameterError, match=match):
     TrainConfig.from_dict(data)
