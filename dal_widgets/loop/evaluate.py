@@ -264,33 +264,31 @@ def _run_system(system, noisy, sr, index):
   return aided
 
 
-def _stoi_pair(clean, aided, sr, index, too_short):
-  """{"stoi", "estoi"} of one clip; a clip too short for STOI is added to the set `too_short`
-  (reported once by evaluate) instead of warning for every clip and system."""
+def _noting(category, index, noted, fn, *args, **kwargs):
+  """fn(*args, **kwargs), with a warning of `category` turned into `index` added to the set
+  `noted` (evaluate reports each set once, not for every clip and system); others pass on."""
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    values = {"stoi": metrics.stoi(clean, aided, sr),
-              "estoi": metrics.stoi(clean, aided, sr, extended=True)}
+    value = fn(*args, **kwargs)
   for w in caught:
-    if issubclass(w.category, metrics.StoiTooShortWarning):
-      too_short.add(index)
-    else:
-      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-  return values
-
-
-def _haspi(clean, aided, sr, audiogram, index, too_quiet):
-  """HASPI v2 of one clip; a clip whose clean speech is below HASPI's threshold is added to the
-  set `too_quiet` (reported once by evaluate), as `_stoi_pair` does."""
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    value = metrics.haspi_v2(clean, aided, sr, audiogram)
-  for w in caught:
-    if issubclass(w.category, metrics.HaspiBelowThresholdWarning):
-      too_quiet.add(index)
+    if issubclass(w.category, category):
+      noted.add(index)
     else:
       warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
   return value
+
+
+def _stoi_pair(clean, aided, sr, index, too_short):
+  """{"stoi", "estoi"} of one clip; a clip too short for STOI joins the set `too_short`."""
+  return {name: _noting(metrics.StoiTooShortWarning, index, too_short, metrics.stoi, clean,
+                        aided, sr, extended=extended)
+          for name, extended in (("stoi", False), ("estoi", True))}
+
+
+def _haspi(clean, aided, sr, audiogram, index, too_quiet):
+  """HASPI v2 of one clip; a clip whose clean speech is below HASPI's threshold joins `too_quiet`."""
+  return _noting(metrics.HaspiBelowThresholdWarning, index, too_quiet, metrics.haspi_v2, clean,
+                 aided, sr, audiogram)
 
 
 def _index_list(indices, shown=MAX_LISTED):
