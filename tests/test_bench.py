@@ -56,3 +56,9 @@ def test_sweep_loop_prints_one_table_row_per_setting(sweep_loop, monkeypatch, ca
   assert "s of audio per s" in lines[lines.index(sweep_loop.TABLE_HEAD.splitlines()[0])]
   assert lines[-2:] == ["| 1 | no | 8.0 | 0.5 | 8.0 | 0.5 |", "| 2 | yes | 8.0 | 0.5 | 8.0 | 0.5 |"]
 
+
+def test_bench_fit_names_the_preset_path_it_times():
+  bench_fit = _load("bench_fit")
+  assert bench_fit.preset_case("N3", 16000.0) == "bundled preset N3"
+  # No bundled fits at 22050 Hz: fit_cochlea runs a whole fit there (5.8 s, not 0.2 ms).
+  assert bench_fit.preset_case("N3", 22050.0) == "preset N3, no bundled fit at 22050 Hz: full fit"
