@@ -5,7 +5,10 @@ gradients through CARFAC, clipped AdamW update) at 16 kHz, v3, for the N3-like e
 tests (the cost does not depend on the ear's weights). The first step is timed as compile time.
 "x real time" is seconds of training audio (batch x length) per second of wall time: the
 throughput. "page faults/step" counts the pages the OS had to hand the process afresh during a
-step: near 0 when the step reuses freed memory (dal_widgets/malloc_tuning.py). On a GPU: `--size paper --batch 16`. The batch is split over all local devices.
+step: near 0 when the step reuses freed memory (dal_widgets/malloc_tuning.py). On a GPU: `--size
+paper --batch 16`. The batch is split over `train.default_devices(batch)`, as in training: the
+local devices whose count divides it, but one device on the CPU with the compiled CARFAC kernel
+(the kernel spreads a batch over the cores itself); the notes column says how many.
 Paste the printed table into bench/RESULTS.md.
 """
 import argparse
@@ -43,7 +46,7 @@ def main():
   ap.add_argument("--n-runs", type=int, default=5, help="timed steps after the compile step")
   ap.add_argument("--lengths", type=float, nargs="+", default=[1.0], help="seconds per example")
   ap.add_argument("--size", default="small", choices=sorted(SEANET_SIZES))
-  ap.add_argument("--batch", type=int, default=1, help="examples per step (all devices)")
+  ap.add_argument("--batch", type=int, default=1, help="examples per step, over all the devices used (default 1)")
   ap.add_argument("--w-sai", type=float, default=LossConfig().w_sai, help="0 drops the SAI term")
   args = ap.parse_args()
   model_cfg = SEANET_SIZES[args.size]
