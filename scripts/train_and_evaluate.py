@@ -5,8 +5,10 @@
 --init starts from a checkpoint's parameters (a fine-tune) instead of the identity; its model must
 have the shapes of --config's.
 
-Writes <out>/results.md (the evaluation table, per SNR), <out>/history.json (loss per step) and the
-checkpoint folder <out>/ckpt (resumable with `dal train --workdir <out>/ckpt`). Used for the GPU
+Writes <out>/results.md (the evaluation table, per SNR, then DAL minus each other system per
+held-out recording), <out>/history.json (loss per step) and the checkpoint folder <out>/ckpt
+(resumable with `dal train --workdir <out>/ckpt`). Run again with the same --out, it resumes from
+<out>/ckpt and keeps the earlier steps' history. Files are replaced atomically. Used for the GPU
 results in the DAL issue; any device count works (data parallel over local devices).
 """
 import argparse
@@ -19,6 +21,8 @@ import dal_widgets  # noqa: F401  first: one CPU device per core (dal_widgets/cp
 import jax
 import numpy as np
 
+from dal_widgets import atomic
+
 from dal_widgets.hearing import fit_cochlea
 from dal_widgets.loop import checkpoint
 from dal_widgets.loop import data as data_lib
@@ -26,6 +30,25 @@ from dal_widgets.loop import evaluate as ev
 from dal_widgets.loop import paired
 from dal_widgets.loop import train as train_lib
 from dal_widgets.loop.config import config_for
+
+SUMMARY_STEPS = 10  # steps averaged at each end of the loss history
+
+
+def merge_history(previous: list, new: list, steps_done: int) -> list:
+  """The run's whole history: the earlier entries of `previous` (history.json of an earlier call
+  with this checkpoint folder) that this call did not redo, then this call's `new` entries."""
+  first_new = new[0]["step"] if new else steps_done + 1
+  return [h for h in previous if h.get("step", 0) < first_new] + list(new)
+
+
+def loss_summary(history: list) -> str:
+  """Mean loss over the first and the last steps, or why there is none."""
+  if not history:
+    return "no training steps recorded (the checkpoint had already reached --steps)"
+  n = max(1, min(SUMMARY_STEPS, len(history) // 2))
+  first = np.mean([h["loss"] for h in history[:n]])
+  last = np.mean([h["loss"] for h in history[-n:]])
+  return f"loss first {n} steps {first:.4f} -> last {n} steps {last:.4f}"
 
 
 def main():
@@ -73,24 +96,27 @@ def main():
                                f"step {step}/{total} loss {m.get('loss', float('nan')):.4f}", flush=True)
                            if step % cfg.log_every == 0 else None)
   train_s = time.perf_counter() - t0
-  (args.out / "history.json").write_text(json.dumps(result.history, default=float))
+  history_path = args.out / "history.json"
+  previous = json.loads(history_path.read_text()) if history_path.is_file() else []
+  history = merge_history(previous, result.history, result.steps_done)
+  atomic.write_text_atomic(history_path, json.dumps(history, default=float))
   clips = data_lib.evaluation_clips(cfg.data, snrs_db=tuple(args.snr), n_clips=args.n_clips,
                                     clip_s=args.clip_s)
   systems = [ev.unprocessed(), ev.master_hearing_aid_system(ear.audiogram),
              ev.dal_system(result.params, cfg.model_config)]
   table = ev.evaluate(clips, cfg.data.sr, ear, systems)
-  device = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
+  device = f"{jax.devices()[0].device_kind} x{len(train_lib.default_devices(cfg.batch_size))}"
+  this_call = (f"in {train_s:.0f} s" if len(result.history) == result.steps_done else
+               f"({len(result.history)} of them in this call, {train_s:.0f} s)")
   text = (f"listener {args.preset}, config {args.config}, {result.steps_done} steps of batch "
-          f"{cfg.batch_size} in {train_s:.0f} s on {device}; {len(clips)} held-out clips "
+          f"{cfg.batch_size} {this_call} on {device}; {len(clips)} held-out clips "
           f"({args.clip_s:g} s) at SNR {args.snr} dB\n\n{table.to_markdown()}\n"
           f"DAL minus each other system, per held-out recording ({paired.CONFIDENCE:.0%} "
           f"intervals):\n\n"
           f"{paired.to_markdown(paired.differences(table, 'DAL'))}")
   ev.write_text_atomic(args.out / "results.md", text)
   print(text)
-  first = np.mean([h["loss"] for h in result.history[:10]])
-  last = np.mean([h["loss"] for h in result.history[-10:]])
-  print(f"loss first 10 steps {first:.4f} -> last 10 steps {last:.4f}")
+  print(loss_summary(history))
 
 
 if __name__ == "__main__":
