@@ -7,13 +7,12 @@ tests/hearing/test_fit.py checks that the shipped file agrees with a fresh measu
 """
 import argparse
 import json
-import os
 import pathlib
-import tempfile
 import time
 
 import numpy as np
 
+from dal_widgets import atomic
 from dal_widgets.hearing import audiometry, fit, presets
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "dal_widgets" / "data" / fit.BUNDLED_FITS
@@ -41,10 +40,7 @@ def main():
       entry["presets"][name] = ear.to_dict()
       print(f"{sr:.0f} Hz {name}: max |residual| {np.abs(ear.residual_db).max():.1f} dB", flush=True)
     print(f"{sr:.0f} Hz done in {time.perf_counter() - t0:.0f} s")
-  with tempfile.NamedTemporaryFile("w", dir=OUT.parent, delete=False, suffix=".tmp") as tmp:
-    json.dump(data, tmp, indent=1)
-  os.chmod(tmp.name, 0o644)
-  os.replace(tmp.name, OUT)
+  atomic.write_text_atomic(OUT, json.dumps(data, indent=1))  # no temporary file left on failure
   print("wrote", OUT)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dal_widgets import atomic
 from dal_widgets.audio import calibration, io
 
 SR = 16000  # Hz; the project's default rate (CARFAC 65 channels)
@@ -89,8 +90,8 @@ def main():
                       "duration_s": round(len(x) / SR, 3)})
       print(f"{name}: {len(x) / SR:.2f} s, {calibration.rms_to_db_spl(calibration.rms(x)):.1f} dB SPL, "
             f"peak {np.max(np.abs(x)):.3f}  {text}")
-  (out / "clips.json").write_text(json.dumps({"sr": SR, "level_db_spl": LEVEL_DB_SPL,
-                                              "clips": entries}, indent=1) + "\n")
+  atomic.write_text_atomic(out / "clips.json", json.dumps({"sr": SR, "level_db_spl": LEVEL_DB_SPL,
+                                                            "clips": entries}, indent=1) + "\n")
   total = sum(p.stat().st_size for p in out.iterdir())
   print(f"{len(entries)} clips, {total / 1e6:.2f} MB in {out}")
 

@@ -14,6 +14,8 @@ import textwrap
 
 import nbformat
 
+from dal_widgets import atomic
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
         stale.append(filename)
     else:
       path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_text(text, encoding="utf-8")
+      atomic.write_text_atomic(path, text)
       print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
   if stale:
     print("out of date (run python scripts/make_notebooks.py): " + ", ".join(stale))
