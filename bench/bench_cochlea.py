@@ -3,7 +3,8 @@
 
 Cases (defaults as in the issue: 22050 Hz, 71 channels, v3, 1 s of noise at ~70 dB SPL):
 forward of one clip, gradient of mean(NAP) w.r.t. the input, forward of a batch (vmap), and the
-gradient of the batch. `--path` picks the implementation of `carfac.run`: the compiled CPU kernel
+gradient of the batch; where `cochlea.run_batch` splits a batch over the cores (no CPU kernel
+available), also the batch forward split that way ("map_chunks"). `--path` picks the implementation of `carfac.run`: the compiled CPU kernel
 (cochlea/native.py, the CPU default) or the JAX loop (what runs on GPUs). The runs compute the NAP
 alone (`carfac.run(..., bm=False)`, as the DAL loss, the evaluation and the apps do); `--bm` also
 computes the BM, as before session 8. Memory is XLA's own account of the compiled program (temp + arguments +
