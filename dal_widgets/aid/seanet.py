@@ -147,7 +147,7 @@ class Upsampler(nn.Module):
   them, so aids saved before read back unchanged. Computed in polyphase form: output sample
   n stride + r is x[n-1] kernel[stride-1-r] + x[n] kernel[2 stride-1-r] + bias (x zero outside),
   two matrix products and a reshape. The values are nn.ConvTranspose's to float rounding; XLA:CPU
-  ran the kernel gradient of nn.ConvTranspose 5-9x slower (bench/RESULTS.md).
+  ran the kernel gradient of nn.ConvTranspose 2.5-9x slower (strides 2-5, bench/RESULTS.md).
   """
   features: int
   stride: int
