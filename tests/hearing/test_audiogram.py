@@ -155,6 +155,13 @@ def test_reference_threshold_known_values():
   np.testing.assert_allclose(got, [22.1, 11.4, 4.4, 2.4, -1.3, -5.4, 12.6], atol=ISO_TABLE_ATOL)
 
 
+def test_reference_threshold_intermediate_audiometric_frequencies_are_tabulated():
+  # ISO 389-7:2005 tabulates 750, 1500, 3000 and 6000 Hz itself (free field, dB SPL); they are
+  # not on the one-third-octave grid, and interpolating that grid misses them by up to 0.23 dB.
+  got = reference_threshold_db_spl([750, 1500, 3000, 6000])
+  np.testing.assert_allclose(got, [2.4, 2.4, -5.8, 4.3], atol=ISO_TABLE_ATOL)
+
+
 def test_hl_to_spl_adds_reference_threshold_and_broadcasts():
   got = hl_to_spl([1000, 4000], 40.0)
   np.testing.assert_allclose(got, [42.4, 34.6], atol=ISO_TABLE_ATOL)
