@@ -1,12 +1,15 @@
 """Fitting an impaired CARFAC to a listener's audiogram.
 
 Split rule (documented choice): a loss of L dB HL is attributed up to two thirds to outer hair
-cells (OHC), the common clinical estimate (Moore & Glasberg 2004; Lopez-Poveda & Johannesen 2012
-report 60-70% on average), capped by the most the model's OHCs can take away at that frequency
-(its full active gain, 15-50 dB here, measured with `ohc_health = 0`). The rest is inner-hair-cell /
-synaptic loss, modelled as a reduced IHC drive (`ihc_gain`, 1 = healthy). Both are set per channel
-by log-frequency interpolation of per-frequency values, then `ihc_gain` is refined by simulated
-audiometry until the model's audiogram matches the target (a few fixed-point iterations).
+cells (OHC), after behavioural estimates of the OHC share of audiometric loss: 60% on average
+(Lopez-Poveda & Johannesen 2012, JARO 13:485-504; 18 listeners) and 60-70% at 0.5-6 kHz
+(Johannesen, Perez-Gonzalez & Lopez-Poveda 2014, Front. Neurosci. 8:214; 68 listeners); the
+OHC + IHC split of a loss in dB follows Moore & Glasberg (2004). It is capped by the most the
+model's OHCs can take away at that frequency (its full active gain, 15-50 dB here, measured with
+`ohc_health = 0`). The rest is inner-hair-cell / synaptic loss, modelled as a reduced IHC drive
+(`ihc_gain`, 1 = healthy). Both are set per channel by log-frequency interpolation of
+per-frequency values, then `ihc_gain` is refined by simulated audiometry until the model's
+audiogram matches the target (a few fixed-point iterations).
 """
 import dataclasses
 import functools
@@ -21,7 +24,7 @@ from dal_widgets.errors import ParameterError
 from dal_widgets.hearing import audiometry
 from dal_widgets.hearing.audiogram import Audiogram
 
-OHC_FRACTION = 2.0 / 3.0  # share of a loss given to OHCs (Moore & Glasberg 2004)
+OHC_FRACTION = 2.0 / 3.0  # share of a loss given to OHCs (60-70%: Johannesen et al. 2014)
 HEALTH_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # uniform OHC health values whose threshold shifts we measure
 REFINE_ITERATIONS = 8  # audiometry-and-correct passes on ihc_gain
 MIN_IHC_GAIN_DB = -140.0  # floor of the IHC drive; deeper "losses" are no response anyway

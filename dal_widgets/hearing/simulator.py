@@ -55,7 +55,8 @@ flat below 125 Hz and above 8 kHz.
 References: B. C. J. Moore & B. R. Glasberg (1993), JASA 94, 2050-2062; T. Baer & B. C. J. Moore
 (1993), JASA 94, 1229-1241; Y. Nejime & B. C. J. Moore (1997), JASA 102, 603-615;
 B. R. Glasberg & B. C. J. Moore (1990), Hear. Res. 47, 103-138; B. C. J. Moore & B. R. Glasberg
-(2004), Hear. Res. 188, 70-88.
+(2004), Hear. Res. 188, 70-88; F. M. Johannesen, P. Perez-Gonzalez & E. A. Lopez-Poveda (2014),
+Front. Neurosci. 8, 214 (the OHC share of a loss).
 """
 import numbers
 
@@ -71,7 +72,8 @@ from dal_widgets.hearing.audiogram import (MAX_FREQ_HZ, MIN_FREQ_HZ, Audiogram,
 
 FRAME_MS = 32.0  # STFT window; 31 Hz bins resolve auditory filters (ERB(250 Hz) = 52 Hz)
 OVERLAP_FRACTION = 0.75  # periodic Hann at 75 % overlap adds up to a constant (COLA)
-DEFAULT_OHC_FRACTION = 2.0 / 3.0  # share of a loss due to OHC damage (Moore & Glasberg 2004)
+DEFAULT_OHC_FRACTION = 2.0 / 3.0  # share of a loss due to OHC damage (60-70%: Johannesen et al.
+#                                   2014; the value of hearing.fit.OHC_FRACTION)
 MAX_OHC_LOSS_DB = 60.0  # OHC damage accounts for at most ~55-65 dB (Moore & Glasberg 2004)
 OHC_LOSS_PER_BROADENING_DB = 30.0  # b = 1 + OHC/30: 2x at 30 dB, 3x at 60 dB (Moore 2007 ch. 3)
 RECRUITMENT_COMPLETE_DB_SPL = 100.0  # loud sounds are about equally loud (Moore & Glasberg 1993)
