@@ -1,7 +1,9 @@
 """Level calibration: the one mapping between digital amplitude and dB SPL in dal_widgets.
 
-Every level in the project (stimuli, speech at 65 dB SPL, audiograms via dB HL -> dB SPL, the
+Every level in the project (stimuli, speech at 65 dB SPL, the tones of simulated audiometry, the
 noise in a mixture) goes through this module, so the CARFAC models always see the same scale.
+(Audiograms in dB HL become dB SPL only in `hearing.audiogram.hl_to_spl`, for the listening
+simulator; model ears are fitted in dB HL re the healthy model's own thresholds.)
 
 The convention: a digital signal with rms 1.0 is 100 dB SPL.
 

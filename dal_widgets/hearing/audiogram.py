@@ -1,9 +1,13 @@
 """The pure-tone audiogram of one ear, and the one place where dB HL and dB SPL meet.
 
 An audiogram lists hearing thresholds in dB HL (dB re the average threshold of young normal-hearing
-listeners) at audiometric frequencies. The models in dal_widgets work in dB SPL (see
-`dal_widgets.audio.calibration`), so `hl_to_spl` / `spl_to_hl` below are the only conversion
-between the two scales in the project.
+listeners) at audiometric frequencies. Signals in dal_widgets are in dB SPL (see
+`dal_widgets.audio.calibration`); `hl_to_spl` / `spl_to_hl` below are the only conversion between
+the two scales for *human* thresholds (the listening simulator uses it). The CARFAC models do not
+use it: simulated audiometry (`hearing.audiometry`) measures a model ear's thresholds in dB SPL
+and expresses them in dB HL re the healthy *model's* own thresholds (13 dB SPL at 1 kHz, 60 dB SPL
+at 6 kHz for the 16 kHz v3 model), so a fitted loss is a threshold shift of the model, not an
+absolute level.
 
 Reference zero: ISO 389-7:2005, reference threshold of hearing under *free-field* listening
 conditions (frontal incidence, binaural listening, SPL measured at the position of the centre of the
