@@ -17,6 +17,9 @@ from dal_widgets.errors import ParameterError
 DEFAULT_NAMES = ("clean", "noisy", "unaided (impaired)", "NAL-R", "DAL")
 FULL_SCALE = 1.0  # float samples in [-1, 1] map onto the 16-bit range; beyond that they clip
 WAV_SUBTYPE = "PCM_16"  # what every browser plays; 96 dB of range is plenty for listening
+# An empty row is an empty URL, not empty WAV bytes: the page turns bytes into a blob URL, and the
+# browser's range request for a 0-byte blob fails with a console error (one per empty row).
+EMPTY_FORMAT = "url"
 
 
 def _validated_signal(x, sr, name: str = "x") -> tuple[np.ndarray, int]:
@@ -95,7 +98,7 @@ class ABPlayer(widgets.VBox):
     for name in names:
       self._labels[name] = widgets.HTML(f"<b>{html.escape(name)}</b>",
                                         layout=widgets.Layout(width="150px"))
-      self.players[name] = widgets.Audio(value=b"", format="wav", autoplay=False, loop=False,
+      self.players[name] = widgets.Audio(value=b"", format=EMPTY_FORMAT, autoplay=False, loop=False,
                                          layout=widgets.Layout(height="32px", width="300px",
                                                                visibility="hidden"))
       self.links[name] = widgets.HTML("", layout=widgets.Layout(width="80px"))
@@ -130,7 +133,7 @@ class ABPlayer(widgets.VBox):
   def _set_row(self, name, wav, n_clipped, peak):
     player = self.players[name]
     with player.hold_sync():
-      player.value = wav
+      player.format, player.value = ("wav" if wav else EMPTY_FORMAT), wav
       player.layout.visibility = "visible" if wav else "hidden"
     self.links[name].value = download_link(wav, f"{file_stem(name)}.wav", "audio/wav") if wav else ""
     if not wav:

@@ -80,6 +80,18 @@ def test_rows_missing_from_signals_are_emptied():
   assert "not computed" in player.warnings["DAL"].value
 
 
+def test_an_empty_row_is_an_empty_url_not_an_empty_wav_blob():
+  # The page makes a blob URL of WAV bytes; a 0-byte blob's range request fails with a console
+  # error, so a row without sound must give the page nothing to fetch: an empty URL.
+  player = ABPlayer(("clean", "DAL"))
+  for name in ("clean", "DAL"):  # before any signal
+    assert (player.players[name].format, player.players[name].value) == ("url", b"")
+  player.set_signals({"clean": (_tone(0.1), SR), "DAL": (_tone(0.1), SR)})
+  player.set_signals({"clean": (_tone(0.1), SR)})
+  assert (player.players["DAL"].format, player.players["DAL"].value) == ("url", b"")
+  assert player.players["clean"].format == "wav" and player.players["clean"].value[:4] == b"RIFF"
+
+
 def test_bad_signals_raise_parameter_error_and_change_nothing():
   player = ABPlayer(("clean",))
   with pytest.raises(ParameterError, match="unknown"):
