@@ -24,6 +24,10 @@ DISPLAY_PERCENTILE = 99.5  # colour scale top: onset spikes would otherwise dark
 # Blue -> white -> red (255 colours: white sits exactly at 0): blue = less activity than the
 # reference panel, red = more.
 DIFF_PALETTE = interp_palette(RdBu11, 255)
+# Colour bar titles: CARFAC's NAP is a firing-rate-like quantity in arbitrary units.
+NAP_COLORBAR_TITLE = "NAP (arb. units)"
+DIFF_COLORBAR_TITLE = "Δ NAP (arb. units)"
+COLORBAR_WIDTH = 10  # px
 
 
 def hz_label(freq_hz: float) -> str:
@@ -180,8 +184,10 @@ class CochleagramView(HasTraits):
     if self.difference:
       a, b = self.difference
       self._add_panel("difference", f"{b} \u2212 {a}", self.diff_mapper, height, width)
-      self.figures["difference"].add_layout(ColorBar(color_mapper=self.diff_mapper, width=10), "right")
-    self.figures[labels[-1]].add_layout(ColorBar(color_mapper=self.mapper, width=10), "right")
+      self.figures["difference"].add_layout(ColorBar(color_mapper=self.diff_mapper, width=COLORBAR_WIDTH,
+                                                     title=DIFF_COLORBAR_TITLE), "right")
+    self.figures[labels[-1]].add_layout(ColorBar(color_mapper=self.mapper, width=COLORBAR_WIDTH,
+                                                 title=NAP_COLORBAR_TITLE), "right")
     panels = list(self.figures.values())
     ncols = ncols or (len(panels) if len(panels) <= 3 else 2)
     self.layout = gridplot(panels, ncols=ncols, toolbar_location="right")

@@ -12,9 +12,11 @@ from traitlets import Float, HasTraits, Int, observe
 
 from dal_widgets.errors import ParameterError
 from dal_widgets.ui.bokeh_setup import bokeh_model
-from dal_widgets.ui.cochleagram_view import cf_hover, robust_top, style_cf_axis, validate_cf_hz
+from dal_widgets.ui.cochleagram_view import (COLORBAR_WIDTH, cf_hover, robust_top, style_cf_axis,
+                                              validate_cf_hz)
 
 PLAY_INTERVAL_MS = 100  # one frame per 100 ms keeps UI updates at <= 10 Hz
+SAI_COLORBAR_TITLE = "SAI (arb. units)"  # blended NAP segments: the NAP's arbitrary units
 
 
 class SAIView(HasTraits):
@@ -66,7 +68,8 @@ class SAIView(HasTraits):
     self.figure.add_tools(cf_hover(self.cf_hz, x_name="lag", x_format="$x{0.00} ms"))
     self.figure.add_layout(Span(location=0.0, dimension="height", line_color="white",
                                 line_alpha=0.5, line_dash="dotted"))
-    self.figure.add_layout(ColorBar(color_mapper=self.mapper, width=10), "right")
+    self.figure.add_layout(ColorBar(color_mapper=self.mapper, width=COLORBAR_WIDTH,
+                                    title=SAI_COLORBAR_TITLE), "right")
     style_cf_axis(self.figure, self.cf_hz)
     self.figure.toolbar.logo = None
     self.figure.xaxis.axis_label = "lag (ms)"

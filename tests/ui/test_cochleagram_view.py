@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from bokeh.events import Tap
+from bokeh.models import ColorBar
 
 from dal_widgets.errors import ParameterError
 from dal_widgets.ui.cochleagram_view import (CochleagramView, cf_axis_ticks, max_pool_time)
@@ -29,6 +30,15 @@ def test_builds_one_figure_and_source_per_label_plus_difference():
   assert all(f.x_range is view.x_range and f.y_range is view.y_range for f in figs)
   mappers = {id(f.renderers[0].glyph.color_mapper) for f in figs[:4]}
   assert mappers == {id(view.mapper)}
+
+
+def test_every_colour_bar_names_its_quantity_and_units():
+  view = CochleagramView(CF_HZ, SR, ("normal", "impaired"), difference=("normal", "impaired"))
+  bars = {label: [r for r in fig.right if isinstance(r, ColorBar)]
+          for label, fig in view.figures.items()}
+  assert [bar.title for bar in bars["impaired"]] == ["NAP (arb. units)"]
+  assert [bar.title for bar in bars["difference"]] == ["\u0394 NAP (arb. units)"]
+  assert bars["normal"] == []  # one shared scale, drawn once beside the last NAP panel
 
 
 def test_render_puts_highest_cf_on_the_top_row():

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import traitlets
+from bokeh.models import ColorBar
 
 from dal_widgets.errors import ParameterError
 from dal_widgets.ui.cochleagram_view import CochleagramView
@@ -28,6 +29,12 @@ def test_render_shows_current_frame_with_highest_cf_on_top():
   assert image.shape == (N_CH, LAG_MS.size)
   assert view.play.max == view.slider.max == 29
   assert view.source.data["dw"][0] == pytest.approx(LAG_MS.size * 0.5)
+
+
+def test_the_colour_bar_names_its_quantity_and_units():
+  view = SAIView(CF_HZ, LAG_MS, HOP_S)
+  bars = [r for r in view.figure.right if isinstance(r, ColorBar)]
+  assert [bar.title for bar in bars] == ["SAI (arb. units)"]
 
 
 def test_cursor_is_linked_with_a_cochleagram():
