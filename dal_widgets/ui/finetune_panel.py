@@ -33,6 +33,9 @@ MAX_SECONDS = 240.0  # default per-run cap on wall time, s, compilation included
 LEARNING_RATE_RANGE = (1e-4, 1e-2)  # slider range; AdamW on the zero-started SEANet residual
 MAX_LOSS_WEIGHT = 2.0  # slider range of the NAP and SAI weights
 SMOOTH_STEPS = 5  # the loss curve also shows the mean of the last this many steps (batches vary)
+SETTINGS_WIDTH = "330px"  # the setting sliders and the caps note
+RUN_COLUMN_WIDTH = "340px"  # Start/Cancel, progress and status; long status lines wrap inside it
+FIXED_COLUMN = "0 0 auto"  # flex of the columns: a long status line squeezes no neighbour
 COMPILE_NOTE = ("preparing: making training data and compiling the training step "
                 "(up to a minute the first time, seconds once cached)\u2026")
 
@@ -124,7 +127,7 @@ class FineTunePanel(widgets.VBox):
     self._training = False  # True while progress updates may still reach the widgets
     base = self.base_config
     style = {"description_width": "110px"}
-    wide = widgets.Layout(width="330px")
+    wide = widgets.Layout(width=SETTINGS_WIDTH)
     self.steps = widgets.IntSlider(value=min(base.steps, max_steps), min=1, max=max_steps,
                                    description="steps", style=style, layout=wide)
     self.learning_rate = widgets.FloatLogSlider(
@@ -145,7 +148,7 @@ class FineTunePanel(widgets.VBox):
     self.start_button.on_click(lambda _: self.start())
     self.cancel_button.on_click(lambda _: self.cancel())
     self.progress = widgets.IntProgress(value=0, min=0, max=self.steps.value, description="step",
-                                        bar_style="info", layout=widgets.Layout(width="330px"))
+                                        bar_style="info", layout=widgets.Layout(width=SETTINGS_WIDTH))
     self.progress.add_class("dal-finetune-progress")
     self.status = widgets.HTML("")
     self.status.add_class("dal-finetune-status")
@@ -168,11 +171,14 @@ class FineTunePanel(widgets.VBox):
     self.curve.add_class("dal-loss-curve")
     caps = widgets.HTML(f"<small>Per run: at most {max_steps} steps and {self.max_seconds:g} s "
                         "(compilation included). Changing a loss weight or the model size "
-                        "compiles a new training step.</small>", layout=widgets.Layout(width="330px"))
+                        "compiles a new training step.</small>",
+                        layout=widgets.Layout(width=SETTINGS_WIDTH))
     settings = widgets.VBox([self.steps, self.learning_rate, self.w_nap, self.w_sai, self.size,
-                             caps])
+                             caps], layout=widgets.Layout(flex=FIXED_COLUMN))
     run = widgets.VBox([widgets.HBox([self.start_button, self.cancel_button]), self.progress,
-                        self.status, self.model_text, self.download])
+                        self.status, self.model_text, self.download],
+                       layout=widgets.Layout(width=RUN_COLUMN_WIDTH, flex=FIXED_COLUMN))
+    self.curve.layout.flex = FIXED_COLUMN
     super().__init__([widgets.HBox([settings, run, self.curve],
                                    layout=widgets.Layout(align_items="flex-start"))], **kwargs)
     self.observe(self._on_model_changed, "model")

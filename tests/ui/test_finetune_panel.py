@@ -245,3 +245,15 @@ def test_a_cancel_after_the_last_step_keeps_the_finished_run():
   assert panel.start() and panel.wait(WAIT_S)
   assert panel.model is not None and panel.model.steps_done == BASE.steps
   assert "done:" in panel.status.value and panel.progress.bar_style == "success"
+
+
+def test_a_long_status_wraps_in_its_column_and_squeezes_no_neighbour():
+  # The browser sizes flex columns by their longest line: without a fixed run column, "done: ..."
+  # and the download hint widened it, squeezing the settings (readouts cut) and pushing the loss
+  # curve past the page's right edge.
+  panel = FineTunePanel(train_fn=FakeTrain(), base_config=BASE)
+  settings, run, curve = panel.children[0].children
+  assert run.children[1:] == (panel.progress, panel.status, panel.model_text, panel.download)
+  assert curve is panel.curve
+  assert run.layout.width == "340px"
+  assert [column.layout.flex for column in (settings, run, curve)] == ["0 0 auto"] * 3
