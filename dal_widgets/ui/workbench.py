@@ -49,6 +49,11 @@ UPLOAD_MAX_S = 10.0  # default longest upload, s (CARFAC runs ~20x real time on 
 # -101 dB FS and a quiet room through a typical sound card about -70 dB FS; quieter files would be
 # raised by 100 dB or more to reach 65 dB SPL, so noise and rounding would be what is heard.
 MIN_UPLOAD_DBFS = -70.0
+# NAP panel frames, px: a 2 x 2 grid beside the SAI, else one row (normal, impaired, difference)
+# that fits the apps' 1260 px column (ui.app.APP_CSS) with its axes, two colour bars and toolbar.
+GRID_PANEL_SIZE = (250, 125)  # (width, height)
+ROW_PANEL_SIZE = (270, 170)
+NOISE_BUTTON_WIDTH = "auto"  # each masker button as wide as its label: 100 px cut "speech noise"
 SECTION_CSS = "margin:14px 0 4px 0;padding-bottom:2px;border-bottom:2px solid #1f77b4;color:#1f3b5b"
 
 
@@ -116,10 +121,10 @@ class SoundPicker(widgets.VBox):
                                  layout=widgets.Layout(width="310px"))
     self.upload = widgets.FileUpload(accept=".wav", multiple=False, description="upload WAV",
                                      layout=widgets.Layout(width="140px"))
-    labels = {"speech-shaped": "speech noise"}  # short enough for the button
-    self.noise_kind = widgets.ToggleButtons(options=[(labels.get(k, k), k)
-                                                     for k in compute.NOISE_KINDS], value=noise,
-                                            style=widgets.ToggleButtonsStyle(button_width="100px"))
+    labels = {"speech-shaped": "speech noise"}  # shorter: the three buttons fit the column
+    self.noise_kind = widgets.ToggleButtons(
+        options=[(labels.get(k, k), k) for k in compute.NOISE_KINDS], value=noise,
+        style=widgets.ToggleButtonsStyle(button_width=NOISE_BUTTON_WIDTH))
     self.snr = widgets.FloatSlider(value=DEFAULT_SNR_DB, min=SNR_RANGE_DB[0], max=SNR_RANGE_DB[1],
                                    step=1.0, description="SNR (dB)", continuous_update=False,
                                    readout_format=".0f", layout=widgets.Layout(width="310px"))
@@ -290,9 +295,9 @@ class Workbench(widgets.VBox):
     self.busy = BusyIndicator()
     self.fit_status = widgets.HTML(layout=widgets.Layout(margin="0 24px 0 0"))
     beside_sai = sai  # two columns of panels with the SAI to their right, else one row
+    width, height = GRID_PANEL_SIZE if beside_sai else ROW_PANEL_SIZE
     self.cochleagram = CochleagramView(cf_hz, self.sr, self.labels, difference=(NORMAL, UNAIDED),
-                                       height=125 if beside_sai else 170,
-                                       width=250 if beside_sai else 330,
+                                       height=height, width=width,
                                        ncols=2 if beside_sai else len(self.labels) + 1)
     for label, fig in self.cochleagram.figures.items():
       fig.title.text = PANEL_TITLES.get(label, f"difference: {UNAIDED} \u2212 {NORMAL}")

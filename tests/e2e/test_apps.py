@@ -121,11 +121,35 @@ def _wait_for_new_time(page, old):
                          arg=old, timeout=UPDATE_TIMEOUT_MS)
 
 
+# Shown parts of the app that reach past its right edge (the app's column clips them, so a
+# colour bar or toolbar there is cut off, not scrolled to).
+PAST_THE_APP_JS = """() => {
+  const right = document.querySelector('.dal-app').getBoundingClientRect().right;
+  return Array.from(document.querySelectorAll('.dal-app *'), (e) => [e, e.getBoundingClientRect()])
+    .filter(([e, box]) => e.offsetParent !== null && box.width > 0 && box.right > right + 1)
+    .map(([e, box]) => `${e.tagName}.${String(e.className).slice(0, 40)} ends at ${box.right}`);
+}"""
+
+# Shown buttons, labels, readouts and choices whose own text is cut (an ellipsis or clipped).
+TRUNCATED_JS = """() => Array.from(document.querySelectorAll(
+    '.dal-app button, .dal-app label, .dal-app .widget-label, .dal-app .widget-readout, '
+    + '.dal-app select'))
+  .filter((e) => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+  .map((e) => e.innerText)"""
+
+
+def _assert_fits(page):
+  """Nothing cut off at the right of the app, no label cut short."""
+  assert page.evaluate(PAST_THE_APP_JS) == []
+  assert page.evaluate(TRUNCATED_JS) == []
+
+
 def _assert_no_errors(page):
   assert page.locator(".jupyter-widgets-error-widget").count() == 0
   assert page.get_by_text("javascript error", exact=False).count() == 0
   assert page.locator(".dal-error").count() == 0  # the busy indicator's error text
   assert page.errors == []
+  assert page.console_errors == []  # e.g. an audio row's failed request
   assert page.external_requests == []  # offline: BokehJS inline, no CDN stylesheet (voila.json)
 
 
@@ -158,6 +182,7 @@ def test_audiogram_explorer_slider_redraws_the_impaired_nap(voila_url, page):
   page.wait_for_function(f"() => ({AUDIOGRAM_JS})()?.[{I_4K}] === 40", timeout=UPDATE_TIMEOUT_MS)
   assert page.evaluate(AUDIOGRAM_JS) == [0, 0, 0, 0, 0, 40, 0, 0]  # the audiogram plot followed
   _assert_playable_audio(page, n_rows=3)  # clean, noisy (= clean in quiet), as heard
+  _assert_fits(page)  # the difference panel's colour bar and the toolbar included
   _assert_no_errors(page)
 
 
@@ -171,6 +196,7 @@ def test_sai_explorer_shows_the_pitch_of_the_chosen_sound(voila_url, page):
   assert page.locator(".dal-cochleagram canvas").count() >= 1
   assert page.locator(".dal-sai canvas").count() >= 1
   _assert_playable_audio(page, n_rows=2)
+  _assert_fits(page)
   _assert_no_errors(page)
 
 
@@ -197,6 +223,7 @@ def test_hearing_aid_lab_fine_tune_progresses_and_cancels_and_views_answer(voila
   page.get_by_text(re.compile(r"cancelled at step \d+ of 20")).wait_for(timeout=UPDATE_TIMEOUT_MS)
   width = page.locator(".dal-finetune-progress .progress-bar").evaluate("e => e.style.width")
   assert float(width.rstrip("%")) > 0
+  _assert_fits(page)  # the status line wraps: the settings and the loss curve stay whole
   bundled_steps = json.loads(
       pretrained.pretrained_dir().joinpath(checkpoint.MARKER).read_text())["step"]
   assert page.get_by_text(re.compile(rf"small SEANet, {bundled_steps} steps, for N3")).count() == 1
