@@ -10,7 +10,7 @@ import numpy as np
 from bokeh.events import Tap
 from bokeh.layouts import gridplot
 from bokeh.models import (ColorBar, ColumnDataSource, CustomJSHover, FixedTicker, HoverTool,
-                          LinearColorMapper, Range1d, Span)
+                          LinearColorMapper, PrintfTickFormatter, Range1d, Span)
 from bokeh.palettes import RdBu11, Viridis256, interp_palette
 from bokeh.plotting import figure
 from traitlets import Float, HasTraits
@@ -28,6 +28,11 @@ DIFF_PALETTE = interp_palette(RdBu11, 255)
 NAP_COLORBAR_TITLE = "NAP (arb. units)"
 DIFF_COLORBAR_TITLE = "Δ NAP (arb. units)"
 COLORBAR_WIDTH = 10  # px
+# Colour-bar tick labels in at most 8 characters ("0.0035", "-0.00015"), and room for them and the
+# title to the right of the frame. Bokeh sizes that border once, for the first range (0..1): labels
+# of a later, smaller range ran under the toolbar ("3.500e-3").
+COLORBAR_TICK_FORMAT = "%.2g"
+COLORBAR_ROOM_PX = 80
 
 
 def hz_label(freq_hz: float) -> str:
@@ -121,6 +126,15 @@ def style_cf_axis(fig, cf_hz: np.ndarray) -> None:
   fig.yaxis.axis_label = "CF (Hz)"
 
 
+def add_colour_bar(fig, mapper, title: str) -> ColorBar:
+  """A titled colour bar right of `fig`'s frame, with room for its labels at any range."""
+  bar = ColorBar(color_mapper=mapper, width=COLORBAR_WIDTH, title=title,
+                 formatter=PrintfTickFormatter(format=COLORBAR_TICK_FORMAT))
+  fig.add_layout(bar, "right")
+  fig.min_border_right = COLORBAR_ROOM_PX
+  return bar
+
+
 def robust_top(images: Sequence[np.ndarray], symmetric: bool = False) -> float:
   """Top of a shared colour scale: DISPLAY_PERCENTILE of all values (of |values| if symmetric)."""
   values = np.concatenate([np.abs(im).ravel() if symmetric else im.ravel() for im in images])
@@ -184,10 +198,8 @@ class CochleagramView(HasTraits):
     if self.difference:
       a, b = self.difference
       self._add_panel("difference", f"{b} \u2212 {a}", self.diff_mapper, height, width)
-      self.figures["difference"].add_layout(ColorBar(color_mapper=self.diff_mapper, width=COLORBAR_WIDTH,
-                                                     title=DIFF_COLORBAR_TITLE), "right")
-    self.figures[labels[-1]].add_layout(ColorBar(color_mapper=self.mapper, width=COLORBAR_WIDTH,
-                                                 title=NAP_COLORBAR_TITLE), "right")
+      add_colour_bar(self.figures["difference"], self.diff_mapper, DIFF_COLORBAR_TITLE)
+    add_colour_bar(self.figures[labels[-1]], self.mapper, NAP_COLORBAR_TITLE)
     panels = list(self.figures.values())
     ncols = ncols or (len(panels) if len(panels) <= 3 else 2)
     self.layout = gridplot(panels, ncols=ncols, toolbar_location="right")

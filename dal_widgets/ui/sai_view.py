@@ -5,14 +5,14 @@ The frame shown and the time cursor are traitlets; link `cursor_s` with a Cochle
 """
 import ipywidgets as widgets
 import numpy as np
-from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d, Span
+from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d, Span
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
 from traitlets import Float, HasTraits, Int, observe
 
 from dal_widgets.errors import ParameterError
 from dal_widgets.ui.bokeh_setup import bokeh_model
-from dal_widgets.ui.cochleagram_view import (COLORBAR_WIDTH, cf_hover, robust_top, style_cf_axis,
+from dal_widgets.ui.cochleagram_view import (add_colour_bar, cf_hover, robust_top, style_cf_axis,
                                               validate_cf_hz)
 
 PLAY_INTERVAL_MS = 100  # one frame per 100 ms keeps UI updates at <= 10 Hz
@@ -68,8 +68,7 @@ class SAIView(HasTraits):
     self.figure.add_tools(cf_hover(self.cf_hz, x_name="lag", x_format="$x{0.00} ms"))
     self.figure.add_layout(Span(location=0.0, dimension="height", line_color="white",
                                 line_alpha=0.5, line_dash="dotted"))
-    self.figure.add_layout(ColorBar(color_mapper=self.mapper, width=COLORBAR_WIDTH,
-                                    title=SAI_COLORBAR_TITLE), "right")
+    add_colour_bar(self.figure, self.mapper, SAI_COLORBAR_TITLE)
     style_cf_axis(self.figure, self.cf_hz)
     self.figure.toolbar.logo = None
     self.figure.xaxis.axis_label = "lag (ms)"

@@ -5,7 +5,7 @@ from bokeh.events import Tap
 from bokeh.models import ColorBar
 
 from dal_widgets.errors import ParameterError
-from dal_widgets.ui.cochleagram_view import (CochleagramView, cf_axis_ticks, max_pool_time)
+from dal_widgets.ui.cochleagram_view import (COLORBAR_ROOM_PX, CochleagramView, cf_axis_ticks, max_pool_time)
 
 SR = 22050
 N_CH = 71
@@ -39,6 +39,20 @@ def test_every_colour_bar_names_its_quantity_and_units():
   assert [bar.title for bar in bars["impaired"]] == ["NAP (arb. units)"]
   assert [bar.title for bar in bars["difference"]] == ["\u0394 NAP (arb. units)"]
   assert bars["normal"] == []  # one shared scale, drawn once beside the last NAP panel
+
+
+def test_colour_bar_labels_stay_short_at_any_scale_and_have_room():
+  view = CochleagramView(CF_HZ, SR, ("normal", "impaired"), difference=("normal", "impaired"))
+  for label in ("impaired", "difference"):
+    fig = view.figures[label]
+    (bar,) = [r for r in fig.right if isinstance(r, ColorBar)]
+    assert fig.min_border_right >= COLORBAR_ROOM_PX
+    for top in (5.2, 0.73, 3.5e-3, 1.6e-4, 2.2e-5):
+      # Bokeh's ticks: about 6 over the range, at multiples of 1, 2 or 5 x 10^k
+      step = min((m * 10.0 ** k for m in (1, 2, 5) for k in range(-7, 2)),
+                 key=lambda s: abs(np.log(s / (2 * top / 6))))
+      ticks = step * np.arange(np.ceil(-top / step), np.floor(top / step) + 1)
+      assert max(len(bar.formatter.format % t) for t in ticks) <= 8, (top, ticks)
 
 
 def test_render_puts_highest_cf_on_the_top_row():
