@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable
 
 import ipywidgets as widgets
-from bokeh.models import ColumnDataSource
+from bokeh.models import ColumnDataSource, Range1d
 from bokeh.plotting import figure
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Instance
@@ -32,6 +32,7 @@ MAX_STEPS = 100  # default per-run cap on steps (a public app sets its own, see 
 MAX_SECONDS = 240.0  # default per-run cap on wall time, s, compilation included
 LEARNING_RATE_RANGE = (1e-4, 1e-2)  # slider range; AdamW on the zero-started SEANet residual
 MAX_LOSS_WEIGHT = 2.0  # slider range of the NAP and SAI weights
+LOSS_AXIS_HEADROOM = 1.1  # the loss axis ends 10% above the largest loss so far
 SMOOTH_STEPS = 5  # the loss curve also shows the mean of the last this many steps (batches vary)
 SETTINGS_WIDTH = "330px"  # the setting sliders and the caps note
 RUN_COLUMN_WIDTH = "340px"  # Start/Cancel, progress and status; long status lines wrap inside it
@@ -158,8 +159,10 @@ class FineTunePanel(widgets.VBox):
     self.download = widgets.HTML(self._download_html())
     self.download.add_class("dal-finetune-download")
     self.source = ColumnDataSource(dict(step=[], loss=[], smooth=[]))
+    # Explicit ranges: axes before the first step too (a data range with no data draws none).
     fig = figure(title="DAL loss per step", frame_width=360, frame_height=150, tools="",
-                 toolbar_location=None)
+                 toolbar_location=None, x_range=Range1d(0, self.steps.value),
+                 y_range=Range1d(0, 1))
     fig.line("step", "loss", source=self.source, line_width=1, color="#9ecae1", legend_label="step")
     fig.scatter("step", "loss", source=self.source, size=4, color="#6baed6", legend_label="step")
     fig.line("step", "smooth", source=self.source, line_width=2.5, color="#08519c",
@@ -222,6 +225,7 @@ class FineTunePanel(widgets.VBox):
     with self.progress.hold_sync():
       self.progress.value, self.progress.max, self.progress.bar_style = 0, cfg.steps, "info"
     self.source.data = dict(step=[], loss=[], smooth=[])
+    self.figure.x_range.end = cfg.steps
     self._show(COMPILE_NOTE)
     self._thread = threading.Thread(target=self._run, args=(cfg, self.ear), daemon=True)
     self._thread.start()
@@ -330,6 +334,9 @@ class FineTunePanel(widgets.VBox):
       smooth = [sum(losses[max(0, i + 1 - SMOOTH_STEPS):i + 1]) / min(i + 1, SMOOTH_STEPS)
                 for i in range(len(losses))]
       self.source.data = dict(step=[h[0] for h in history], loss=losses, smooth=smooth)
+      finite = [v for v in losses if math.isfinite(v)]
+      if finite:
+        self.figure.y_range.end = LOSS_AXIS_HEADROOM * max(finite)
       if not self._cancel.is_set():
         self._show(f"step {step}/{total} \u00b7 loss {history[-1][1]:.4g} \u00b7 {elapsed_s:.0f} s")
 
