@@ -324,8 +324,8 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
     clips: List of (noisy, clean, snr_db) or (noisy, clean, snr_db, source): noisy and clean
       float waveforms of shape [n_samp] (clips may differ in length; at least one SAI frame
       long; clean not silent), digital units (rms 1.0 = 100 dB SPL), the SNR in dB the mixture
-      was made at, and optionally the name of the recording the speech comes from (crops of one recording, and
-      one crop at several SNRs, are then one unit in loop.paired's statistics).
+      was made at, and optionally the name of the recording the speech comes from (crops of one
+      recording, and one crop at several SNRs, are then one unit in loop.paired's statistics).
     sr: Sample rate of every clip, Hz.
     ear: The listener, an ImpairedEar (dal_widgets.hearing.fit): its `audiogram` drives HASPI,
       its `weights()` the default impaired model.

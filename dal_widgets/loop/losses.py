@@ -67,10 +67,6 @@ def ear_nap(x, ear):
     NAP, shape [batch, n_samp, n_ch].
   """
   hypers, coeffs, weights, state = ear
-  # A numpy batch closed over by a jitted caller would reach CARFAC's compiled CPU kernel as a
-  # batched numpy constant, which jax 0.10 cannot trace through its custom_vjp (AssertionError
-  # "non-canonical constant"); as a jax array it can.
-  x = jnp.asarray(x)
   return jax.vmap(lambda xi: cf.run(xi, hypers, coeffs, weights, state, bm=False)[0].nap)(x)
 
 

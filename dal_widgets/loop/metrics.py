@@ -25,7 +25,7 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 
-from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL
+from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL, rms, rms_to_db_spl
 from dal_widgets.errors import ParameterError
 from dal_widgets.finite import has_nonfinite
 from dal_widgets.hearing.audiogram import Audiogram
@@ -286,17 +286,13 @@ def haspi_v2(clean, processed, sr, audiogram):
   except ValueError as err:
     if "below threshold" not in str(err):
       raise
-    warnings.warn(f"haspi_v2: the clean speech ({clean.shape[0] / sr:.2f} s, rms "
-                  f"{_db_spl(clean):.0f} dB SPL) is too quiet or too short for HASPI (at most one "
-                  "envelope segment above its threshold); returning NaN",
+    level = float(rms_to_db_spl(rms(clean)))
+    warnings.warn(f"haspi_v2: the clean speech ({clean.shape[0] / sr:.2f} s, rms {level:.0f} dB "
+                  "SPL) is too quiet or too short for HASPI (at most one envelope segment above "
+                  "its threshold); returning NaN",
                   HaspiBelowThresholdWarning, stacklevel=2)
     return float("nan")
   return float(score)
-
-
-def _db_spl(x):
-  """rms level of a digital signal, dB SPL (project calibration)."""
-  return FULL_SCALE_RMS_DB_SPL + 10.0 * np.log10(max(float(np.mean(np.square(x))), 1e-30))
 
 
 __all__ = ["HASPI_FREQS_HZ", "HaspiBelowThresholdWarning", "StoiTooShortWarning",
