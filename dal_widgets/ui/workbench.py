@@ -5,8 +5,8 @@ Changes flow one way: audiogram -> fitted ear (fast open-loop fit at once, refin
 background afterwards) -> NAPs / SAI -> views; refined fit -> fine-tune -> model -> aided
 outputs -> player, metrics, views. All heavy work runs in one BackgroundRunner thread in stages,
 most urgent first (the impaired NAP), each stage drawn as soon as it is ready; a newer request
-makes the running job stop at its next stage boundary. Results are memoised by what they depend on, so e.g. a new model
-recomputes only the DAL rows.
+makes the running job stop at its next stage boundary. Results are memoised by what they depend
+on, so e.g. a new model recomputes only the DAL rows.
 """
 import dataclasses
 import html
