@@ -114,7 +114,7 @@ def main():
           f"DAL minus each other system, per held-out recording ({paired.CONFIDENCE:.0%} "
           f"intervals):\n\n"
           f"{paired.to_markdown(paired.differences(table, 'DAL'))}")
-  ev.write_text_atomic(args.out / "results.md", text)
+  atomic.write_text_atomic(args.out / "results.md", text)
   print(text)
   print(loss_summary(history))
 
