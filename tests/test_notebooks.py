@@ -138,6 +138,9 @@ def _check_02(text):
 def _check_03(text):
   shifts = re.search(r"thresholds without OHCs \(dB HL\): \[([^\]]*)\]", text).group(1).split()
   assert all(0 < float(v) < 60 for v in shifts), shifts  # total OHC loss: a mild-moderate loss
+  model, human = (np.array(re.search(rf"{label}\s*\[([^\]]*)\]", text).group(1).split(), float)
+                  for label in (r"healthy model, dB SPL:", r"young adults \(ISO 389-7\):"))
+  assert np.all(model > human), (model, human)  # what the text says: the model is less sensitive
   assert "| 1000 | 40.0 |" in text  # the fitted N3 ear's table
   peak_loss_db = float(re.search(r"^peak gain lost without OHCs: ([\d.]+) dB", text,
                                  flags=re.M).group(1))

@@ -42,6 +42,8 @@ from dal_widgets import audio
 from dal_widgets.cochlea import carfac, designs
 from dal_widgets.hearing import (PRESET_NAMES, Audiogram, fit_cochlea, model_audiogram_db_hl, preset,
                                  simulate_hearing_loss)
+from dal_widgets.hearing.audiogram import reference_threshold_db_spl
+from dal_widgets.hearing.audiometry import normal_thresholds_db_spl
 from dal_widgets.ui import ABPlayer, AudiogramEditor, CochleagramView
 from dal_widgets.ui.audiogram_editor import AudiogramPlot
 from dal_widgets.ui.cochleagram_view import hz_label
@@ -157,6 +159,10 @@ How do we know what audiogram a model ear has? We test it like a person: tones a
 audiometric frequency at levels in 5 dB steps, and the **threshold** is the level at which the
 NAP near the tone's place first crosses a fixed criterion (interpolated between the steps, so it
 need not be a multiple of 5 dB). The healthy model's thresholds define 0 dB HL for the model.
+They are not a person's: the first line below puts them next to those of young normal-hearing
+adults (ISO 389-7). At 16 kHz the model is 10-20 dB less sensitive at middle frequencies and much
+less near the top of its channels (6.8 kHz), so hearing losses are fitted relative to the model's
+own normal ear, never in absolute dB SPL.
 
 Here is the audiogram of the ear with **no OHCs at all**. Even total OHC loss gives only a
 mild-to-moderate loss (about 15-50 dB, depending on frequency): larger losses must involve the
@@ -164,6 +170,8 @@ IHCs too. *(This cell takes a few seconds: it runs the model for 39 levels at ev
 """),
     ("code", """
 TEST_FREQS_HZ = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 6000.0)
+print("healthy model, dB SPL:     ", np.round(normal_thresholds_db_spl(TEST_FREQS_HZ, SR), 1))
+print("young adults (ISO 389-7):  ", reference_threshold_db_spl(TEST_FREQS_HZ))
 no_ohc = carfac.make_weights(designs.designed(SR).hypers, ohc_health=0.0)
 no_ohc_db_hl = model_audiogram_db_hl(TEST_FREQS_HZ, SR, no_ohc)
 print("thresholds without OHCs (dB HL):", np.round(no_ohc_db_hl, 1))
