@@ -330,6 +330,7 @@ class Workbench(widgets.VBox):
     self._refiner = BackgroundRunner(self._refine, self._on_refined,
                                      on_error=self._on_refine_error) if refine else None
     self._refine_failed = False  # for the current audiogram: the fast fit is then the listener
+    self._refining = None  # the audiogram of the refined fit running (or last run)
     if self.finetune is not None:
       self.state.observe(self._offer_ear, ["ear", "ear_refined"])
       self._offer_ear()
@@ -562,6 +563,7 @@ class Workbench(widgets.VBox):
     self.fit_status.value = f'<span style="font-size:12px;color:#555">{html.escape(text)}</span>'
 
   def _refine(self, audiogram):
+    self._refining = audiogram  # one refine at a time (its runner): _on_refine_error reads it
     return audiogram, self.compute.fit_ear(audiogram, self.sr, refine=True)
 
   def _on_refined(self, result):
@@ -581,7 +583,10 @@ class Workbench(widgets.VBox):
     self.finetune.ear = None if waiting else ear
 
   def _on_refine_error(self, err):
-    self._refine_failed = True
+    with self._lock:
+      if self._refining != self.state.audiogram:
+        return  # an earlier audiogram's fit failed: the current one's refine request follows
+      self._refine_failed = True
     if self.finetune is not None:
       self._offer_ear()
     self.fit_status.value = ('<span style="font-size:12px;color:#c0392b">refined fit failed '

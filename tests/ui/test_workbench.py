@@ -7,6 +7,7 @@ import collections
 import io
 import math
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -246,6 +247,39 @@ def test_a_fine_tune_trains_for_the_refined_fit_not_the_fast_first_guess():
   assert bench.finetune.ear is bench.state.ear and not bench.state.ear_refined
   assert bench.finetune.ear.audiogram.thresholds_db_hl[2] == 60.0
   assert not bench.finetune.start_button.disabled
+
+
+def test_a_failed_refinement_of_an_earlier_audiogram_does_not_hand_over_the_fast_fit():
+  bench, compute = _bench(preset="N3")
+  first_done, second_may_finish = threading.Event(), threading.Event()
+  fit, refines = compute.fit_ear, []
+
+  def fit_ear(audiogram, sr, *, refine=False):
+    if not refine:
+      return fit(audiogram, sr)
+    refines.append(audiogram)
+    if len(refines) == 1:  # the 55 dB audiogram: fails once the slider has moved on
+      assert first_done.wait(WAIT_S)
+      raise RuntimeError("no")
+    assert second_may_finish.wait(WAIT_S)
+    return fit(audiogram, sr, refine=True)
+
+  compute.fit_ear = fit_ear
+  bench.editor.sliders[2].value = 55.0
+  assert bench._runner.wait(WAIT_S)
+  bench.editor.sliders[2].value = 60.0
+  assert bench._runner.wait(WAIT_S)  # the 60 dB refinement waits behind the 55 dB one
+  first_done.set()
+  deadline = time.monotonic() + WAIT_S
+  while len(refines) < 2 and time.monotonic() < deadline:  # the 55 dB failure has been handled
+    time.sleep(0.01)
+  assert [a.thresholds_db_hl[2] for a in refines] == [55.0, 60.0]
+  assert "refined fit failed" not in bench.fit_status.value
+  assert bench.finetune.ear is None and bench.finetune.start_button.disabled  # refinement follows
+  second_may_finish.set()
+  assert bench.wait(WAIT_S)
+  assert bench.state.ear_refined and bench.finetune.ear is bench.state.ear
+  assert bench.finetune.ear.audiogram.thresholds_db_hl[2] == 60.0
 
 
 def test_an_aid_trained_for_another_listener_is_labelled_so():
