@@ -243,11 +243,10 @@ def make_app(kind: str, *, config: AppConfig | None = None, compute=compute_modu
     initial_model = _pretrained(compute)
     base = config_for("widget")
     base = base.replace(steps=min(config.finetune_steps, config.max_steps))
-    if initial_model is not None:  # a fine-tune continues that aid: a gentler start
-      base = base.replace(learning_rate=WIDGET_CONTINUE_LEARNING_RATE)
     finetune = dict(base_config=base, max_steps=config.max_steps, max_seconds=config.max_seconds,
                     model_sizes=config.model_sizes, train_fn=compute.train,
-                    initial_model=initial_model)
+                    initial_model=initial_model,
+                    continue_learning_rate=WIDGET_CONTINUE_LEARNING_RATE)
     app = Workbench(compute=compute, aids=AIDS, preset="N3", finetune_options=finetune, **limits)
   app.add_class("dal-app")
   root = widgets.VBox([widgets.HTML(APP_CSS), app])

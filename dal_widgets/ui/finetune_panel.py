@@ -31,6 +31,9 @@ from dal_widgets.ui.busy import Throttle
 MAX_STEPS = 100  # default per-run cap on steps (a public app sets its own, see ui.app)
 MAX_SECONDS = 240.0  # default per-run cap on wall time, s, compilation included
 LEARNING_RATE_RANGE = (1e-4, 1e-2)  # slider range; AdamW on the zero-started SEANet residual
+# Slider step in decades: 0.05 lands within 0.3% of 2e-3 and 2e-4 (10^-2.7, 10^-3.7); 0.25 snapped
+# them to 1.8e-3 and 1.8e-4 in the browser.
+LEARNING_RATE_STEP_DECADES = 0.05
 MAX_LOSS_WEIGHT = 2.0  # slider range of the NAP and SAI weights
 LOSS_AXIS_HEADROOM = 1.1  # the loss axis ends 10% above the largest loss so far
 SMOOTH_STEPS = 5  # the loss curve also shows the mean of the last this many steps (batches vary)
@@ -101,7 +104,8 @@ class FineTunePanel(widgets.VBox):
 
   def __init__(self, *, train_fn: Callable | None = None, base_config: TrainConfig | None = None,
                max_steps: int = MAX_STEPS, max_seconds: float = MAX_SECONDS, model_sizes=None,
-               initial_model: "TrainedAid | None" = None, **kwargs):
+               initial_model: "TrainedAid | None" = None,
+               continue_learning_rate: float | None = None, **kwargs):
     """Builds the panel.
 
     Args:
@@ -114,6 +118,8 @@ class FineTunePanel(widgets.VBox):
       model_sizes: SEANet size names offered (keys of aid.seanet.SEANET_SIZES); default all.
       initial_model: the aid to start from (e.g. the bundled pretrained one); a fine-tune of the
         same model size continues from the current aid (train_fn then gets `init_params`).
+      continue_learning_rate: learning rate the slider shows while the chosen size would continue
+        the current aid (base_config's is for a fresh network); None: always base_config's.
     """
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
       raise ParameterError(f"max_steps: expected an int >= 1, got {max_steps!r}")
@@ -132,7 +138,8 @@ class FineTunePanel(widgets.VBox):
     self.steps = widgets.IntSlider(value=min(base.steps, max_steps), min=1, max=max_steps,
                                    description="steps", style=style, layout=wide)
     self.learning_rate = widgets.FloatLogSlider(
-        value=base.learning_rate, base=10, min=-4, max=-2, step=0.25, readout_format=".1e",
+        value=base.learning_rate, base=10, min=math.log10(LEARNING_RATE_RANGE[0]),
+        max=math.log10(LEARNING_RATE_RANGE[1]), step=LEARNING_RATE_STEP_DECADES, readout_format=".1e",
         description="learning rate", style=style, layout=wide)
     self.w_nap = widgets.FloatSlider(value=base.loss.w_nap, min=0.0, max=MAX_LOSS_WEIGHT, step=0.25,
                                      description="NAP weight", style=style, layout=wide)
@@ -155,6 +162,9 @@ class FineTunePanel(widgets.VBox):
     self.status.add_class("dal-finetune-status")
     if initial_model is not None:
       self.model = initial_model
+    self.continue_learning_rate = continue_learning_rate
+    self.size.observe(self._offer_learning_rate, "value")
+    self._offer_learning_rate()
     self.model_text = widgets.HTML(self._model_html())
     self.download = widgets.HTML(self._download_html())
     self.download.add_class("dal-finetune-download")
@@ -358,6 +368,16 @@ class FineTunePanel(widgets.VBox):
     link = download_link(data, name, "application/octet-stream", "download this aid")
     return (f"<small>{link} ({len(data) / 1e6:.1f} MB; then <code>dal enhance in.wav out.wav "
             f"--checkpoint {html.escape(name)}</code>)</small>")
+
+  def _offer_learning_rate(self, change=None):
+    """The slider starts at the rate for what a run of the chosen size would do: continue the
+    current aid (continue_learning_rate) or train a fresh network (base_config's)."""
+    if self.continue_learning_rate is None:
+      return
+    fresh = self.base_config.replace(model=self.size.value).model_config
+    continues = self.model is not None and self.model.model_config == fresh
+    self.learning_rate.value = (self.continue_learning_rate if continues
+                                else self.base_config.learning_rate)
 
   def _on_model_changed(self, change):
     self.model_text.value = self._model_html()

@@ -7,12 +7,13 @@ import time
 from types import SimpleNamespace
 from unittest import mock
 
+import numpy as np
 import pytest
 
 from dal_widgets.errors import TrainingError
 from dal_widgets.hearing.presets import preset
 from dal_widgets.loop import checkpoint
-from dal_widgets.loop.config import config_for
+from dal_widgets.loop.config import WIDGET_CONTINUE_LEARNING_RATE, config_for
 from dal_widgets.ui.finetune_panel import FineTunePanel, TrainedAid
 
 WAIT_S = 10.0  # generous: threads on a loaded 2-core CI machine
@@ -242,6 +243,21 @@ def test_a_fine_tune_continues_from_the_current_aid():
   assert panel.model.file_name().endswith(f"_{320 + BASE.steps}steps.msgpack")
 
 
+def test_the_learning_rate_follows_whether_a_run_would_continue_the_aid():
+  start = TrainedAid(params={"gain": 1.5}, model_config=BASE.model_config, audiogram=None,
+                     steps_done=320, loss=float("nan"))
+  panel = _panel(FakeTrain(), initial_model=start, continue_learning_rate=2e-4)
+  assert panel.size.value == BASE.model and panel.learning_rate.value == pytest.approx(2e-4)
+  other = next(size for size in panel.size.options if size != BASE.model)
+  panel.size.value = other  # a fresh network of another size: the preset's rate
+  assert panel.learning_rate.value == pytest.approx(BASE.learning_rate)
+  assert panel.config().learning_rate == pytest.approx(BASE.learning_rate)
+  panel.size.value = BASE.model
+  assert panel.learning_rate.value == pytest.approx(2e-4)
+  assert _panel(FakeTrain(), continue_learning_rate=2e-4).learning_rate.value == pytest.approx(
+      BASE.learning_rate)  # no aid yet: nothing to continue
+
+
 def test_a_cancel_after_the_last_step_keeps_the_finished_run():
   train = FakeTrain()
   panel = _panel(train)
@@ -267,3 +283,12 @@ def test_a_long_status_wraps_in_its_column_and_squeezes_no_neighbour():
   assert curve is panel.curve
   assert run.layout.width == "340px"
   assert [column.layout.flex for column in (settings, run, curve)] == ["0 0 auto"] * 3
+
+
+def test_the_learning_rate_slider_can_show_the_preset_rates_as_they_are():
+  # The browser snaps a FloatLogSlider's exponent to min + k * step: the preset rates must be on
+  # that grid, or the run trains at a rounded one (0.25 decades gave 1.8e-3 for 2e-3).
+  slider = _panel(FakeTrain()).learning_rate
+  for rate in (BASE.learning_rate, WIDGET_CONTINUE_LEARNING_RATE):
+    k = round((np.log10(rate) - slider.min) / slider.step)
+    assert 10 ** (slider.min + k * slider.step) == pytest.approx(rate, rel=0.01), rate
