@@ -26,9 +26,9 @@ from dal_widgets.errors import AudioError, ParameterError
 FULL_SCALE_RMS_DB_SPL = 100.0  # digital rms 1.0 <-> 100 dB SPL (see module docstring)
 SINE_PEAK_TO_RMS = float(np.sqrt(2.0))  # peak / rms of a pure sine
 # The loudest undistorted sound in air: a pressure amplitude of one atmosphere, 101325 Pa, is
-# 20 log10(101325 / sqrt(2) / 20e-6 Pa) ~= 191 dB SPL rms (194 dB for the peak). Levels above it
-# are typing errors, not sounds.
-MAX_LEVEL_DB_SPL = 194.0
+# 20 log10(101325 / sqrt(2) / 20e-6 Pa) = 191.1 dB SPL rms (194.1 dB for the peak). Levels here
+# are rms, so the cap is 191 dB; levels above it are typing errors, not sounds.
+MAX_LEVEL_DB_SPL = 191.0
 # The quietest level taken: a digital rms of 1e-10, 100 dB below the threshold of hearing (about
 # 0 dB SPL at 1-4 kHz, ISO 389-7) and a millionth of the amplitude CARFAC treats as threshold
 # (1e-4, module docstring). Lower levels are typing errors (-1000 would give a silent float32

@@ -184,7 +184,8 @@ class TrainConfig:
     steps: Optimizer steps in total (a resumed run continues up to this number).
     batch_size: Examples per step (over all devices; must divide by the device count).
     learning_rate: Peak learning rate of AdamW.
-    warmup_steps: Linear warm-up from 0 to learning_rate.
+    warmup_steps: Steps of linear warm-up to learning_rate (the first at learning_rate /
+      warmup_steps).
     decay: "cosine" (to final_lr_fraction * learning_rate at `steps`) or "constant".
     final_lr_fraction: End of the cosine decay, as a fraction of learning_rate.
     weight_decay: AdamW decoupled weight decay.

@@ -103,11 +103,12 @@ class TrainResult:
 
 
 def _learning_rate(count, hp, cosine: bool):
-  """Linear warm-up from 0 over hp["warmup_steps"], then cosine decay to
+  """Linear warm-up over the first hp["warmup_steps"] steps (count 0 trains at peak / warmup,
+  count warmup - 1 at the peak: no step at a rate of 0), then cosine decay to
   hp["final_lr_fraction"] * peak at hp["steps"] (or constant). Works on traced hp."""
   count = jnp.asarray(count, jnp.float32)
   peak, warmup = hp["learning_rate"], hp["warmup_steps"]
-  warm = peak * count / jnp.maximum(warmup, 1.0)
+  warm = peak * (count + 1.0) / jnp.maximum(warmup, 1.0)
   if cosine:
     done = jnp.clip((count - warmup) / jnp.maximum(hp["steps"] - warmup, 1.0), 0.0, 1.0)
     final = hp["final_lr_fraction"]
@@ -132,7 +133,7 @@ def _optimizer(hp: dict, cosine: bool) -> optax.GradientTransformation:
 
 
 def make_schedule(cfg: TrainConfig):
-  """Learning rate per step: linear warm-up from 0, then cosine decay (or constant)."""
+  """Learning rate per step (0-based): linear warm-up, then cosine decay (or constant)."""
   hp, cosine = _hyperparams(cfg), cfg.decay == "cosine"
   return lambda count: _learning_rate(count, hp, cosine)
 
@@ -185,6 +186,11 @@ def _all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
+def _is_schedule_count(path, _) -> bool:
+  """optax tree filter: the step count of the learning-rate schedule (not Adam's own)."""
+  return getattr(path[-1], "tuple_name", None) == "ScaleByScheduleState"
+
+
 def _train_step_impl(state, batch, ears, condition, hp, spec: _StepSpec):
   normal, impaired = (spec.hypers, *ears[0]), (spec.hypers, *ears[1])
   target = losses.targets(batch.clean, normal, spec.loss_cfg)
@@ -196,8 +202,13 @@ def _train_step_impl(state, batch, ears, condition, hp, spec: _StepSpec):
   params = optax.apply_updates(state.params, updates)
   finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
   keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
-  new_state = TrainState(params=keep(params, state.params),
-                         opt_state=keep(opt_state, state.opt_state), step=state.step + 1)
+  # A skipped step keeps the parameters and Adam's moments but still advances the learning-rate
+  # schedule, which counts steps (state.step), not updates: else the decay ends late.
+  kept_opt = optax.tree_utils.tree_set(
+      keep(opt_state, state.opt_state), _is_schedule_count,
+      count=optax.tree_utils.tree_get(opt_state, "count", filtering=_is_schedule_count))
+  new_state = TrainState(params=keep(params, state.params), opt_state=kept_opt,
+                         step=state.step + 1)
   new_state = jax.lax.with_sharding_constraint(new_state, NamedSharding(spec.mesh, P()))
   metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads), finite=finite,
                  learning_rate=_learning_rate(state.step, hp, spec.cosine))

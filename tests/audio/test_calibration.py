@@ -81,9 +81,16 @@ def test_set_level_of_silence_raises():
     calibration.set_level(np.array([1.0, np.nan]), 65.0)
 
 
+def test_the_loudest_level_taken_is_one_atmosphere_rms():
+  assert calibration.MAX_LEVEL_DB_SPL == pytest.approx(
+      20 * np.log10(101325.0 / np.sqrt(2.0) / 20e-6), abs=0.1)  # rms of a 1 atm sine
+  with pytest.raises(ParameterError, match="level_db_spl"):
+    calibration.db_spl_to_rms(192.0)  # between the rms and the peak figure
+
+
 @pytest.mark.parametrize("level", [float("nan"), float("inf"), 1000.0, -1000.0, -100.5, "65"])
 def test_levels_that_are_not_sounds_raise(level):
-  with pytest.raises(ParameterError, match="level_db_spl: expected finite levels from -100 to 194"):
+  with pytest.raises(ParameterError, match="level_db_spl: expected finite levels from -100 to 191"):
     calibration.db_spl_to_rms(level)
   with pytest.raises(ParameterError, match="level_db_spl"):
     calibration.set_level(np.ones(10), level)
@@ -99,7 +106,7 @@ def test_negative_rms_raises():
 def test_the_level_limits_themselves_are_sounds():
   quiet = calibration.set_level(np.ones(10, np.float32), calibration.MIN_LEVEL_DB_SPL)
   assert quiet.dtype == np.float32 and np.all(quiet > 0)  # normal float32, not flushed to zero
-  assert calibration.db_spl_to_rms(calibration.MAX_LEVEL_DB_SPL) == pytest.approx(10 ** 4.7)
+  assert calibration.db_spl_to_rms(calibration.MAX_LEVEL_DB_SPL) == pytest.approx(10 ** 4.55)
 
 
 def test_what_is_not_an_array_of_samples_is_named():

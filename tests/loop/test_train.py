@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import serialization
 
@@ -117,10 +118,21 @@ def test_bad_config_dicts_raise(data, match):
 def test_learning_rate_schedule_warms_up_then_decays_to_the_final_fraction():
   cfg = TrainConfig(steps=100, learning_rate=1e-3, warmup_steps=10, final_lr_fraction=0.1)
   lr = train.make_schedule(cfg)
-  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(55), lr(100), lr(150)],
-                             [0.0, 5e-4, 1e-3, 5.5e-4, 1e-4, 1e-4], rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose([lr(0), lr(4), lr(9), lr(10), lr(55), lr(100), lr(150)],
+                             [1e-4, 5e-4, 1e-3, 1e-3, 5.5e-4, 1e-4, 1e-4], rtol=1e-5, atol=1e-9)
   constant = train.make_schedule(cfg.replace(decay="constant"))
-  np.testing.assert_allclose([constant(5), constant(100)], [5e-4, 1e-3], rtol=1e-5)
+  np.testing.assert_allclose([constant(4), constant(100)], [5e-4, 1e-3], rtol=1e-5)
+
+
+def test_the_first_step_of_a_warm_up_trains():
+  cfg = CFG.replace(warmup_steps=5)
+  normal = designs.designed(float(SR))
+  step = train.make_train_step(TINY, cfg, normal, normal._replace(weights=_ear()))
+  state = step.place_state(train.create_train_state(jax.random.PRNGKey(0), TINY, cfg))
+  before = _leaves(state.params)
+  state, metrics = step(state, SpeechSource(DATA).make_batch(0, 2))
+  assert float(metrics["learning_rate"]) == pytest.approx(cfg.learning_rate / 5)
+  assert any(not np.array_equal(a, b) for a, b in zip(_leaves(state.params), before, strict=True))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -373,6 +385,10 @@ def test_a_non_finite_step_is_skipped_inside_jit():
   assert not bool(metrics["finite"]) and int(state.step) == 2
   for a, b in zip(_leaves(state.params), before, strict=True):
     np.testing.assert_array_equal(a, b)
+  # Adam's moments skipped the step; the learning-rate schedule did not (it counts steps)
+  counts = {path[-1].tuple_name: int(count)
+            for path, count in optax.tree_utils.tree_get_all_with_path(state.opt_state, "count")}
+  assert counts == {"ScaleByAdamState": 1, "ScaleByScheduleState": 2}
   state, metrics = step(state, batch)
   assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
 
