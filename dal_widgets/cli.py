@@ -24,6 +24,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from dal_widgets import caught_warnings
 from dal_widgets.atomic import write_atomic, write_text_atomic
 from dal_widgets.errors import DalError, ParameterError, TrainingError
 
@@ -399,8 +400,7 @@ def cmd_enhance(args):
   suffix = args.output.suffix.lower()
   subtype = "FLOAT" if peak > 1.0 and suffix == ".wav" else None
   clipped = peak > 1.0 and suffix in PCM_SUFFIXES and subtype is None
-  with warnings.catch_warnings():  # clipping is reported below, with the file's name
-    warnings.filterwarnings("ignore", message=r".*samples exceed \+-1", category=UserWarning)
+  with caught_warnings.ignored(UserWarning, r".*samples exceed \+-1"):  # reported below
     audio.save(args.output, y, sr, subtype=subtype)
   written = np.clip(y, -1.0, 1.0) if clipped else y  # what the file holds
   _status(f"wrote {args.output} at {sr} Hz{_resampled(args.input, sr)}: "

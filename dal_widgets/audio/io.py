@@ -23,7 +23,7 @@ FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG
 
 
 def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, full_scale_warning=True,
-             _stacklevel=2):
+             silence_warning=True, _stacklevel=2):
   """Checks that `x` is usable audio at rate `sr` and returns it as float32 numpy.
 
   Args:
@@ -34,6 +34,7 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, full_scale_
     max_seconds: Longest accepted duration in seconds.
     full_scale_warning: Warn about samples beyond +-1. False where the audio stays float (e.g. a
       calibrated sound processed in memory: rms 1.0 is 100 dB SPL, so loud sounds peak above 1).
+    silence_warning: Warn about all-zero audio.
 
   Returns:
     `x` as a float32 numpy array of the same shape.
@@ -44,7 +45,7 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, full_scale_
 
   Warns:
     UserWarning: samples beyond +-1 (they clip when written as PCM; unless full_scale_warning is
-      False), or all-zero audio.
+      False), or all-zero audio (unless silence_warning is False).
   """
   x = np.asarray(x)
   allowed = (1,) if mono else (1, 2)
@@ -78,7 +79,7 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, full_scale_
   if peak > 1.0 and full_scale_warning:
     warnings.warn(f"{name}: samples exceed +-1 (peak {peak:.3f}), the full scale of integer PCM: "
                   "kept here, but a 16-bit file would clip them", stacklevel=_stacklevel)
-  elif peak == 0.0:
+  elif peak == 0.0 and silence_warning:
     warnings.warn(f"{name}: audio is digital silence (all samples 0)", stacklevel=_stacklevel)
   return x
 
@@ -121,8 +122,9 @@ def _check_whole_hz(sr, name="sr"):
     raise ParameterError(f"{name}: expected a whole number of Hz, got {sr!r}")
 
 
-def _decode(source, label, *, sr, mono, max_seconds):
-  """Reads `source` (path or file object) with soundfile; `label` names it in errors."""
+def _decode(source, label, *, sr, mono, max_seconds, warn=True):
+  """Reads `source` (path or file object) with soundfile; `label` names it in errors; `warn` as
+  in `from_bytes`."""
   if sr is not None:
     _check_whole_hz(sr)
   if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) \
@@ -149,7 +151,9 @@ def _decode(source, label, *, sr, mono, max_seconds):
   if sr is not None and sr != file_sr:
     x = resample(x, file_sr, sr)
     file_sr = sr
-  return validate(x, file_sr, name=label, mono=mono, max_seconds=max_seconds, _stacklevel=4), int(file_sr)
+  x = validate(x, file_sr, name=label, mono=mono, max_seconds=max_seconds,
+               full_scale_warning=warn, silence_warning=warn, _stacklevel=4)
+  return x, int(file_sr)
 
 
 def load(path, *, sr=None, mono=True, max_seconds=MAX_SECONDS):
@@ -176,13 +180,16 @@ def load(path, *, sr=None, mono=True, max_seconds=MAX_SECONDS):
   return _decode(str(path), str(path), sr=sr, mono=mono, max_seconds=max_seconds)
 
 
-def from_bytes(data, *, sr=None, mono=True, max_seconds=MAX_SECONDS, name=None):
+def from_bytes(data, *, sr=None, mono=True, max_seconds=MAX_SECONDS, name=None, warn=True):
   """Decodes an encoded sound held in memory (e.g. a browser upload).
 
   Args:
     data: The encoded file contents (bytes).
     sr, mono, max_seconds: As for `load`.
     name: What errors call the data (e.g. the uploaded file's name); default its size.
+    warn: Warn about digital silence and samples beyond +-1 (as `validate`). False for callers
+      that check those themselves (an app's upload, which must not swap the process's warning
+      filters to hide them: see dal_widgets/caught_warnings.py).
 
   Returns:
     (x, sr): float32 audio and its sample rate in Hz.
@@ -195,7 +202,8 @@ def from_bytes(data, *, sr=None, mono=True, max_seconds=MAX_SECONDS, name=None):
   if len(data) == 0:
     raise AudioError("data: cannot read audio: no bytes")
   label = str(name) if name else f"uploaded audio ({len(data)} bytes)"
-  return _decode(_io.BytesIO(bytes(data)), label, sr=sr, mono=mono, max_seconds=max_seconds)
+  return _decode(_io.BytesIO(bytes(data)), label, sr=sr, mono=mono, max_seconds=max_seconds,
+                 warn=warn)
 
 
 def save(path, x, sr, *, subtype=None):

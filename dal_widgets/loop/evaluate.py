@@ -30,7 +30,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from dal_widgets import atomic
+from dal_widgets import atomic, caught_warnings
 from dal_widgets.cochlea import batch, carfac, designs, sai
 from dal_widgets.errors import DalError, ParameterError
 from dal_widgets.loop import metrics
@@ -267,8 +267,7 @@ def _run_system(system, noisy, sr, index):
 def _noting(category, index, noted, fn, *args, **kwargs):
   """fn(*args, **kwargs), with a warning of `category` turned into `index` added to the set
   `noted` (evaluate reports each set once, not for every clip and system); others pass on."""
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
+  with caught_warnings.recorded() as caught:
     value = fn(*args, **kwargs)
   for w in caught:
     if issubclass(w.category, category):

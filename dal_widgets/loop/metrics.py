@@ -25,6 +25,7 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 
+from dal_widgets import caught_warnings
 from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL, rms, rms_to_db_spl
 from dal_widgets.errors import ParameterError
 from dal_widgets.finite import has_nonfinite
@@ -206,8 +207,7 @@ def stoi(clean, processed, sr, extended=False):
   _check_mono_and_sr(clean, sr)
   _check_speech(clean, "STOI")
   from pystoi import stoi as pystoi_stoi  # imported here: it pulls in scipy submodules slowly
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
+  with caught_warnings.recorded() as caught:
     try:
       value = float(pystoi_stoi(clean, processed, int(sr), extended=bool(extended)))
       too_short = any("Not enough STFT frames" in str(w.message) for w in caught)

@@ -15,11 +15,11 @@ so their intervals are wide; a corpus with more held-out recordings gives firmer
 """
 import dataclasses
 import math
-import warnings
 
 import numpy as np
 import scipy.stats
 
+from dal_widgets import caught_warnings
 from dal_widgets.errors import ParameterError
 from dal_widgets.loop.evaluate import ALL_SNRS, HIGHER_IS_BETTER, EvaluationTable
 
@@ -104,8 +104,7 @@ def paired_difference(table: EvaluationTable, system: str, reference: str, metri
     low = high = mean
     p_value = 1.0 if mean == 0 else 0.0
   elif d.size >= 2:
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore", RuntimeWarning)  # near-constant d: scipy warns, still exact
+    with caught_warnings.ignored(RuntimeWarning):  # near-constant d: scipy warns, still exact
       test = scipy.stats.ttest_rel(a, b)
       interval = test.confidence_interval(confidence)
     low, high, p_value = float(interval.low), float(interval.high), float(test.pvalue)

@@ -61,7 +61,7 @@ def load_clip(name: str, sr: int = SR) -> np.ndarray:
 def decode(data: bytes, *, max_seconds: float, sr: int = SR, name: str | None = None):
   """Decodes an uploaded sound file (audio.from_bytes), mixes it to mono and resamples it to `sr`
   Hz: (float32 [n_samp], the file's own rate in Hz, its number of channels). `name` names the
-  file in errors.
+  file in errors. Silence and samples beyond +-1 raise no warning: the caller checks them.
 
   Raises:
     AudioError, ParameterError: unreadable, empty, too long, or a rate outside UPLOAD_SR_RANGE_HZ.
@@ -75,7 +75,8 @@ def decode(data: bytes, *, max_seconds: float, sr: int = SR, name: str | None = 
   if info is not None and not low <= info.samplerate <= high:
     raise AudioError(f"{name or 'the file'}: a sample rate of {info.samplerate} Hz is outside the "
                      f"{low}..{high} Hz of sound recordings")
-  x, _ = audio.from_bytes(data, sr=sr, max_seconds=max_seconds, name=name)  # checks everything
+  # checks everything; silence and peaks are the caller's to report (SoundPicker.load_upload)
+  x, _ = audio.from_bytes(data, sr=sr, max_seconds=max_seconds, name=name, warn=False)
   info = info or sf.info(io.BytesIO(data))  # readable: from_bytes has just read it
   return x, int(info.samplerate), int(info.channels)
 

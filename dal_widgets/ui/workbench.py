@@ -13,7 +13,6 @@ import html
 import itertools
 import math
 import threading
-import warnings
 
 import ipywidgets as widgets
 import numpy as np
@@ -154,10 +153,9 @@ class SoundPicker(widgets.VBox):
                          f"{_size_text(self.upload_max_bytes)}")
       if not filename.lower().endswith(".wav") or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise AudioError(f"{filename}: expected a WAV file (RIFF/WAVE header), got something else")
-      with warnings.catch_warnings():  # soft problems (silence, peaks) are handled right here
-        warnings.simplefilter("ignore")
-        x, file_sr, channels = self.compute.decode(data, max_seconds=self.upload_max_s,
-                                                   sr=self.sr, name=filename)
+      # silence and peaks: handled right here (decode does not warn of them)
+      x, file_sr, channels = self.compute.decode(data, max_seconds=self.upload_max_s, sr=self.sr,
+                                                 name=filename)
       mixed = f"its {channels} channels mixed to mono" if channels > 1 else ""
       resampled = f"resampled from {file_sr / 1000:g} kHz" if file_sr != self.sr else ""
       note = "".join(f", {part}" for part in (mixed, resampled) if part)

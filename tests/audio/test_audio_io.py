@@ -1,4 +1,5 @@
 """Audio I/O: save/load round trips, resampling, atomic writes, validation errors and warnings."""
+import io as _io
 import warnings
 
 import numpy as np
@@ -183,6 +184,23 @@ def test_wav_bytes_round_trip_and_clipping():
   with pytest.warns(UserWarning, match="clip"):
     loud = io.to_wav_bytes(np.array([0.5, 2.0, -3.0]), 16000)
   np.testing.assert_allclose(io.from_bytes(loud)[0], [0.5, 1.0, -1.0], atol=PCM16_STEP)
+
+
+def test_from_bytes_can_leave_silence_and_peaks_to_its_caller():
+  def wav(x, subtype):
+    buffer = _io.BytesIO()
+    sf.write(buffer, np.asarray(x, np.float32), 16000, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+  silent, loud = wav(np.zeros(100), "PCM_16"), wav([0.5, 2.0], "FLOAT")
+  with pytest.warns(UserWarning, match="digital silence"):
+    io.from_bytes(silent)
+  with pytest.warns(UserWarning, match="would clip"):
+    io.from_bytes(loud)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert not np.any(io.from_bytes(silent, warn=False)[0])
+    assert io.from_bytes(loud, warn=False)[0][1] == 2.0
 
 
 def test_samples_beyond_float32_are_named_as_such():

@@ -8,6 +8,7 @@ import io
 import math
 import threading
 import time
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -462,6 +463,19 @@ def test_bad_uploads_are_refused_with_a_reason_and_keep_the_sound(data, name, re
   assert not bench.sound_picker.load_upload(data, name)
   assert reason in bench.sound_picker.message.value and "#c0392b" in bench.sound_picker.message.value
   assert bench.state.sound is sound
+  assert bench.wait(WAIT_S)
+
+
+def test_an_upload_leaves_the_process_warning_filters_alone(monkeypatch, recwarn):
+  # The metrics run on a worker thread inside caught_warnings blocks; a catch_warnings on the
+  # main thread at the same time could leave its filters in force (dal_widgets/caught_warnings.py)
+  bench = Workbench(compute=FakeCompute(), aids=(), sai=False, finetune=False, metrics=False)
+  swaps, real = [], warnings.catch_warnings
+  monkeypatch.setattr(warnings, "catch_warnings", lambda *a, **k: swaps.append(a) or real(*a, **k))
+  assert not bench.sound_picker.load_upload(_wav(np.zeros(16000, np.float32), 16000), "silent.wav")
+  assert "digital silence" in bench.sound_picker.message.value  # said here, not as a warning
+  assert bench.sound_picker.load_upload(_tone_wav(1.0, 16000), "tone.wav")
+  assert swaps == [] and not [str(w.message) for w in recwarn]
   assert bench.wait(WAIT_S)
 
 
