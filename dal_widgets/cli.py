@@ -708,7 +708,7 @@ def main(argv=None) -> int:
   except SystemExit as stop:  # --help (0) or a usage error (2), already printed
     return stop.code if isinstance(stop.code, int) else EXIT_USAGE
   try:
-    with warnings.catch_warnings(), _handling(_interrupt):
+    with warnings.catch_warnings(), _handling(_interrupt):  # the entry point: no threads yet
       warnings.showwarning = _one_line_warning(args.command)
       from dal_widgets import compile_cache  # JAX: not imported for --help and usage errors
       compile_cache.enable(compile_cache.folder())  # the next run loads what this one compiles
