@@ -15,6 +15,7 @@ import argparse
 import os
 import resource
 import sys
+import threading
 
 import dal_widgets  # noqa: F401  first: one CPU device per core (dal_widgets/cpu_cores.py)
 import jax
@@ -48,7 +49,18 @@ def main():
   ap.add_argument("--size", default="small", choices=sorted(SEANET_SIZES))
   ap.add_argument("--batch", type=int, default=1, help="examples per step, over all the devices used (default 1)")
   ap.add_argument("--w-sai", type=float, default=LossConfig().w_sai, help="0 drops the SAI term")
+  ap.add_argument("--thread", action="store_true",
+                  help="run the steps in a background thread, as the fine-tune panel does")
   args = ap.parse_args()
+  if args.thread:
+    worker = threading.Thread(target=run, args=(args,))
+    worker.start()
+    worker.join()
+  else:
+    run(args)
+
+
+def run(args):
   model_cfg = SEANET_SIZES[args.size]
   normal = designs.designed(float(SR), "v3")
   impaired = normal._replace(weights=cf.make_weights(normal.hypers, ohc_health=BENCH_OHC_HEALTH))
@@ -70,7 +82,8 @@ def main():
     compile_s, runs = time_call(one_step, n_runs=args.n_runs)
     faults = page_faults_per_call(one_step)
     n_samp = cfg.data.n_samples
-    print(row(f"{args.size} batch {args.batch}", n_samp, seconds * args.batch, compile_s, runs,
+    where = ", in a thread" if args.thread else ""
+    print(row(f"{args.size} batch {args.batch}{where}", n_samp, seconds * args.batch, compile_s, runs,
               f"{step.n_devices} device(s), {faults:.0f} page faults/step"), flush=True)
 
 
