@@ -34,6 +34,7 @@ EXIT_USAGE = 2  # argparse's status for bad arguments; we use it for every user 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
 DEFAULT_SR = 16000  # Hz; CARFAC has 65 channels at 16 kHz (DESIGN.md)
 DEFAULT_PRESET = "N3"  # Bisgaard moderate sloping loss: the default listener everywhere
+DEFAULT_CONFIG = "default"  # training preset of a new run when --config is not given
 DEFAULT_WORKDIR = "dal-run"  # training folder when --workdir is not given
 DEFAULT_SNRS_DB = (0.0, 5.0)  # evaluation SNRs, within the training range -5..10 dB
 DEFAULT_N_CLIPS = 3  # held-out clips per SNR
@@ -263,7 +264,15 @@ def cmd_train(args):
   from dal_widgets.loop import checkpoint
   from dal_widgets.loop import train as train_lib
   from dal_widgets.loop.config import config_for
-  cfg = config_for(args.config)
+  # no --config: continue the run's own config (its steps, learning rate, clip length, ...), as
+  # its listener below; else the named preset, "default" for a new run
+  resumed = None
+  if not args.fresh and checkpoint.latest(args.workdir) is not None:
+    resumed = checkpoint.restore_params(args.workdir)[1]
+  if args.config is None and resumed is not None:
+    cfg = resumed
+  else:
+    cfg = config_for(args.config or DEFAULT_CONFIG)
   changes, ear = {}, None
   if args.steps is not None:
     changes["steps"] = args.steps
@@ -274,9 +283,9 @@ def cmd_train(args):
     changes["audiogram"] = _config_audiogram(ear.audiogram)
   elif _listener_given(args):
     changes["audiogram"] = _config_audiogram(_audiogram(args))
-  elif not args.fresh and checkpoint.latest(args.workdir) is not None:
+  elif resumed is not None:
     # no listener given: continue the run's own (as enhance and evaluate do)
-    changes["audiogram"] = checkpoint.restore_params(args.workdir)[1].audiogram
+    changes["audiogram"] = resumed.audiogram
   if changes:
     try:
       cfg = cfg.replace(**changes)
@@ -617,8 +626,9 @@ def build_parser():
                      description="Train SEANet so the impaired cochlea hearing its output matches "
                                  "a normal cochlea hearing clean speech. Resumes from the latest "
                                  "checkpoint in --workdir; Ctrl-C saves and stops.")
-  p.add_argument("--config", default="default", choices=CONFIG_NAMES,
-                 help="preset configuration (default %(default)s)")
+  p.add_argument("--config", default=None, choices=CONFIG_NAMES,
+                 help="preset configuration (default: the config of the run it resumes, else "
+                      f"{DEFAULT_CONFIG})")
   _add_listener_args(p, "the listener of the run it resumes, else the config's, N3")
   p.add_argument("--steps", type=int, default=None,
                  help="total optimizer steps (overrides the config)")

@@ -271,16 +271,18 @@ def test_a_kill_during_a_write_leaves_no_temporary_file(tmp_path):
   assert {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS} == before
 
 
-def _aid_checkpoint(workdir, step, audiogram="N3"):
-  """A checkpoint file in `workdir` without training (loop.checkpoint.aid_bytes)."""
+def _aid_checkpoint(workdir, step, audiogram="N3", **changes):
+  """A checkpoint file in `workdir` without training (loop.checkpoint.aid_bytes) of the widget
+  config with `changes`; returns that config."""
   import jax
   from dal_widgets.aid.seanet import init_seanet
   from dal_widgets.loop import checkpoint
   from dal_widgets.loop.config import config_for
-  cfg = config_for("widget").replace(audiogram=audiogram)
+  cfg = config_for("widget").replace(audiogram=audiogram, **changes)
   params = init_seanet(jax.random.PRNGKey(0), cfg.model_config)
   workdir.mkdir(exist_ok=True)
   checkpoint.checkpoint_path(workdir, step).write_bytes(checkpoint.aid_bytes(params, cfg, step))
+  return cfg
 
 
 def test_train_checks_what_it_would_resume_before_the_fit(tmp_path, capsys, monkeypatch):
@@ -308,6 +310,24 @@ def test_train_without_a_listener_continues_the_runs_own(tmp_path, monkeypatch):
     cli.main(["train", "--config", "widget", "--workdir", str(tmp_path / "run"), "--steps", "9"])
   with pytest.raises(Fitted, match="N3"):  # a fresh start takes the config's listener
     cli.main(["train", "--config", "widget", "--workdir", str(tmp_path / "new"), "--steps", "9"])
+
+
+def test_train_without_a_config_continues_the_runs_own(tmp_path, capsys, monkeypatch):
+  """`dal train --workdir DIR` after a stopped `--config widget --steps 300` run goes on with that
+  run's steps and settings, not the "default" preset's."""
+  from dal_widgets.loop import train
+  from dal_widgets.loop.config import config_for
+  cfg = _aid_checkpoint(tmp_path / "run", 63, steps=300)
+  used = []
+  def fake_train(cfg, workdir, **kwargs):
+    used.append(cfg)
+    raise cli.UsageError("stopped before the training")
+  monkeypatch.setattr(train, "train", fake_train)
+  monkeypatch.setattr(cli, "_fit", lambda *a: None)
+  assert cli.main(["train", "--workdir", str(tmp_path / "run")]) == 2
+  assert used == [cfg]
+  assert cli.main(["train", "--workdir", str(tmp_path / "run"), "--config", "default"]) == 2
+  assert used[-1] == config_for("default")  # a named preset is what it names
 
 
 def test_train_fresh_moves_the_earlier_checkpoints_aside(tmp_path, capsys, monkeypatch):
