@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -298,6 +299,8 @@ def cmd_train(args):
     print(f"nothing to do: {found.path} is at step {found.step}, --steps is {cfg.steps} "
           f"(ask for more steps to continue, or --fresh to start again)")
     return EXIT_OK
+  if found is not None:
+    _status(f"resuming {found.path} at step {found.step}/{cfg.steps}")
   checkpoint.check_writable(args.workdir)  # before the fit and the training, not after
   if args.fresh:
     aside = checkpoint.set_aside(args.workdir)
@@ -311,8 +314,13 @@ def cmd_train(args):
     result = train_lib.train(cfg, args.workdir, ear=ear, should_stop=stop.is_set,
                              resume=not args.fresh, progress=bar)
   state = "stopped at" if result.stopped_early else "finished"
+  again = ""
+  if result.stopped_early:  # the checkpoint holds the config and listener; not a fitted --ear
+    command = ["dal", "train", "--workdir", str(args.workdir)]
+    command += ["--ear", str(args.ear)] if args.ear is not None else []
+    again = f" (`{shlex.join(command)}` continues it)"
   print(f"{state} step {result.steps_done}/{cfg.steps}, mean loss of the last steps "
-        f"{result.loss:.4g}; checkpoint {result.checkpoint}")
+        f"{result.loss:.4g}; checkpoint {result.checkpoint}{again}")
   return EXIT_INTERRUPTED if result.stopped_early else EXIT_OK
 
 
