@@ -408,8 +408,7 @@ def _resume(workdir, cfg, template):
   if ckpt is None:
     return template
   if ckpt.config.replace(steps=cfg.steps) != cfg:
-    changed = [f.name for f in dataclasses.fields(cfg)
-               if f.name != "steps" and getattr(cfg, f.name) != getattr(ckpt.config, f.name)]
+    changed = _config_changes(ckpt.config, cfg)
     warnings.warn(f"resuming {ckpt.path} (step {ckpt.step}), whose config differs from this "
                   f"run's in {', '.join(changed)}; continuing with this run's config",
                   stacklevel=3)
@@ -420,6 +419,25 @@ def _resume(workdir, cfg, template):
                   f"total, so step {ckpt.step + 1} trains at {now:.3g} (the old run: {was:.3g})",
                   stacklevel=3)
   return checkpoint.restore(ckpt.path, target=template).state
+
+
+def _config_changes(old: TrainConfig, new: TrainConfig) -> list:
+  """"name old -> new" for each setting but steps that differs (loss and data settings by their
+  dotted names, e.g. "data.clip_s 0.5 -> 1")."""
+  show = lambda v: f"{v:g}" if isinstance(v, float) else str(v)
+  a, b = old.to_dict(), new.to_dict()
+  changes = []
+  for name in b:
+    if name == "steps" or a[name] == b[name]:
+      continue
+    if name in ("loss", "data"):
+      changes += [f"{name}.{k} {show(a[name].get(k))} -> {show(v)}"
+                  for k, v in b[name].items() if a[name].get(k) != v]
+    elif isinstance(a[name], dict) or isinstance(b[name], dict):  # a model or an audiogram
+      changes.append(name)
+    else:
+      changes.append(f"{name} {show(a[name])} -> {show(b[name])}")
+  return changes
 
 
 def _start_from(template, params, cfg):

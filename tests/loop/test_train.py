@@ -269,8 +269,12 @@ def test_resuming_with_other_settings_says_what_changes(tmp_path):
   with pytest.warns(UserWarning, match=rf"20-step run as a 40-step one: .* step 6 trains at "
                                        rf"{float(now):.3g} \(the old run: {float(was):.3g}\)"):
     assert int(train._resume(tmp_path, longer, template).step) == 5
-  with pytest.warns(UserWarning, match="differs from this run's in batch_size, learning_rate;"):
-    train._resume(tmp_path, cosine.replace(learning_rate=1e-3, batch_size=4), template)
+  other = cosine.replace(learning_rate=1e-3, batch_size=4,
+                        data=dataclasses.replace(DATA, clip_s=0.2))
+  with pytest.warns(UserWarning, match=r"differs from this run's in batch_size 2 -> 4, "
+                                       r"learning_rate 0\.003 -> 0\.001, data\.clip_s 0\.1 -> "
+                                       r"0\.2; continuing with this run's config"):
+    train._resume(tmp_path, other, template)
 
 
 def test_the_marker_cannot_point_outside_its_folder(tmp_path):
