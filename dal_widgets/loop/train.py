@@ -25,9 +25,12 @@ count reuses the compiled step (compiling CARFAC's gradient takes tens of second
 Randomness: SEANet has no stochastic layers, so a step needs no PRNG key; the data of step k is
 np.random.default_rng((data.seed, k)) (loop.data), the parameters come from PRNGKey(cfg.seed).
 """
+import contextlib
 import dataclasses
 import functools
 import logging
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -484,6 +487,8 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
       corpus file that cannot be read, a checkpoint that cannot be written, ...; the original is
       its __cause__). The last good parameters are saved (when workdir is given and writable)
       and attached as the exception's `result`.
+    KeyboardInterrupt: Ctrl-C (main thread); the step that runs finishes and is saved first (a
+      second Ctrl-C aborts it).
   """
   devices = default_devices(cfg.batch_size) if devices is None else list(devices)
   _check_run(cfg, len(devices))
@@ -504,6 +509,30 @@ def train(cfg: TrainConfig, workdir=None, *, ear=None, source=None, on_progress=
   state = step_fn.place_state(_resume(workdir, cfg, template) if resume else template)
   source = SpeechSource(cfg.data, "train") if source is None else source
   return _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progress)
+
+
+@contextlib.contextmanager
+def _interrupt_after_step():
+  """Holds back a Ctrl-C (SIGINT under Python's default handler, main thread) that arrives during
+  a step until the step has returned its new state: the step consumes (donates) the state it is
+  given, so a KeyboardInterrupt inside the call would leave no state to save. A second Ctrl-C
+  interrupts at once (an abort: the steps since the last checkpoint are lost)."""
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    yield  # a worker thread, or a caller's own handler (e.g. `dal train`'s)
+    return
+  caught = []
+  def hold(signum, frame):
+    if caught:
+      raise KeyboardInterrupt
+    caught.append(signum)
+  signal.signal(signal.SIGINT, hold)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  if caught:
+    raise KeyboardInterrupt
 
 
 def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progress):
@@ -538,7 +567,8 @@ def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progre
       if should_stop is not None and should_stop():
         stopped = True
         break
-      state, metrics = step_fn(state, batch)
+      with _interrupt_after_step():
+        state, metrics = step_fn(state, batch)
       try:  # the next batch is made on the host while the device computes this step
         batch = source.make_batch(step + 1, cfg.batch_size) if step + 1 < cfg.steps else None
       except Exception as err:  # raised once this step is recorded

@@ -340,6 +340,28 @@ def test_should_stop_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
   assert again.history == [] and again.steps_done == 8
 
 
+def test_ctrl_c_during_a_step_keeps_that_step(tmp_path, monkeypatch):
+  """A step consumes (donates) the state it is given: a Ctrl-C that lands inside the call must
+  not leave the run without a state to save (Python's default SIGINT handler, e.g. a script)."""
+  import signal
+  call = train.TrainStep.__call__
+  def interrupted_at_3(self, state, batch):
+    new_state, metrics = call(self, state, batch)
+    if int(new_state.step) == 3:
+      os.kill(os.getpid(), signal.SIGINT)  # raised at the next bytecode: inside this call
+    return new_state, metrics
+  monkeypatch.setattr(train.TrainStep, "__call__", interrupted_at_3)
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      train.train(CFG.replace(steps=6), tmp_path, ear=_ear())
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  assert checkpoint.restore(tmp_path).step == 3
+  resumed = train.train(CFG.replace(steps=6), tmp_path, ear=_ear())
+  assert [h["step"] for h in resumed.history] == [4, 5, 6]
+
+
 class FailingSource:
   """The real data until `step`, then an unreadable corpus file."""
 
