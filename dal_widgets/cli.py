@@ -706,9 +706,14 @@ def build_parser():
 
 
 def _one_line_warning(command):
-  """A warnings.showwarning that prints "dal <command>: warning: ..." on one line."""
+  """A warnings.showwarning that prints "dal <command>: warning: ..." on one line, each text
+  once (e.g. a bad checkpoint marker is read from several places of one command)."""
+  shown = set()
   def show(message, category, filename, lineno, file=None, line=None):
-    print(f"dal {command}: warning: {_one_line(message)}", file=file or sys.stderr)
+    text = f"dal {command}: warning: {_one_line(message)}"
+    if text not in shown:
+      shown.add(text)
+      print(text, file=file or sys.stderr)
   return show
 
 

@@ -345,6 +345,18 @@ def test_train_says_where_it_resumes_and_how_to_resume_a_stopped_run(tmp_path, c
   assert f"(`dal train --workdir '{tmp_path / 'my run'}' --ear {ear_file}` continues it)" in out
 
 
+def test_a_warning_read_from_several_places_prints_once(tmp_path, capsys, monkeypatch):
+  from dal_widgets.errors import DalError
+  def stop(*a):
+    raise DalError("stopped before the fit")
+  monkeypatch.setattr(cli, "_fit", stop)
+  _aid_checkpoint(tmp_path / "run", 5)
+  (tmp_path / "run" / "latest.json").write_text("{bad")  # the marker, read by every look-up
+  assert cli.main(["train", "--workdir", str(tmp_path / "run"), "--steps", "9"]) == 2
+  warned = [line for line in capsys.readouterr().err.splitlines() if ": warning: " in line]
+  assert len(warned) == 1 and "latest.json is unreadable" in warned[0], warned
+
+
 def test_train_fresh_moves_the_earlier_checkpoints_aside(tmp_path, capsys, monkeypatch):
   from dal_widgets.errors import DalError
   def stop(*a):
