@@ -271,23 +271,22 @@ def test_a_kill_during_a_write_leaves_no_temporary_file(tmp_path):
   assert {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS} == before
 
 
-def _aid_checkpoint(workdir, step, audiogram="N3", **changes):
-  """A checkpoint file in `workdir` without training (loop.checkpoint.aid_bytes) of the widget
-  config with `changes`; returns that config."""
+def _run_checkpoint(workdir, step, audiogram="N3", **changes):
+  """A checkpoint a run resumes (fresh parameters and optimizer state) in `workdir`, without
+  training, of the widget config with `changes`; returns that config."""
   import jax
-  from dal_widgets.aid.seanet import init_seanet
-  from dal_widgets.loop import checkpoint
+  import jax.numpy as jnp
+  from dal_widgets.loop import checkpoint, train
   from dal_widgets.loop.config import config_for
   cfg = config_for("widget").replace(audiogram=audiogram, **changes)
-  params = init_seanet(jax.random.PRNGKey(0), cfg.model_config)
-  workdir.mkdir(exist_ok=True)
-  checkpoint.checkpoint_path(workdir, step).write_bytes(checkpoint.aid_bytes(params, cfg, step))
+  state = train.create_train_state(jax.random.PRNGKey(0), cfg.model_config, cfg)
+  checkpoint.save(workdir, state.replace(step=jnp.asarray(step, jnp.int32)), cfg)
   return cfg
 
 
 def test_train_checks_what_it_would_resume_before_the_fit(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr(cli, "_fit", lambda *a: pytest.fail("the work started"))
-  _aid_checkpoint(tmp_path / "run", 5)
+  _run_checkpoint(tmp_path / "run", 5)
   argv = ["train", "--config", "widget", "--workdir", str(tmp_path / "run")]
   assert cli.main(argv + ["--steps", "3"]) == 0
   assert "nothing to do: " in capsys.readouterr().out
@@ -305,7 +304,7 @@ def test_train_without_a_listener_continues_the_runs_own(tmp_path, monkeypatch):
   def fit(audiogram, sr, style):
     raise Fitted(audiogram.name)
   monkeypatch.setattr(cli, "_fit", fit)
-  _aid_checkpoint(tmp_path / "run", 5, audiogram="S3")
+  _run_checkpoint(tmp_path / "run", 5, audiogram="S3")
   with pytest.raises(Fitted, match="S3"):
     cli.main(["train", "--config", "widget", "--workdir", str(tmp_path / "run"), "--steps", "9"])
   with pytest.raises(Fitted, match="N3"):  # a fresh start takes the config's listener
@@ -317,7 +316,7 @@ def test_train_without_a_config_continues_the_runs_own(tmp_path, capsys, monkeyp
   run's steps and settings, not the "default" preset's."""
   from dal_widgets.loop import train
   from dal_widgets.loop.config import config_for
-  cfg = _aid_checkpoint(tmp_path / "run", 63, steps=300)
+  cfg = _run_checkpoint(tmp_path / "run", 63, steps=300)
   used = []
   def fake_train(cfg, workdir, **kwargs):
     used.append(cfg)
@@ -333,7 +332,7 @@ def test_train_without_a_config_continues_the_runs_own(tmp_path, capsys, monkeyp
 def test_train_says_where_it_resumes_and_how_to_resume_a_stopped_run(tmp_path, capsys, ear_file,
                                                                      monkeypatch):
   from dal_widgets.loop import train
-  _aid_checkpoint(tmp_path / "my run", 63, steps=300)
+  _run_checkpoint(tmp_path / "my run", 63, steps=300)
   def stopped(cfg, workdir, **kwargs):
     return train.TrainResult(params=None, history=[], stopped_early=True, steps_done=70,
                              checkpoint=workdir / "ckpt_00000070.msgpack")
@@ -350,7 +349,7 @@ def test_a_warning_read_from_several_places_prints_once(tmp_path, capsys, monkey
   def stop(*a):
     raise DalError("stopped before the fit")
   monkeypatch.setattr(cli, "_fit", stop)
-  _aid_checkpoint(tmp_path / "run", 5)
+  _run_checkpoint(tmp_path / "run", 5)
   (tmp_path / "run" / "latest.json").write_text("{bad")  # the marker, read by every look-up
   assert cli.main(["train", "--workdir", str(tmp_path / "run"), "--steps", "9"]) == 2
   warned = [line for line in capsys.readouterr().err.splitlines() if ": warning: " in line]
@@ -362,7 +361,7 @@ def test_train_fresh_moves_the_earlier_checkpoints_aside(tmp_path, capsys, monke
   def stop(*a):
     raise DalError("stopped before the fit")
   monkeypatch.setattr(cli, "_fit", stop)
-  _aid_checkpoint(tmp_path / "run", 5)
+  _run_checkpoint(tmp_path / "run", 5)
   assert cli.main(["train", "--config", "widget", "--workdir", str(tmp_path / "run"),
                    "--preset", "S3", "--fresh"]) == 2
   aside = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("replaced_")]
@@ -467,7 +466,7 @@ def test_evaluate_refuses_one_aid_twice_and_aids_of_different_rates(tmp_path, ca
   first, second = _aid_files(tmp_path, sr_of_second=22050)
   assert cli.main(["evaluate", "--checkpoint", str(first), "--checkpoint", str(first)]) == 2
   assert "--checkpoint: the same checkpoint is given twice" in _one_line_error(capsys, "evaluate")
-  _aid_checkpoint(tmp_path / "run", 5)  # a folder and its own latest checkpoint file
+  _run_checkpoint(tmp_path / "run", 5)  # a folder and its own latest checkpoint file
   latest = tmp_path / "run" / "ckpt_00000005.msgpack"
   assert latest.is_file()
   assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--checkpoint",

@@ -382,6 +382,10 @@ def resumable(workdir, cfg: TrainConfig):
   if ckpt.config.model_config != cfg.model_config:
     raise ParameterError(f"workdir: {found} holds a {_size_name(ckpt.config.model_config)} "
                          f"SEANet, this run trains a {_size_name(cfg.model_config)} one; {fresh}")
+  if not ckpt.state.get("opt_state"):  # checkpoint.aid_bytes: the parameters alone
+    raise ParameterError(f"workdir: {found} holds an aid's parameters alone (e.g. one downloaded "
+                         "from the fine-tune panel), without the optimizer state a run resumes "
+                         f"from; {fresh}")
   if listener_audiogram(ckpt.config) != listener_audiogram(cfg):
     raise ParameterError(f"workdir: {found} holds a model for listener "
                          f"{_listener_name(ckpt.config)}, this run trains for {_listener_name(cfg)}; "

@@ -277,6 +277,14 @@ def test_resuming_with_other_settings_says_what_changes(tmp_path):
     train._resume(tmp_path, other, template)
 
 
+def test_an_aid_file_without_optimizer_state_is_refused_before_any_work(tmp_path):
+  params = init_seanet(jax.random.PRNGKey(0), TINY)
+  checkpoint.checkpoint_path(tmp_path, 5).write_bytes(checkpoint.aid_bytes(params, CFG, 5))
+  with pytest.raises(ParameterError, match=r"ckpt_00000005.msgpack holds an aid's parameters "
+                                           r"alone .* use another workdir"):
+    train.resumable(tmp_path, CFG)
+
+
 def test_the_marker_cannot_point_outside_its_folder(tmp_path):
   outside = checkpoint.save(tmp_path / "other", _state(step=9), CFG)
   run = tmp_path / "run"
