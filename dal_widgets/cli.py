@@ -269,7 +269,11 @@ def cmd_train(args):
   # its listener below; else the named preset, "default" for a new run
   resumed = None
   if not args.fresh and checkpoint.latest(args.workdir) is not None:
-    resumed = checkpoint.restore_params(args.workdir)[1]
+    try:
+      resumed = checkpoint.restore_params(args.workdir)[1]
+    except checkpoint.CheckpointError as err:  # no readable checkpoint left there
+      raise UsageError(f"{err} (--fresh starts afresh there, moving its checkpoints into a "
+                       "subfolder)") from err
   if args.config is None and resumed is not None:
     cfg = resumed
   else:

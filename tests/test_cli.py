@@ -356,6 +356,15 @@ def test_a_warning_read_from_several_places_prints_once(tmp_path, capsys, monkey
   assert len(warned) == 1 and "latest.json is unreadable" in warned[0], warned
 
 
+def test_train_on_a_folder_without_a_readable_checkpoint_says_what_to_do(tmp_path, capsys):
+  _run_checkpoint(tmp_path / "run", 5)
+  path = tmp_path / "run" / "ckpt_00000005.msgpack"
+  path.write_bytes(path.read_bytes()[:1000])  # truncated, the only checkpoint
+  assert cli.main(["train", "--workdir", str(tmp_path / "run")]) == 2
+  line = _one_line_error(capsys, "train")
+  assert "truncated or corrupt" in line and "--fresh starts afresh there" in line
+
+
 def test_train_fresh_moves_the_earlier_checkpoints_aside(tmp_path, capsys, monkeypatch):
   from dal_widgets.errors import DalError
   def stop(*a):
