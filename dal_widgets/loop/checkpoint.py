@@ -5,12 +5,15 @@ format tag, the sha256 of the body and the body (flax.serialization msgpack of t
 the step and the TrainConfig as JSON). The file is written to a temporary name in the same folder,
 flushed to disk and renamed over the final name (os.replace is atomic), so a crash never leaves a
 half-written checkpoint under a real name. Only then is the marker `latest.json` (the last good
-checkpoint) rewritten the same way; older checkpoints beyond `keep` are then removed.
+checkpoint) rewritten the same way; older checkpoints beyond `keep` are then removed. Beside them,
+`history.csv` holds the metrics of every step of the run, across resumes (write_history).
 
 We use msgpack + atomic rename rather than orbax: one host, params of a few MB, no extra deps.
 """
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
@@ -33,6 +36,7 @@ VERSION = 2  # 2: the SEANet options checkerboard_free and dc_block (aid/seanet.
 # network they were trained as.
 LEGACY_SEANET = {1: dict(checkerboard_free=False, dc_block=False)}
 MARKER = "latest.json"  # names the last checkpoint written completely
+HISTORY = "history.csv"  # the run's metrics, one row per step, rewritten before each checkpoint
 PATTERN = re.compile(r"^ckpt_(\d{8})\.msgpack$")
 KEEP = 3  # checkpoints kept in a work folder (the newest)
 
@@ -142,12 +146,47 @@ def set_aside(workdir) -> Path | None:
     aside = workdir / f"replaced_{stamp}_{n}"
   try:
     aside.mkdir()
-    for path in found + [p for p in (workdir / MARKER,) if p.exists()]:
+    for path in found + [p for p in (workdir / MARKER, workdir / HISTORY) if p.exists()]:
       path.rename(aside / path.name)
   except OSError as err:
     raise CheckpointError(f"{workdir}: cannot move the earlier checkpoints aside: "
                           f"{err.strerror or err}") from err
   return aside
+
+
+def write_history(workdir, rows) -> Path:
+  """Writes the metrics of a run's steps (dicts with a "step", as TrainResult.history) to
+  `workdir`/HISTORY, atomically. Training writes it just before each checkpoint, so that it never
+  lacks a step of the checkpoint; rows past the checkpoint are dropped on resume (read_history).
+
+  Raises:
+    OSError: the file cannot be written.
+  """
+  columns = list(dict.fromkeys(key for row in rows for key in ["step", *row]))
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  return write_text_atomic(Path(workdir) / HISTORY, buffer.getvalue())
+
+
+def read_history(workdir, last_step: int) -> list:
+  """The rows of `workdir`/HISTORY up to `last_step` (the checkpoint a run resumes), as dicts
+  ("step" an int, "finite" a bool, the rest floats); [] when there is no such file, and with a
+  warning when it cannot be read."""
+  path = Path(workdir) / HISTORY
+  if not path.is_file():
+    return []
+  parse = {"step": int, "finite": lambda v: v == "True"}
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      rows = [{k: parse.get(k, float)(v) for k, v in row.items() if v not in ("", None)}
+              for row in csv.DictReader(f)]
+  except (OSError, ValueError, TypeError) as err:
+    warnings.warn(f"{path}: unreadable ({err}); the history of the steps before this run is "
+                  "not kept", stacklevel=2)
+    return []
+  return [row for row in rows if row.get("step", last_step + 1) <= last_step]
 
 
 def encode(state: dict, step: int, config: TrainConfig) -> bytes:

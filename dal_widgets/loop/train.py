@@ -86,6 +86,8 @@ class TrainResult:
     history: One dict per step of this call: "step" (1-based count after the step), "loss",
       the loss terms ("nap", "sai", "level", "spectral"), "level_db_spl", "grad_norm",
       "learning_rate", "finite" (False: the step was skipped), "time_s" (since the call began).
+      With a workdir, every step of the run so far (earlier calls too) is in its history.csv
+      (checkpoint.read_history).
     stopped_early: True when should_stop() ended the run before cfg.steps.
     steps_done: Steps of the run so far (cfg.steps when it completed; includes resumed steps).
     skipped_steps: Non-finite steps skipped in this call.
@@ -546,10 +548,17 @@ def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progre
   t_start, t_report = time.perf_counter(), -np.inf
   bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step", desc="train")
 
+  earlier = checkpoint.read_history(workdir, start) if workdir is not None else []
+
   def save():
     nonlocal saved, saved_step
     step = int(jax.device_get(state.step))
     if workdir is not None and step != saved_step:
+      try:  # first: a kill between the two leaves rows past the checkpoint (dropped on resume)
+        checkpoint.write_history(workdir, earlier + history)
+      except OSError as err:
+        raise checkpoint.CheckpointError(f"{workdir / checkpoint.HISTORY}: cannot write the "
+                                         f"history: {err.strerror or err}") from err
       saved, saved_step = checkpoint.save(workdir, state, cfg), step
 
   def result():
@@ -571,16 +580,16 @@ def _loop(cfg, state, step_fn, source, workdir, on_progress, should_stop, progre
       if should_stop is not None and should_stop():
         stopped = True
         break
-      with _interrupt_after_step():
+      with _interrupt_after_step():  # a Ctrl-C lands once the step is recorded
         state, metrics = step_fn(state, batch)
-      try:  # the next batch is made on the host while the device computes this step
-        batch = source.make_batch(step + 1, cfg.batch_size) if step + 1 < cfg.steps else None
-      except Exception as err:  # raised once this step is recorded
-        batch = err
-      row = {k: (bool(v) if k == "finite" else float(v))
-             for k, v in jax.device_get(metrics).items()}
-      row.update(step=step + 1, time_s=time.perf_counter() - t_start)
-      history.append(row)
+        try:  # the next batch is made on the host while the device computes this step
+          batch = source.make_batch(step + 1, cfg.batch_size) if step + 1 < cfg.steps else None
+        except Exception as err:  # raised once this step is recorded
+          batch = err
+        row = {k: (bool(v) if k == "finite" else float(v))
+               for k, v in jax.device_get(metrics).items()}
+        row.update(step=step + 1, time_s=time.perf_counter() - t_start)
+        history.append(row)
       bad_streak = 0 if row["finite"] else bad_streak + 1
       skipped += not row["finite"]
       bar.update(1)

@@ -370,6 +370,24 @@ def test_ctrl_c_during_a_step_keeps_that_step(tmp_path, monkeypatch):
   assert [h["step"] for h in resumed.history] == [4, 5, 6]
 
 
+def test_the_history_file_holds_every_step_once_across_stops_and_kills(tmp_path):
+  cfg = CFG.replace(steps=8, checkpoint_every=3)
+  straight = train.train(cfg, ear=_ear())
+  train.train(cfg, tmp_path, ear=_ear(), should_stop=_stop_after(5))
+  rows = checkpoint.read_history(tmp_path, 5)
+  assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+  # killed after the history of a later save was written, before its checkpoint
+  checkpoint.write_history(tmp_path, rows + [dict(rows[-1], step=6), dict(rows[-1], step=7)])
+  train.train(cfg, tmp_path, ear=_ear())
+  rows = checkpoint.read_history(tmp_path, cfg.steps)
+  assert [r["step"] for r in rows] == list(range(1, 9))
+  np.testing.assert_allclose([r["loss"] for r in rows], [h["loss"] for h in straight.history],
+                             rtol=1e-6)
+  assert all(r["finite"] is True for r in rows)
+  aside = checkpoint.set_aside(tmp_path)  # a fresh run starts a fresh history
+  assert (aside / checkpoint.HISTORY).exists() and checkpoint.read_history(tmp_path, 8) == []
+
+
 class FailingSource:
   """The real data until `step`, then an unreadable corpus file."""
 
