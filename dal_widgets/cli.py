@@ -323,8 +323,11 @@ def cmd_train(args):
     command = ["dal", "train", "--workdir", str(args.workdir)]
     command += ["--ear", str(args.ear)] if args.ear is not None else []
     again = f" (`{shlex.join(command)}` continues it)"
+  skipped = (f" ({result.skipped_steps} non-finite step{'s' if result.skipped_steps != 1 else ''}"
+             " skipped: the parameters kept their last good values)"
+             if result.skipped_steps else "")
   print(f"{state} step {result.steps_done}/{cfg.steps}, mean loss of the last steps "
-        f"{result.loss:.4g}; checkpoint {result.checkpoint}{again}")
+        f"{result.loss:.4g}{skipped}; checkpoint {result.checkpoint}{again}")
   return EXIT_INTERRUPTED if result.stopped_early else EXIT_OK
 
 

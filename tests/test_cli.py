@@ -329,19 +329,20 @@ def test_train_without_a_config_continues_the_runs_own(tmp_path, capsys, monkeyp
   assert used[-1] == config_for("default")  # a named preset is what it names
 
 
-def test_train_says_where_it_resumes_and_how_to_resume_a_stopped_run(tmp_path, capsys, ear_file,
-                                                                     monkeypatch):
+def test_train_says_where_it_resumes_how_to_go_on_and_what_it_skipped(tmp_path, capsys, ear_file,
+                                                                      monkeypatch):
   from dal_widgets.loop import train
   _run_checkpoint(tmp_path / "my run", 63, steps=300)
   def stopped(cfg, workdir, **kwargs):
     return train.TrainResult(params=None, history=[], stopped_early=True, steps_done=70,
-                             checkpoint=workdir / "ckpt_00000070.msgpack")
+                             skipped_steps=2, checkpoint=workdir / "ckpt_00000070.msgpack")
   monkeypatch.setattr(train, "train", stopped)
   argv = ["train", "--workdir", str(tmp_path / "my run"), "--ear", str(ear_file)]
   assert cli.main(argv) == cli.EXIT_INTERRUPTED
   out, err = capsys.readouterr()
   assert f"resuming {tmp_path / 'my run' / 'ckpt_00000063.msgpack'} at step 63/300" in err
   assert f"(`dal train --workdir '{tmp_path / 'my run'}' --ear {ear_file}` continues it)" in out
+  assert "(2 non-finite steps skipped: the parameters kept their last good values)" in out
 
 
 def test_a_warning_read_from_several_places_prints_once(tmp_path, capsys, monkeypatch):
