@@ -44,6 +44,9 @@ PRETRAINED_FOLDER = ("data", "pretrained")  # inside the package: a bundled chec
 # Copies of lower-layer names, so that parsing and --help do not import JAX (tests keep them equal):
 NOISE_KINDS = ("babble", "speech_shaped", "white")  # loop.config.NOISE_KINDS
 CONFIG_NAMES = ("widget", "default", "paper")  # loop.config.PRESETS
+# (SEANet size, steps, batch size, clip s) of each of loop.config.PRESETS, for --help
+CONFIG_SIZES = {"widget": ("small", 40, 2, 0.5), "default": ("small", 200, 4, 1.0),
+                "paper": ("paper", 100_000, 64, 1.0)}
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # audio.io.FORMATS
 PCM_SUFFIXES = (".wav", ".flac")  # 16-bit integer samples: beyond +-1 is clipped (audio.io.FORMATS)
 MAX_EVAL_CLIPS = 1000  # loop.config.MAX_EVAL_CLIPS
@@ -641,9 +644,11 @@ def build_parser():
                      description="Train SEANet so the impaired cochlea hearing its output matches "
                                  "a normal cochlea hearing clean speech. Resumes from the latest "
                                  "checkpoint in --workdir; Ctrl-C saves and stops.")
+  sizes = "; ".join(f"{name}: {size} SEANet, {steps} steps of {batch} x {clip_s:g} s clips"
+                    for name, (size, steps, batch, clip_s) in CONFIG_SIZES.items())
   p.add_argument("--config", default=None, choices=CONFIG_NAMES,
-                 help="preset configuration (default: the config of the run it resumes, else "
-                      f"{DEFAULT_CONFIG})")
+                 help=f"preset configuration ({sizes}); when not given: the config of the run it "
+                      f"resumes, else {DEFAULT_CONFIG}")
   _add_listener_args(p, "the listener of the run it resumes, else the config's, N3")
   p.add_argument("--steps", type=int, default=None,
                  help="total optimizer steps (overrides the config)")

@@ -560,6 +560,8 @@ def test_copied_names_match_the_lower_layers():
   from dal_widgets.loop.config import MAX_EVAL_CLIPS, NOISE_KINDS, PRESETS
   assert cli.NOISE_KINDS == NOISE_KINDS and cli.MAX_EVAL_CLIPS == MAX_EVAL_CLIPS
   assert set(cli.CONFIG_NAMES) == set(PRESETS)
+  assert cli.CONFIG_SIZES == {name: (cfg.model, cfg.steps, cfg.batch_size, cfg.data.clip_s)
+                              for name, cfg in PRESETS.items()}
   assert set(cli.AUDIO_SUFFIXES) == set(FORMATS)
 
 
