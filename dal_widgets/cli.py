@@ -487,6 +487,8 @@ def cmd_evaluate(args):
   out = args.out
   if out is not None:
     _check_output(out, "--out", (".md", ".csv"))
+    if out.suffix.lower() == ".csv":  # and the per-clip file written beside it
+      _check_output(_clips_csv(out), "--out", (".csv",))
   from dal_widgets.loop.train import listener_audiogram
   aids = _restore_aids(args.checkpoint)
   cfg = aids[0][1] if aids else None
@@ -516,12 +518,17 @@ def cmd_evaluate(args):
   if out is not None:
     if out.suffix.lower() == ".csv":
       table.to_csv(out)
-      per_clip = table.to_csv(out.with_name(f"{out.stem}_clips{out.suffix}"), clips=True)
+      per_clip = table.to_csv(_clips_csv(out), clips=True)
       _status(f"wrote {out} (means) and {per_clip} (each clip)")
     else:
       ev.write_text_atomic(out, text)
       _status(f"wrote {out}")
   return EXIT_OK
+
+
+def _clips_csv(out):
+  """The per-clip table written beside the means of `evaluate --out NAME.csv`."""
+  return out.with_name(f"{out.stem}_clips{out.suffix}")
 
 
 def _restore_aids(paths):

@@ -162,6 +162,7 @@ def test_outputs_are_checked_before_the_work(tmp_path, capsys, monkeypatch, argv
     (["fit-audiogram", "--audiogram", "{tmp}/a.json", "--out", "{tmp}/a.json"],
      "a.json' is also the input; it would be overwritten"),
     (["enhance", "{tmp}/x.wav", "{tmp}/x.wav"], "x.wav' is also the input"),
+    (["evaluate", "--out", "{tmp}/r.csv"], "r_clips.csv' is a folder, not a file"),
     (["cochleagram", "{clip}", "--ear", "{tmp}/a.json", "--out", "{tmp}/nap.npz"],
      "is not a fitted ear written by `dal fit-audiogram --out` (it has no field 'audiogram')"),
 ])
@@ -171,6 +172,7 @@ def test_values_and_paths_are_checked_before_the_work(tmp_path, capsys, monkeypa
   write_audiogram(Audiogram((1000.0,), (40.0,)), tmp_path / "a.json")
   soundfile.write(str(tmp_path / "x.wav"), np.zeros(160), 16000)
   (tmp_path / "adir.json").mkdir()
+  (tmp_path / "r_clips.csv").mkdir()  # in the way of `evaluate --out r.csv`'s per-clip table
   monkeypatch.setattr(cli, "_fit", lambda *a: pytest.fail("the work started"))
   args = [a.format(tmp=tmp_path, clip=_clip_path()) for a in argv]
   assert cli.main(args) == 2
