@@ -532,6 +532,7 @@ def _interrupt_after_step():
     if caught:
       raise KeyboardInterrupt
     caught.append(signum)
+    logger.warning("interrupted: finishing this step to save it (Ctrl-C again to abort)")
   signal.signal(signal.SIGINT, hold)
   try:
     yield

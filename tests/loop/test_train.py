@@ -348,7 +348,7 @@ def test_should_stop_saves_and_resume_matches_an_uninterrupted_run(tmp_path):
   assert again.history == [] and again.steps_done == 8
 
 
-def test_ctrl_c_during_a_step_keeps_that_step(tmp_path, monkeypatch):
+def test_ctrl_c_during_a_step_keeps_that_step(tmp_path, monkeypatch, caplog):
   """A step consumes (donates) the state it is given: a Ctrl-C that lands inside the call must
   not leave the run without a state to save (Python's default SIGINT handler, e.g. a script)."""
   import signal
@@ -366,6 +366,7 @@ def test_ctrl_c_during_a_step_keeps_that_step(tmp_path, monkeypatch):
   finally:
     signal.signal(signal.SIGINT, previous)
   assert checkpoint.restore(tmp_path).step == 3
+  assert "finishing this step to save it (Ctrl-C again to abort)" in caplog.text
   resumed = train.train(CFG.replace(steps=6), tmp_path, ear=_ear())
   assert [h["step"] for h in resumed.history] == [4, 5, 6]
 
