@@ -147,13 +147,16 @@ def _named_for_options(err, options):
   return UsageError(f"{options[field]}: {rest}") if field in options else err
 
 
-def _set_level(x, level_db_spl):
-  """audio.set_level for --level-db-spl."""
+def _set_level(x, level_db_spl, path):
+  """audio.set_level for --level-db-spl of the sound `x` read from the file `path`."""
   from dal_widgets import audio
+  from dal_widgets.errors import AudioError
   try:
     return audio.set_level(x, level_db_spl)
   except ParameterError as err:
     raise _named_for_options(err, {"level_db_spl": "--level-db-spl"}) from err
+  except AudioError as err:  # "x: ..." (e.g. digital silence): the samples of the input file
+    raise UsageError(f"--level-db-spl: {path}: {str(err).removeprefix('x: ')}") from err
 
 
 def _fit(audiogram, sr, style):
@@ -421,7 +424,7 @@ def cmd_enhance(args):
   x, sr = audio.load(args.input, sr=cfg.data.sr)
   _note_channels(args.input)
   if args.level_db_spl is not None:
-    x = _set_level(x, args.level_db_spl)
+    x = _set_level(x, args.level_db_spl, args.input)
   y = train_lib.enhance(params, cfg.model_config, x, condition)
   peak = float(np.max(np.abs(y))) if y.size else 0.0
   suffix = args.output.suffix.lower()
@@ -608,7 +611,7 @@ def cmd_cochleagram(args):
   x, sr = audio.load(args.input, sr=args.sr)
   _note_channels(args.input)
   if args.level_db_spl is not None:
-    x = _set_level(x, args.level_db_spl)
+    x = _set_level(x, args.level_db_spl, args.input)
   ohc_health = ihc_gain = 1.0
   if args.ear is not None or _listener_given(args):
     ear = _fitted_ear(args, sr, args.style)

@@ -180,6 +180,18 @@ def test_values_and_paths_are_checked_before_the_work(tmp_path, capsys, monkeypa
   assert (tmp_path / "a.json").read_text().startswith("{")  # inputs untouched
 
 
+@pytest.mark.parametrize("command", ["enhance", "cochleagram"])
+def test_a_level_for_a_silent_file_names_the_option_and_the_file(tmp_path, capsys, command):
+  silent = tmp_path / "silent.wav"
+  soundfile.write(str(silent), np.zeros(160), 16000)
+  out = ([str(tmp_path / "out.wav")] if command == "enhance" else
+         ["--out", str(tmp_path / "nap.npz")])
+  assert cli.main([command, str(silent), *out, "--level-db-spl", "60"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1] == (f"dal {command}: error: --level-db-spl: {silent}: cannot set the level of "
+                     "digital silence (rms 0) to 60.0 dB SPL"), err
+
+
 def test_an_output_folder_that_cannot_be_written_fails_first(tmp_path, capsys, monkeypatch):
   import errno
   import tempfile
