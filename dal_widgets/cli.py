@@ -665,10 +665,11 @@ def build_parser():
   p.add_argument("--batch-size", type=int, default=None,
                  help="examples per step (overrides the config)")
   p.add_argument("--workdir", type=Path, default=Path(DEFAULT_WORKDIR),
-                 help="folder for checkpoints (default %(default)s)")
+                 help="folder for the checkpoints and history.csv, the metrics of every step "
+                      "(default %(default)s)")
   p.add_argument("--fresh", action="store_true",
-                 help="start from scratch; checkpoints already in --workdir are moved into a "
-                 "subfolder replaced_<time> (nothing is deleted)")
+                 help="start from scratch; checkpoints (and history) already in --workdir are "
+                 "moved into a subfolder replaced_<time> (nothing is deleted)")
   p.set_defaults(run=cmd_train)
 
   p = sub.add_parser("enhance", help="run a trained hearing aid on a sound file",
