@@ -42,6 +42,9 @@ NALRP_H2000_CORRECTION_DB = (
     (13.0, 8.0, 0.0, -4.0, -8.0, -8.0, -8.0, -8.0),
     (15.0, 9.0, 0.0, -5.0, -9.0, -9.0, -9.0, -9.0),
 )
+# Most channels of one recording (7.1 surround sound has 8): an array whose last axis is this
+# short while it has more rows is (time, channels) audio, not a batch of waveforms.
+MAX_AUDIO_CHANNELS = 8
 # FIR length: 32 ms resolves the 9 dB/octave low-frequency slope of NAL-R to < 1 dB at 500 Hz.
 NALR_FIR_DURATION_S = 0.032
 
@@ -161,6 +164,17 @@ def design_nalr_fir(audiogram: Audiogram, sr: float, *, n_taps: int | None = Non
   return 0.5 * (taps + taps[::-1])  # exactly symmetric (firwin2 is only to rounding)
 
 
+def check_time_last(x, name="x") -> None:
+  """Raises ParameterError when `x` is laid out (time, channels), as `audio.load(mono=False)`
+  gives, where [..., n_samp] is expected: its last axis, read as time, would be the channels.
+  Transposed means: at most MAX_AUDIO_CHANNELS samples per row and more rows than that (a few
+  rows of very short signals pass)."""
+  if x.ndim >= 2 and x.shape[-1] <= MAX_AUDIO_CHANNELS < x.shape[-2]:
+    raise ParameterError(f"{name}: shape {x.shape} has fewer samples (last axis) than rows: "
+                         f"expected [..., n_samp], time last; transpose (time, channels) audio "
+                         f"with x.T")
+
+
 def apply_fir(x, taps) -> np.ndarray:
   """Filters `x` with a linear-phase FIR and removes its delay (output aligned with input).
 
@@ -172,7 +186,8 @@ def apply_fir(x, taps) -> np.ndarray:
     Filtered signal, shape of x; a float x keeps its dtype (float64 for integer input).
 
   Raises:
-    ParameterError: if taps is not 1-D of odd length, or x is empty or not finite.
+    ParameterError: if taps is not 1-D of odd length, or x is empty, not finite, or laid out
+      (time, channels) (see check_time_last).
   """
   x = np.asarray(x)
   taps = np.asarray(taps, dtype=np.float64)
@@ -180,6 +195,7 @@ def apply_fir(x, taps) -> np.ndarray:
     raise ParameterError(f"taps: expected a 1-D array of odd length, got shape {taps.shape}")
   if x.ndim < 1 or x.shape[-1] == 0:
     raise ParameterError(f"x: expected shape [..., n_samp] with n_samp >= 1, got {x.shape}")
+  check_time_last(x)
   if not np.all(np.isfinite(x)):
     raise ParameterError("x: expected finite samples, got NaN or inf")
   delay = (taps.size - 1) // 2

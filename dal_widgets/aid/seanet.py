@@ -36,6 +36,7 @@ import numpy as np
 
 from dal_widgets.aid.dc_blocker import dc_block, settle_samples
 from dal_widgets.aid.film import Film
+from dal_widgets.aid.prescription import check_time_last
 from dal_widgets.errors import ParameterError
 from dal_widgets.finite import has_nonfinite
 from dal_widgets.hearing.audiogram import Audiogram
@@ -258,6 +259,7 @@ def _check_inputs(config, x, condition):
   if x.ndim not in (1, 2) or x.shape[-1] < 1:
     raise ParameterError(f"x: expected shape [batch, time] or [time] with time >= 1, "
                          f"got shape {tuple(x.shape)}")
+  check_time_last(x)
   if has_nonfinite(x):
     raise ParameterError("x: expected finite samples, got NaN or inf")
   if config.film_dim == 0:
@@ -375,14 +377,15 @@ def apply_seanet(params: dict, config: SeanetConfig, x: jnp.ndarray,
   Args:
     params: From `init_seanet` (or training).
     config: The architecture the params were built for.
-    x: Waveform, shape [batch, time] or [time], float32.
+    x: Waveform, shape [batch, time] or [time], float32 digital units.
     condition: FiLM vector, shape [batch, film_dim] or [film_dim]; required iff film_dim > 0.
 
   Returns:
     Aided waveform, same shape as x.
 
   Raises:
-    ParameterError: if the params, x or condition do not match the config.
+    ParameterError: if the params, x or condition do not match the config, or x is laid out
+      (time, channels).
   """
   _check_config(config)
   _check_params(params, config)

@@ -28,7 +28,8 @@ import dataclasses
 import numpy as np
 import scipy.signal
 
-from dal_widgets.aid.prescription import apply_fir, check_audiogram, check_sr, design_nalr_fir
+from dal_widgets.aid.prescription import (apply_fir, check_audiogram, check_sr, check_time_last,
+                                          design_nalr_fir)
 from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL
 from dal_widgets.errors import ParameterError
 from dal_widgets.hearing.audiogram import Audiogram
@@ -204,6 +205,7 @@ def _check_signal(x, sr):
   if x.ndim < 1 or x.shape[-1] < 2 or not np.issubdtype(x.dtype, np.number):
     raise ParameterError(f"x: expected a numeric array [..., n_samp] with n_samp >= 2, "
                          f"got shape {x.shape} dtype {x.dtype}")
+  check_time_last(x)
   if not np.all(np.isfinite(x)):
     raise ParameterError("x: expected finite samples, got NaN or inf")
   check_sr(sr)
@@ -222,7 +224,8 @@ def apply_wdrc(x, sr: float, params: WdrcParams) -> np.ndarray:
     Compressed signal, same shape; float32 input stays float32, else float64.
 
   Raises:
-    ParameterError: on a bad signal or a sample-rate mismatch.
+    ParameterError: on a bad signal (fewer than 2 samples, NaN/inf, or laid out
+      (time, channels)) or a sample-rate mismatch.
   """
   x = _check_signal(x, sr)
   if not isinstance(params, WdrcParams):

@@ -373,3 +373,15 @@ def test_recordings_of_similar_length_share_one_compilation_and_keep_their_outpu
     assert y.shape == (n,)
     np.testing.assert_allclose(y, expected, atol=CAUSAL_ATOL)
   assert run_lengths == [2 * quantum, 2 * quantum, 3 * quantum]  # one more sample: next quantum
+
+
+def test_time_channels_audio_is_refused_not_run_as_a_batch_of_short_rows():
+  # (time, channels) from audio.load(mono=False): as [batch, time] it is thousands of two-sample
+  # rows; apply_to_recording pads each row by its context, which ran a 16000 x 2 array out of
+  # memory and killed the process
+  params = init_seanet(jax.random.PRNGKey(0), TINY)
+  stereo = np.zeros((600, 2), np.float32)
+  for run in (apply_seanet, apply_to_recording):
+    with pytest.raises(ParameterError, match=r"x: shape \(600, 2\).*x\.T"):
+      run(params, TINY, stereo)
+    assert run(params, TINY, stereo.T).shape == (2, 600)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
+from dal_widgets.aid.prescription import apply_fir, design_nalr_fir
 from dal_widgets.aid.wdrc import (WdrcParams, apply_wdrc, compression_ratio, design_wdrc,
                                   master_hearing_aid, smooth_levels, split_bands)
 from dal_widgets.audio.calibration import db_spl_to_rms, rms_to_db_spl
@@ -152,3 +153,15 @@ def test_errors_name_the_argument():
     with pytest.raises(ParameterError, match=f"{option}: expected a finite level"):
       master_hearing_aid(np.ones(100), SR, S2, **{option: float("nan")})
   assert isinstance(params, WdrcParams)
+
+
+def test_time_channels_audio_is_refused_not_filtered_along_its_channels():
+  # audio.load(mono=False) gives (time, channels); read as [..., n_samp] it would be 3000
+  # two-sample signals, each "filtered" into garbage of the same shape
+  stereo = np.random.default_rng(4).standard_normal((3000, 2)).astype(np.float32) * 0.01
+  for run in (lambda x: apply_wdrc(x, SR, design_wdrc(S2, SR)),
+              lambda x: master_hearing_aid(x, SR, S2),
+              lambda x: apply_fir(x, design_nalr_fir(S2, SR))):
+    with pytest.raises(ParameterError, match=r"x: shape \(3000, 2\).*x\.T"):
+      run(stereo)
+    assert run(stereo.T).shape == (2, 3000)  # time last is the layout these take
