@@ -68,3 +68,23 @@ def test_closed_over_nonfinite_inputs_raise_under_jit_too():
     jax.jit(lambda s: s * sai.sai_frames(nap, sai.sai_params_for(SR, hypers.n_ch)))(1.0)
   with pytest.raises(ParameterError, match="finite"):
     jax.jit(lambda s: s * metrics.nap_l1(nap, nap))(1.0)
+
+
+def test_integer_pcm_is_refused_at_the_public_entries_and_small_integers_pass():
+  # int16 counts read as digital units would be a 190 dB SPL sound (rms 1.0 is 100 dB SPL)
+  from dal_widgets.aid.wdrc import master_hearing_aid
+  from dal_widgets.audio.io import validate
+  from dal_widgets.cochlea.designs import cochleagram
+  from dal_widgets.hearing.presets import preset
+  pcm = (3000 * np.sin(np.arange(1600) * 0.1)).astype(np.int16)
+  cfg = SeanetConfig(base_channels=4, strides=(2,), dilations=(1,))
+  params = init_seanet(jax.random.PRNGKey(0), cfg)
+  for run in (lambda x: validate(x, SR), lambda x: cochleagram(x, SR),
+              lambda x: master_hearing_aid(x, SR, preset("N3")),
+              lambda x: apply_seanet(params, cfg, x)):
+    with pytest.raises(ParameterError, match=r"x: expected float samples.*int16.*x / 32768"):
+      run(pcm)
+  impulse = np.zeros(1600, np.int64)
+  impulse[0] = 1
+  assert validate(impulse, SR)[0] == 1.0
+  assert np.all(np.isfinite(cochleagram(impulse, SR).nap))

@@ -19,6 +19,7 @@ import scipy.signal
 
 from dal_widgets.audio.io import MAX_SR, MIN_SR
 from dal_widgets.errors import ParameterError
+from dal_widgets.finite import check_not_pcm
 from dal_widgets.hearing.audiogram import Audiogram
 
 # Prescription frequencies of NAL-R and the speech-spectrum constants k(f), dB (Byrne & Dillon
@@ -186,8 +187,8 @@ def apply_fir(x, taps) -> np.ndarray:
     Filtered signal, shape of x; a float x keeps its dtype (float64 for integer input).
 
   Raises:
-    ParameterError: if taps is not 1-D of odd length, or x is empty, not finite, or laid out
-      (time, channels) (see check_time_last).
+    ParameterError: if taps is not 1-D of odd length, or x is empty, not finite, integer PCM
+      counts, or laid out (time, channels) (see check_time_last).
   """
   x = np.asarray(x)
   taps = np.asarray(taps, dtype=np.float64)
@@ -198,6 +199,7 @@ def apply_fir(x, taps) -> np.ndarray:
   check_time_last(x)
   if not np.all(np.isfinite(x)):
     raise ParameterError("x: expected finite samples, got NaN or inf")
+  check_not_pcm(x)
   delay = (taps.size - 1) // 2
   kernel = taps.reshape((1,) * (x.ndim - 1) + (-1,))
   full = scipy.signal.oaconvolve(x.astype(np.float64), kernel, mode="full", axes=-1)

@@ -38,7 +38,7 @@ from dal_widgets.aid.dc_blocker import dc_block, settle_samples
 from dal_widgets.aid.film import Film
 from dal_widgets.aid.prescription import check_time_last
 from dal_widgets.errors import ParameterError
-from dal_widgets.finite import has_nonfinite
+from dal_widgets.finite import check_not_pcm, has_nonfinite
 from dal_widgets.hearing.audiogram import Audiogram
 
 # Audiometric frequencies of the conditioning vector (the standard clinical set, 250-8000 Hz).
@@ -384,11 +384,12 @@ def apply_seanet(params: dict, config: SeanetConfig, x: jnp.ndarray,
     Aided waveform, same shape as x.
 
   Raises:
-    ParameterError: if the params, x or condition do not match the config, or x is laid out
-      (time, channels).
+    ParameterError: if the params, x or condition do not match the config, or x is integer
+      PCM counts or laid out (time, channels).
   """
   _check_config(config)
   _check_params(params, config)
+  check_not_pcm(x)
   x = jnp.asarray(x, jnp.float32)
   _check_inputs(config, x, condition)
   if config.film_dim == 0:
@@ -437,6 +438,7 @@ def apply_to_recording(params: dict, config: SeanetConfig, x, condition=None) ->
 
   Args, Returns, Raises: as `apply_seanet`; x of shape [time] or [batch, time].
   """
+  check_not_pcm(x)
   x = jnp.asarray(x, jnp.float32)
   _check_config(config)
   _check_inputs(config, x, condition)

@@ -32,6 +32,7 @@ from dal_widgets.aid.prescription import (apply_fir, check_audiogram, check_sr, 
                                           design_nalr_fir)
 from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL
 from dal_widgets.errors import ParameterError
+from dal_widgets.finite import check_not_pcm
 from dal_widgets.hearing.audiogram import Audiogram
 
 # Octave bands centred on the audiometric octaves; crossovers at their geometric midpoints.
@@ -208,6 +209,7 @@ def _check_signal(x, sr):
   check_time_last(x)
   if not np.all(np.isfinite(x)):
     raise ParameterError("x: expected finite samples, got NaN or inf")
+  check_not_pcm(x)
   check_sr(sr)
   return x
 
@@ -224,8 +226,8 @@ def apply_wdrc(x, sr: float, params: WdrcParams) -> np.ndarray:
     Compressed signal, same shape; float32 input stays float32, else float64.
 
   Raises:
-    ParameterError: on a bad signal (fewer than 2 samples, NaN/inf, or laid out
-      (time, channels)) or a sample-rate mismatch.
+    ParameterError: on a bad signal (fewer than 2 samples, NaN/inf, integer PCM counts, or laid
+      out (time, channels)) or a sample-rate mismatch.
   """
   x = _check_signal(x, sr)
   if not isinstance(params, WdrcParams):

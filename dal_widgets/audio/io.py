@@ -14,6 +14,7 @@ import soundfile as sf
 
 from dal_widgets.atomic import write_atomic
 from dal_widgets.errors import AudioError, ParameterError
+from dal_widgets.finite import check_not_pcm
 
 MIN_SR = 8000  # Hz; telephone band, the lowest rate CARFAC designs are meaningful at here
 MAX_SR = 48000  # Hz; highest common audio rate (CARFAC designs exist up to 48 kHz, 84 channels)
@@ -40,7 +41,8 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, full_scale_
     `x` as a float32 numpy array of the same shape.
 
   Raises:
-    ParameterError: wrong number of dimensions, or `sr` out of range.
+    ParameterError: wrong number of dimensions, integer PCM counts (e.g. int16 beyond +-1), or
+      `sr` out of range.
     AudioError: empty, NaN/inf samples, or longer than `max_seconds`.
 
   Warns:
@@ -54,6 +56,7 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, full_scale_
     raise ParameterError(f"{name}: expected {want} audio, got shape {x.shape}")
   if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
     raise ParameterError(f"{name}: expected real numbers, got dtype {x.dtype}")
+  check_not_pcm(x, name)
   if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)):
     raise ParameterError(f"sr: expected a number in Hz, got {sr!r}")
   if not MIN_SR <= sr <= MAX_SR:

@@ -26,7 +26,7 @@ from dal_widgets.cochlea import ihc as ihc_lib
 from dal_widgets.cochlea import native as native_lib
 from dal_widgets.cochlea import synapse as syn_lib
 from dal_widgets.errors import ParameterError
-from dal_widgets.finite import has_nonfinite, overflows
+from dal_widgets.finite import check_not_pcm, has_nonfinite, overflows
 from dal_widgets.pytree import pytree_dataclass
 
 SR_MIN_HZ, SR_MAX_HZ = 8000.0, 48000.0  # design range we test (channel counts 65 @16k .. 84 @48k)
@@ -202,7 +202,7 @@ def check_parts(hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeigh
 def check_input(x, hypers: Optional[CarfacHypers] = None, sr: Optional[float] = None,
                 dtype=None) -> None:
   """Raises ParameterError for input CARFAC cannot run: not 1-D, empty, not real numbers,
-  NaN/inf or beyond the range of the float `dtype` it is run in (when concrete), or a sample rate
+  integer PCM counts (int16 beyond +-1), NaN/inf or beyond the range of the float `dtype` it is run in (when concrete), or a sample rate
   `sr` different from the design rate."""
   ndim = np.ndim(x)
   if ndim != 1:
@@ -213,6 +213,7 @@ def check_input(x, hypers: Optional[CarfacHypers] = None, sr: Optional[float] = 
   x_dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
   if x_dtype.kind not in "biuf":
     raise ParameterError(f"x must hold real numbers (samples), got dtype {x_dtype.name}")
+  check_not_pcm(x)
   if sr is not None and hypers is not None and float(sr) != hypers.sr:
     raise ParameterError(f"sr={sr} Hz differs from the design rate {hypers.sr} Hz; resample first")
   if has_nonfinite(x):
@@ -322,7 +323,7 @@ def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
   Returns:
     (CarfacOutput, CarfacState): nap and bm of shape [n_samp, n_ch], channel 0 the highest CF.
   Raises:
-    ParameterError: x not 1-D, empty, non-finite; parts of another design; weights outside
+    ParameterError: x not 1-D, empty, non-finite or integer PCM counts; parts of another design; weights outside
       [0, 1] (checks on concrete values).
   """
   check_input(x, hypers, dtype=coeffs.car.r1.dtype)
