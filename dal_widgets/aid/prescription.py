@@ -187,13 +187,15 @@ def apply_fir(x, taps) -> np.ndarray:
     Filtered signal, shape of x; a float x keeps its dtype (float64 for integer input).
 
   Raises:
-    ParameterError: if taps is not 1-D of odd length, or x is empty, not finite, integer PCM
+    ParameterError: if taps is not 1-D of odd length or not finite, or x is empty, not finite, integer PCM
       counts, or laid out (time, channels) (see check_time_last).
   """
   x = np.asarray(x)
   taps = np.asarray(taps, dtype=np.float64)
   if taps.ndim != 1 or taps.size % 2 == 0:
     raise ParameterError(f"taps: expected a 1-D array of odd length, got shape {taps.shape}")
+  if not np.all(np.isfinite(taps)):
+    raise ParameterError("taps: expected finite values, got NaN or inf")
   if x.ndim < 1 or x.shape[-1] == 0:
     raise ParameterError(f"x: expected shape [..., n_samp] with n_samp >= 1, got {x.shape}")
   check_time_last(x)

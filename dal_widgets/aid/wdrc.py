@@ -73,9 +73,42 @@ class WdrcParams:
   attack_ms: float = ATTACK_MS
   release_ms: float = RELEASE_MS
 
+  def __post_init__(self):
+    """ParameterError for a hand-built compressor apply_wdrc cannot run: per-band tuples of
+    another length would broadcast against the bands, and a ratio below 1 or a time that is not
+    a positive finite number gives NaN or a detector that never moves."""
+    check_sr(self.sr)
+    n = len(self.center_hz) if isinstance(self.center_hz, (tuple, list)) else 0
+    if n < 1:
+      raise ParameterError(f"center_hz: expected a tuple of band centres in Hz, got "
+                           f"{self.center_hz!r}")
+    for name, want in (("crossover_hz", n - 1), ("threshold_db_spl", n), ("ratio", n),
+                       ("makeup_gain_db", n)):
+      values = getattr(self, name)
+      if not isinstance(values, (tuple, list)) or len(values) != want \
+          or not all(_is_finite_number(v) for v in values):
+        raise ParameterError(f"{name}: expected {want} finite numbers (one per "
+                             f"{'crossover' if name == 'crossover_hz' else 'band'}), got {values!r}")
+    if any(r < 1 for r in self.ratio):
+      raise ParameterError(f"ratio: expected compression ratios >= 1, got {self.ratio!r}")
+    edges = (0.0,) + tuple(self.crossover_hz) + (self.sr / 2,)
+    if any(lo >= hi for lo, hi in zip(edges[:-1], edges[1:])):
+      raise ParameterError(f"crossover_hz: expected increasing frequencies within 0..sr/2 = "
+                           f"{self.sr / 2:g} Hz, got {self.crossover_hz!r}")
+    for name in ("attack_ms", "release_ms"):
+      value = getattr(self, name)
+      if not _is_finite_number(value) or value <= 0:
+        raise ParameterError(f"{name}: expected a finite time > 0 in ms, got {value!r}")
+
   @property
   def n_bands(self) -> int:
     return len(self.center_hz)
+
+
+def _is_finite_number(value) -> bool:
+  """A finite real scalar (Python or numpy; not a bool, a string or an array)."""
+  return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+          and bool(np.isfinite(value)))
 
 
 def compression_ratio(loss_db_hl, *, max_ratio: float = MAX_RATIO) -> np.ndarray:
@@ -87,10 +120,27 @@ def compression_ratio(loss_db_hl, *, max_ratio: float = MAX_RATIO) -> np.ndarray
 
   Returns:
     Ratios, float64, same shape.
+
+  Raises:
+    ParameterError: a loss that is not a finite number, or max_ratio not a number >= 1.
   """
-  loss = np.clip(np.asarray(loss_db_hl, dtype=np.float64), 0.0, None)
+  _check_max_ratio(max_ratio)
+  try:
+    loss = np.asarray(loss_db_hl, dtype=np.float64)
+  except (TypeError, ValueError) as err:
+    raise ParameterError(f"loss_db_hl: expected numbers in dB HL, got {loss_db_hl!r}") from err
+  if not np.all(np.isfinite(loss)):
+    raise ParameterError(f"loss_db_hl: expected finite losses in dB HL, got {loss_db_hl!r}")
+  loss = np.clip(loss, 0.0, None)
   headroom = np.maximum(UCL_DB_HL - loss, UCL_DB_HL / max_ratio)
   return np.clip(UCL_DB_HL / headroom, 1.0, max_ratio)
+
+
+def _check_max_ratio(max_ratio) -> None:
+  # NaN fails the comparison; inf is allowed (a limiter above the kneepoint)
+  if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float, np.integer, np.floating)) \
+      or not max_ratio >= 1:
+    raise ParameterError(f"max_ratio: expected >= 1, got {max_ratio!r}")
 
 
 def design_wdrc(audiogram: Audiogram, sr: float, *, threshold_db_spl: float = THRESHOLD_DB_SPL,
@@ -111,15 +161,15 @@ def design_wdrc(audiogram: Audiogram, sr: float, *, threshold_db_spl: float = TH
     WdrcParams.
 
   Raises:
-    ParameterError: on a non-Audiogram, sr outside 8000..48000 Hz, non-positive times,
-      max_ratio < 1, or levels that are not finite numbers.
+    ParameterError: on a non-Audiogram, sr outside 8000..48000 Hz, times that are not finite
+      and positive, max_ratio < 1, or levels that are not finite numbers.
   """
   check_audiogram(audiogram)
   check_sr(sr)
-  if not (attack_ms > 0 and release_ms > 0):
-    raise ParameterError(f"attack_ms, release_ms: expected > 0, got {attack_ms!r}, {release_ms!r}")
-  if not max_ratio >= 1:
-    raise ParameterError(f"max_ratio: expected >= 1, got {max_ratio!r}")
+  for name, value in (("attack_ms", attack_ms), ("release_ms", release_ms)):
+    if not _is_finite_number(value) or value <= 0:
+      raise ParameterError(f"{name}: expected a finite time > 0 in ms, got {value!r}")
+  _check_max_ratio(max_ratio)
   for name, level in (("threshold_db_spl", threshold_db_spl), ("reference_db_spl", reference_db_spl)):
     if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)) \
         or not np.isfinite(level):
@@ -220,7 +270,7 @@ def apply_wdrc(x, sr: float, params: WdrcParams) -> np.ndarray:
   Args:
     x: Signal, shape [..., n_samp], digital units (rms 1.0 = 100 dB SPL).
     sr: Sample rate in Hz; must equal params.sr.
-    params: From `design_wdrc` (or built by hand).
+    params: From `design_wdrc` (or built by hand; WdrcParams checks itself when made).
 
   Returns:
     Compressed signal, same shape; float32 input stays float32, else float64.

@@ -1,4 +1,6 @@
 """Multiband WDRC: static curve, time constants, perfect reconstruction, and the MHA baseline."""
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -165,3 +167,24 @@ def test_time_channels_audio_is_refused_not_filtered_along_its_channels():
     with pytest.raises(ParameterError, match=r"x: shape \(3000, 2\).*x\.T"):
       run(stereo)
     assert run(stereo.T).shape == (2, 3000)  # time last is the layout these take
+
+
+def test_hand_built_params_and_bad_options_are_refused_not_broadcast_into_nan():
+  params = design_wdrc(S2, SR)
+  x = np.random.default_rng(5).standard_normal(3000) * 0.01
+  for field, value, match in [("ratio", (2.0,), r"ratio: expected 6 finite numbers"),
+                              ("ratio", (0.0,) * 6, r"ratio: expected compression ratios >= 1"),
+                              ("makeup_gain_db", (np.nan,) * 6, "makeup_gain_db: expected 6"),
+                              ("crossover_hz", params.crossover_hz[::-1], "crossover_hz: expected increasing"),
+                              ("attack_ms", float("inf"), "attack_ms: expected a finite time")]:
+    with pytest.raises(ParameterError, match=match):
+      apply_wdrc(x, SR, dataclasses.replace(params, **{field: value}))
+  with pytest.raises(ParameterError, match="release_ms: expected a finite time"):
+    design_wdrc(S2, SR, release_ms="50")
+  for max_ratio in (0.5, 0, float("nan")):
+    with pytest.raises(ParameterError, match="max_ratio: expected >= 1"):
+      compression_ratio(30.0, max_ratio=max_ratio)
+  with pytest.raises(ParameterError, match="loss_db_hl: expected finite"):
+    compression_ratio([30.0, np.nan])
+  with pytest.raises(ParameterError, match="taps: expected finite values"):
+    apply_fir(x, np.full(5, np.nan))
