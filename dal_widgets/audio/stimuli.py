@@ -27,8 +27,10 @@ def _is_number(value) -> bool:
   return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _check(sr, dur_s, ramp_ms=0.0, **freqs_hz):
+def _check(sr, dur_s, ramp_ms=0.0, level_db_spl=DEFAULT_LEVEL_DB_SPL, **freqs_hz):
   """Validates shared arguments; returns the number of samples."""
+  if not _is_number(level_db_spl):  # an array would broadcast against the samples
+    raise ParameterError(f"level_db_spl: expected one level in dB SPL, got {level_db_spl!r}")
   if not _is_number(sr) or not MIN_SR <= sr <= MAX_SR:
     raise ParameterError(f"sr: expected {MIN_SR}..{MAX_SR} Hz, got {sr!r}")
   if not _is_number(dur_s) or not np.isfinite(dur_s) or dur_s <= 0:
@@ -79,7 +81,9 @@ def tone(freq_hz, dur_s, sr, *, level_db_spl=DEFAULT_LEVEL_DB_SPL, ramp_ms=DEFAU
   Returns:
     float32 array, shape (round(dur_s * sr),).
   """
-  n = _check(sr, dur_s, ramp_ms, freq_hz=freq_hz)
+  n = _check(sr, dur_s, ramp_ms, level_db_spl, freq_hz=freq_hz)
+  if not _is_number(phase_rad) or not np.isfinite(phase_rad):  # NaN would make every sample NaN
+    raise ParameterError(f"phase_rad: expected a finite phase in radians, got {phase_rad!r}")
   t = np.arange(n) / sr
   x = calibration.tone_amplitude(level_db_spl) * np.sin(2 * np.pi * freq_hz * t + phase_rad)
   return _finish(x, sr, ramp_ms)
@@ -92,7 +96,7 @@ def two_tone(f1_hz, f2_hz, dur_s, sr, *, level_db_spl=DEFAULT_LEVEL_DB_SPL,
   Returns:
     float32 array, shape (round(dur_s * sr),); the total level is 3 dB above `level_db_spl`.
   """
-  _check(sr, dur_s, ramp_ms, f1_hz=f1_hz, f2_hz=f2_hz)
+  _check(sr, dur_s, ramp_ms, level_db_spl, f1_hz=f1_hz, f2_hz=f2_hz)
   opts = dict(level_db_spl=level_db_spl, ramp_ms=ramp_ms)
   return tone(f1_hz, dur_s, sr, **opts) + tone(f2_hz, dur_s, sr, **opts)
 
@@ -114,7 +118,7 @@ def click_train(rate_hz, dur_s, sr, *, level_db_spl=DEFAULT_LEVEL_DB_SPL,
   Returns:
     float32 array, shape (round(dur_s * sr),).
   """
-  n = _check(sr, dur_s, rate_hz=rate_hz)
+  n = _check(sr, dur_s, level_db_spl=level_db_spl, rate_hz=rate_hz)
   period_s = 1.0 / rate_hz
   if not _is_number(click_width_s) or not 0 < click_width_s < period_s:  # wider clicks merge into a constant (DC) signal
     raise ParameterError(f"click_width_s: expected seconds in (0, {period_s:.3g}) (the click "
@@ -147,7 +151,7 @@ def harmonic_complex(f0_hz, dur_s, sr, *, n_harmonics=None, max_freq_hz=None,
   Returns:
     float32 array, shape (round(dur_s * sr),).
   """
-  n = _check(sr, dur_s, ramp_ms, f0_hz=f0_hz)
+  n = _check(sr, dur_s, ramp_ms, level_db_spl, f0_hz=f0_hz)
   if max_freq_hz is not None and not (_is_number(max_freq_hz) and max_freq_hz > f0_hz):  # NaN too
     raise ParameterError(f"max_freq_hz: expected None or a frequency above f0_hz = {f0_hz} Hz, "
                          f"got {max_freq_hz!r}")
@@ -201,17 +205,24 @@ def vowel(f0_hz, formants_hz, dur_s, sr, *, bandwidths_hz=None, level_db_spl=65.
   Returns:
     float32 array, shape (round(dur_s * sr),).
   """
-  formants_hz = np.atleast_1d(np.asarray(formants_hz, dtype=float))
-  n = _check(sr, dur_s, ramp_ms, f0_hz=f0_hz)
+  try:
+    formants_hz = np.atleast_1d(np.asarray(formants_hz, dtype=float))
+  except (TypeError, ValueError) as err:
+    raise ParameterError(f"formants_hz: expected a list of Hz, got {formants_hz!r}") from err
+  n = _check(sr, dur_s, ramp_ms, level_db_spl, f0_hz=f0_hz)
   if formants_hz.ndim != 1 or formants_hz.size == 0:
     raise ParameterError(f"formants_hz: expected a non-empty list of Hz, got {formants_hz!r}")
   for i, f in enumerate(formants_hz):
     _check(sr, dur_s, **{f"formants_hz[{i}]": f})
   if bandwidths_hz is None:
     bandwidths_hz = FORMANT_BW_BASE_HZ + FORMANT_BW_SLOPE * formants_hz
-  bandwidths_hz = np.atleast_1d(np.asarray(bandwidths_hz, dtype=float))
-  if bandwidths_hz.shape != formants_hz.shape or np.any(bandwidths_hz <= 0):
-    raise ParameterError(f"bandwidths_hz: expected {formants_hz.size} positive values in Hz, "
+  try:
+    bandwidths_hz = np.atleast_1d(np.asarray(bandwidths_hz, dtype=float))
+  except (TypeError, ValueError) as err:
+    raise ParameterError(f"bandwidths_hz: expected a list of Hz, got {bandwidths_hz!r}") from err
+  if bandwidths_hz.shape != formants_hz.shape or not np.all(np.isfinite(bandwidths_hz)) \
+      or np.any(bandwidths_hz <= 0):
+    raise ParameterError(f"bandwidths_hz: expected {formants_hz.size} finite positive values in Hz, "
                          f"got {bandwidths_hz!r}")
   source = np.zeros(n)
   source[np.round(np.arange(0, n / sr, 1 / f0_hz) * sr).astype(int).clip(0, n - 1)] = 1.0

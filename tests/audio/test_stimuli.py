@@ -128,6 +128,15 @@ def test_silence():
     (lambda: stimuli.tone(1000.0, None, SR), "dur_s: expected a positive duration .* got None"),
     (lambda: stimuli.tone(None, 0.1, SR), "freq_hz: expected .* got None"),
     (lambda: stimuli.tone(1000.0, 0.1, SR, ramp_ms="5"), "ramp_ms"),
+    # each gave a silently wrong sound before: all NaN samples, or a numpy broadcast error
+    (lambda: stimuli.tone(1000.0, 0.1, SR, phase_rad=float("nan")), "phase_rad: expected a finite"),
+    (lambda: stimuli.tone(1000.0, 0.1, SR, phase_rad=np.zeros(3)), "phase_rad"),
+    (lambda: stimuli.vowel(100.0, (700.0, 1200.0), 0.1, SR, bandwidths_hz=(np.nan, 90.0)),
+     "bandwidths_hz: expected 2 finite positive"),
+    (lambda: stimuli.vowel(100.0, "ah", 0.1, SR), "formants_hz: expected a list of Hz"),
+    (lambda: stimuli.tone(1000.0, 0.1, SR, level_db_spl=np.array([60.0, 70.0])),
+     "level_db_spl: expected one level"),
+    (lambda: stimuli.harmonic_complex(100.0, 0.1, SR, level_db_spl=[60.0]), "level_db_spl"),
 ])
 def test_errors(call, match):
   with pytest.raises(ParameterError, match=match):
