@@ -97,12 +97,24 @@ def resample(x, sr_in, sr_out):
 
   Returns:
     float32 numpy array, shape (round(time * sr_out / sr_in), ...) up to rounding of the ratio.
+
+  Raises:
+    ParameterError: a rate that is not a positive number, or `x` that is not real 1-D or 2-D
+      (time, channels) audio (more channels than samples: transpose (channels, time) with x.T).
+    AudioError: NaN or inf samples.
   """
   for arg, value in (("sr_in", sr_in), ("sr_out", sr_out)):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
         or not np.isfinite(value) or value <= 0:
       raise ParameterError(f"{arg}: expected a positive sample rate in Hz, got {value!r}")
-  x = np.asarray(x, dtype=np.float32)
+  x = np.asarray(x)
+  if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[1] > x.shape[0]):
+    raise ParameterError(f"x: expected 1-D (time,) or 2-D (time, channels) audio, got shape "
+                         f"{x.shape}" + ("; transpose (channels, time) audio with x.T"
+                                         if x.ndim == 2 else ""))
+  if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+    raise ParameterError(f"x: expected real numbers, got dtype {x.dtype}")
+  x = x.astype(np.float32)
   if not np.all(np.isfinite(x)):
     raise AudioError(f"x: contains {np.count_nonzero(~np.isfinite(x))} NaN or inf samples")
   if sr_in == sr_out:

@@ -235,3 +235,16 @@ def test_from_bytes_errors():
   long = io.to_wav_bytes(np.full(16160, 0.1, np.float32), 16000)
   with pytest.raises(AudioError, match=r"me.wav: too long, 1.01 s; at most 1 s \(split longer recordings\)$"):
     io.from_bytes(long, max_seconds=1.0, name="me.wav")
+
+
+@pytest.mark.parametrize("x, match", [
+    # (channels, time) was resampled along its 2 channels: shape (1, 16000) of garbage
+    (np.zeros((2, 1600), np.float32), r"x: expected 1-D .* got shape \(2, 1600\); transpose"),
+    (np.float32(0.5), r"x: expected 1-D .* got shape \(\)"),  # an IndexError inside scipy
+    (np.zeros((4, 4, 4)), r"got shape \(4, 4, 4\)"),
+    (np.zeros(100) + 1j, "x: expected real numbers, got dtype complex128"),  # imaginary part dropped
+    (np.array(["a", "b"]), "x: expected real numbers"),
+])
+def test_resample_refuses_what_is_not_time_first_real_audio(x, match):
+  with pytest.raises(ParameterError, match=match):
+    io.resample(x, 16000, 8000)
