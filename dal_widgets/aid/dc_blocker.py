@@ -9,6 +9,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from dal_widgets.errors import ParameterError
 
 # Pole of the blocker. Its -3 dB corner is (1 - p) fs / (2 pi): 12.7 Hz at 16 kHz, 35 Hz at 44.1
 # kHz, below the lowest audiometric frequency (125 Hz) at every rate the package supports.
@@ -16,8 +19,22 @@ DC_BLOCK_POLE = 0.995
 SETTLED_DB = 60.0  # a transient counts as gone once it has decayed by this much
 
 
+def _check_pole(pole) -> None:
+  """ParameterError unless `pole` is a number in [0, 1) (a traced pole is left to the caller):
+  at 1 or above the blocker is unstable and its output grows to inf, then NaN."""
+  if isinstance(pole, jax.core.Tracer):
+    return
+  if isinstance(pole, bool) or not isinstance(pole, (int, float, np.integer, np.floating)) \
+      or not 0.0 <= pole < 1.0:  # NaN fails too
+    raise ParameterError(f"pole: expected a number in [0, 1), got {pole!r}")
+
+
 def settle_samples(pole: float = DC_BLOCK_POLE) -> int:
-  """Samples for the blocker's transient (a pole ** n decay) to fall by SETTLED_DB."""
+  """Samples for the blocker's transient (a pole ** n decay, pole in [0, 1)) to fall by
+  SETTLED_DB."""
+  _check_pole(pole)
+  if pole == 0.0:
+    return 1  # no memory: the transient is over after the first sample
   return math.ceil(SETTLED_DB / 20 * math.log(10) / -math.log(pole))
 
 
@@ -27,11 +44,18 @@ def dc_block(x: jnp.ndarray, pole: float = DC_BLOCK_POLE) -> jnp.ndarray:
   gives no thump at the start. Differentiable; a parallel scan, so fast on a GPU too.
 
   Args:
-    x: Waveforms, shape [..., time].
+    x: Waveforms, shape [..., time], float (an integer array would truncate the pole to 0).
     pole: In [0, 1); the corner is (1 - pole) sr / (2 pi) Hz.
   Returns:
     y, same shape and dtype as x.
+  Raises:
+    ParameterError: x not a float array of at least 1-D, or a (concrete) pole outside [0, 1).
   """
+  _check_pole(pole)
+  if not isinstance(x, (jax.Array, np.ndarray)) or not jnp.issubdtype(x.dtype, jnp.floating) \
+      or x.ndim < 1:
+    what = f"dtype {x.dtype}, shape {x.shape}" if hasattr(x, "dtype") else type(x).__name__
+    raise ParameterError(f"x: expected a float array [..., time], got {what}")
   step = x - jnp.concatenate([x[..., :1], x[..., :-1]], axis=-1)
 
   def combine(earlier, later):  # composition of the maps y -> a y + b

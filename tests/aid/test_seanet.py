@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from dal_widgets.aid.dc_blocker import DC_BLOCK_POLE, SETTLED_DB, dc_block
+from dal_widgets.aid.dc_blocker import DC_BLOCK_POLE, SETTLED_DB, dc_block, settle_samples
 from dal_widgets.aid.seanet import (CONDITION_DIM, SEANET_SIZES, Seanet, SeanetConfig,
                                     Upsampler, apply_seanet, apply_to_recording,
                                     checkerboard_free_kernel, condition_from_audiogram,
@@ -385,3 +385,15 @@ def test_time_channels_audio_is_refused_not_run_as_a_batch_of_short_rows():
     with pytest.raises(ParameterError, match=r"x: shape \(600, 2\).*x\.T"):
       run(params, TINY, stereo)
     assert run(params, TINY, stereo.T).shape == (2, 600)
+
+
+def test_dc_blocker_refuses_an_unstable_pole_and_integer_input():
+  x = jnp.asarray(np.random.default_rng(6).standard_normal(2000), jnp.float32)
+  for pole in (1.0, 1.5, float("nan"), "0.995"):  # 1.5 and nan gave NaN output, 1.0 no high-pass
+    with pytest.raises(ParameterError, match="pole: expected a number in"):
+      dc_block(x, pole)
+    with pytest.raises(ParameterError, match="pole: expected a number in"):
+      settle_samples(pole)
+  with pytest.raises(ParameterError, match="x: expected a float array"):
+    dc_block(jnp.arange(10))  # int32: the pole was truncated to 0, leaving a plain difference
+  assert settle_samples(0.0) == 1
