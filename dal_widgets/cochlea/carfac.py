@@ -112,9 +112,22 @@ def design_carfac(params: CarfacParams = CarfacParams(), *, dtype=jnp.float32) -
   """Designs CARFAC for `params` (plain Python; float64 design arithmetic). Its arrays are
   concrete even when called inside `jax.jit`, so a design can be cached and reused anywhere.
 
+  Args:
+    params: CarfacParams.
+    dtype: float32 or float64, the dtype of the designed arrays and of the runs.
+
   Raises:
-    ParameterError: unknown style or a sample rate outside 8000..48000 Hz.
+    ParameterError: params not CarfacParams, unknown style, a sample rate outside
+      8000..48000 Hz, or another dtype (float16 overflows to NaN within a few ms).
   """
+  if not isinstance(params, CarfacParams):
+    raise ParameterError(f"params must be CarfacParams, got {type(params).__name__}")
+  try:
+    dtype_ok = np.dtype(dtype) in (np.float32, np.float64)
+  except TypeError:
+    dtype_ok = False
+  if not dtype_ok:
+    raise ParameterError(f"dtype must be float32 or float64, got {dtype!r}")
   with jax.ensure_compile_time_eval():
     return _design_carfac(params, dtype)
 

@@ -38,9 +38,22 @@ def check_memory(n_samp: int, hypers: carfac.CarfacHypers, itemsize: int = 4, *,
                          "available; use a shorter sound, or carfac.run on segments with its state")
 
 
-@functools.lru_cache(maxsize=16)
 def designed(sr: float, style: str = "v3") -> carfac.Carfac:
-  """The default CARFAC design for `sr` (Hz) and `style`, cached."""
+  """The default CARFAC design for `sr` (Hz) and `style`, cached.
+
+  Raises:
+    ParameterError: `sr` not a number of Hz within 8000..48000, or an unknown `style`.
+  """
+  # checked before the cache, which would fail on an unhashable list or jax array
+  if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)):
+    raise ParameterError(f"sr must be a number of Hz, got {sr!r}")
+  if not isinstance(style, str):
+    raise ParameterError(f"style must be one of {sorted(carfac.STYLES)}, got {style!r}")
+  return _designed(float(sr), style)
+
+
+@functools.lru_cache(maxsize=16)
+def _designed(sr: float, style: str) -> carfac.Carfac:
   return carfac.design_carfac(carfac.CarfacParams(sr=sr, style=style))
 
 

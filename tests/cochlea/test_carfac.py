@@ -337,3 +337,18 @@ def test_a_cochleagram_too_large_for_memory_raises_before_running(monkeypatch):
     designs.cochleagram(np.zeros(16000 * 3, np.float32), 16000)  # 3 s: 2 x 12.5 MB of outputs
   monkeypatch.setattr(designs, "available_memory_bytes", lambda: None)  # unknown: no check
   assert designs.cochleagram(np.zeros(1600, np.float32), 16000).nap.shape == (1600, 65)
+
+
+def test_design_refuses_other_dtypes_and_params_and_cached_designs_refuse_unhashable_rates():
+  # float16 ran to NaN within the first 800 samples; int32 failed inside lax.scan
+  for dtype in (jnp.float16, jnp.int32, "bogus"):
+    with pytest.raises(ParameterError, match="dtype must be float32 or float64"):
+      cf.design_carfac(cf.CarfacParams(sr=16000), dtype=dtype)
+  with pytest.raises(ParameterError, match="params must be CarfacParams, got dict"):
+    cf.design_carfac({"sr": 16000})
+  x = np.zeros(100, np.float32)
+  for sr in ([16000], jnp.asarray(16000.0)):  # a TypeError "unhashable type" from the cache
+    with pytest.raises(ParameterError, match="sr must be a number of Hz"):
+      designs.cochleagram(x, sr)
+  with pytest.raises(ParameterError, match="style must be one of"):
+    designs.designed(16000, ["v3"])
