@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dal_widgets import caught_warnings
+from dal_widgets.aid.prescription import check_time_last
 from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL, rms, rms_to_db_spl
 from dal_widgets.errors import ParameterError
 from dal_widgets.finite import has_nonfinite
@@ -65,6 +66,8 @@ def _check_pair(a, b, names, min_ndim=1):
   if shape_a != shape_b:
     raise ParameterError(f"{names[0]}, {names[1]}: expected equal shapes, got {shape_a} and "
                          f"{shape_b}")
+  if 0 in shape_a:  # the mean of nothing is NaN
+    raise ParameterError(f"{names[0]}, {names[1]}: expected non-empty arrays, got shape {shape_a}")
   for name, v in zip(names, (a, b)):
     if has_nonfinite(v):
       raise ParameterError(f"{name}: expected finite values, got NaN or inf")
@@ -87,7 +90,7 @@ def nap_l1(nap_a, nap_b):
     Scalar jax array, NAP units; 0 for identical NAPs, symmetric in its arguments.
 
   Raises:
-    ParameterError: if the shapes differ or the NAPs are 0-D.
+    ParameterError: if the shapes differ, the NAPs are 0-D or empty.
   """
   _check_pair(nap_a, nap_b, ("nap_a", "nap_b"))
   return _mean_abs_difference(nap_a, nap_b)
@@ -104,7 +107,7 @@ def sai_l1(sai_a, sai_b):
     Scalar jax array, NAP units; 0 for identical images, symmetric in its arguments.
 
   Raises:
-    ParameterError: if the shapes differ or the images are 0-D.
+    ParameterError: if the shapes differ, the images are 0-D or empty.
   """
   _check_pair(sai_a, sai_b, ("sai_a", "sai_b"))
   return _mean_abs_difference(sai_a, sai_b)
@@ -122,7 +125,7 @@ def nap_correlation(nap_a, nap_b):
     constant the correlation is undefined and 0 is returned (gradients stay finite).
 
   Raises:
-    ParameterError: if the shapes differ or the NAPs are 0-D.
+    ParameterError: if the shapes differ, the NAPs are 0-D or empty.
   """
   _check_pair(nap_a, nap_b, ("nap_a", "nap_b"))
   a = jnp.ravel(jnp.asarray(nap_a))
@@ -141,6 +144,7 @@ def _signal_pair(estimate, reference, names):
   estimate = np.asarray(estimate, dtype=np.float64)
   reference = np.asarray(reference, dtype=np.float64)
   _check_pair(estimate, reference, names)
+  check_time_last(estimate, names[0])
   if estimate.shape[-1] < 2:
     raise ParameterError(f"{names[0]}: expected at least 2 samples, got shape {estimate.shape}")
   return estimate, reference
@@ -163,7 +167,8 @@ def si_sdr(estimate, reference):
     -10 log10(SI_SDR_RESIDUAL_FLOOR) = 150 dB (a perfect estimate).
 
   Raises:
-    ParameterError: on shape mismatch, non-finite samples, or a silent (constant) reference.
+    ParameterError: on shape mismatch, non-finite samples, a silent (constant) reference, or
+      (time, channels) audio (see aid.prescription.check_time_last).
   """
   estimate, reference = _signal_pair(estimate, reference, ("estimate", "reference"))
   estimate = estimate - estimate.mean(axis=-1, keepdims=True)

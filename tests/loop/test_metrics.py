@@ -218,3 +218,15 @@ def test_real_haspi_of_speech_below_its_threshold_is_nan(speech):
   quiet = speech * db_spl_to_rms(0.0) / db_spl_to_rms(65.0)  # 0 dB SPL: pyclarity raises
   with pytest.warns(metrics.HaspiBelowThresholdWarning):
     assert np.isnan(metrics.haspi_v2(quiet, quiet, SR, preset("N1")))
+
+
+def test_empty_maps_and_time_channels_signals_are_refused_not_averaged_into_nan_or_rows():
+  with pytest.raises(ParameterError, match=r"nap_a, nap_b: expected non-empty arrays"):
+    metrics.nap_l1(np.zeros((0, 5)), np.zeros((0, 5)))  # was NaN
+  with pytest.raises(ParameterError, match=r"sai_a, sai_b: expected non-empty arrays"):
+    metrics.sai_l1(np.zeros((0, 5, 3)), np.zeros((0, 5, 3)))
+  rng = np.random.default_rng(7)
+  stereo = rng.standard_normal((4000, 2))
+  # was one SI-SDR per two-sample row: 4000 values of about -150 dB
+  with pytest.raises(ParameterError, match=r"estimate: shape \(4000, 2\).*x\.T"):
+    metrics.si_sdr(stereo, stereo + 0.1 * rng.standard_normal((4000, 2)))
