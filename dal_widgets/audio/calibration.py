@@ -106,8 +106,8 @@ def rms_to_db_spl(rms_value):
   """
   xp = _xp(rms_value)
   if not _is_traced(rms_value):
-    values = np.asarray(rms_value, dtype=float)
-    if not np.all(np.isfinite(values)) or np.any(values < 0):
+    values = np.asarray(rms_value)  # strings, None and complex values are refused too
+    if values.dtype.kind not in "iuf" or not np.all(np.isfinite(values)) or np.any(values < 0):
       raise ParameterError(f"rms_value: expected finite values >= 0, got {rms_value!r}")
   with np.errstate(divide="ignore"):
     out = FULL_SCALE_RMS_DB_SPL + 20.0 * xp.log10(xp.asarray(rms_value))
@@ -123,9 +123,16 @@ def rms(x, *, axis=None):
 
   Returns:
     rms amplitude (numpy float / array, or jax array for jax input).
+
+  Raises:
+    ParameterError: `x` is not an array of real numbers.
+    AudioError: no samples to average (an empty `x`, or an empty axis), which gave NaN.
   """
   xp = _xp(x)
   x = as_signal(x)
+  axes = range(x.ndim) if axis is None else np.atleast_1d(axis)
+  if any(x.shape[a] == 0 for a in axes if -x.ndim <= a < x.ndim):  # shapes are known under jit
+    raise AudioError(f"x: no samples to take the rms of (shape {x.shape}, axis {axis})")
   if not xp.issubdtype(x.dtype, xp.floating):
     x = x.astype(xp.float32)  # integers would overflow when squared
   return xp.sqrt(xp.mean(xp.square(x), axis=axis))
@@ -142,10 +149,15 @@ def set_level(x, level_db_spl):
     The scaled signal, same shape and dtype kind as `x`.
 
   Raises:
-    ParameterError: a level that is not finite or outside [MIN_LEVEL_DB_SPL, MAX_LEVEL_DB_SPL].
-    AudioError: if `x` is digitally silent (rms 0) or not finite, so no scale can reach the level.
+    ParameterError: a level that is not one finite number in [MIN_LEVEL_DB_SPL,
+      MAX_LEVEL_DB_SPL].
+    AudioError: if `x` is empty, digitally silent (rms 0) or not finite, so no scale can reach
+      the level.
   """
   x = as_signal(x)
+  if np.ndim(level_db_spl) != 0:  # an array of levels would broadcast against the samples
+    raise ParameterError(f"level_db_spl: expected one level in dB SPL, got shape "
+                         f"{np.shape(level_db_spl)}")
   target = db_spl_to_rms(level_db_spl)  # validates the level first
   current = rms(x)
   if not _is_traced(current):

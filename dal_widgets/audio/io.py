@@ -23,6 +23,14 @@ MAX_RESAMPLE_DENOMINATOR = 1000  # bounds up/down factors of resample_poly for i
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 
 
+def _check_max_seconds(max_seconds):
+  if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float, np.integer,
+                                                                   np.floating)) \
+      or not max_seconds > 0:  # NaN fails too (it would turn the limit off)
+    raise ParameterError(f"max_seconds: expected seconds > 0 (inf for no limit), "
+                         f"got {max_seconds!r}")
+
+
 def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, full_scale_warning=True,
              silence_warning=True, _stacklevel=2):
   """Checks that `x` is usable audio at rate `sr` and returns it as float32 numpy.
@@ -41,14 +49,15 @@ def validate(x, sr, *, name="x", mono=True, max_seconds=MAX_SECONDS, full_scale_
     `x` as a float32 numpy array of the same shape.
 
   Raises:
-    ParameterError: wrong number of dimensions, integer PCM counts (e.g. int16 beyond +-1), or
-      `sr` out of range.
+    ParameterError: wrong number of dimensions, integer PCM counts (e.g. int16 beyond +-1),
+      `sr` out of range, or `max_seconds` not a number > 0.
     AudioError: empty, NaN/inf samples, or longer than `max_seconds`.
 
   Warns:
     UserWarning: samples beyond +-1 (they clip when written as PCM; unless full_scale_warning is
       False), or all-zero audio (unless silence_warning is False).
   """
+  _check_max_seconds(max_seconds)
   x = np.asarray(x)
   allowed = (1,) if mono else (1, 2)
   if x.ndim not in allowed:
@@ -142,9 +151,7 @@ def _decode(source, label, *, sr, mono, max_seconds, warn=True):
   in `from_bytes`."""
   if sr is not None:
     _check_whole_hz(sr)
-  if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) \
-      or not max_seconds > 0:  # NaN fails too
-    raise ParameterError(f"max_seconds: expected seconds > 0 (inf for no limit), got {max_seconds!r}")
+  _check_max_seconds(max_seconds)
   try:
     info = sf.info(source)
     if info.frames / info.samplerate > max_seconds:
@@ -185,8 +192,11 @@ def load(path, *, sr=None, mono=True, max_seconds=MAX_SECONDS):
 
   Raises:
     AudioError: the file is missing, unreadable, empty, non-finite or too long.
-    ParameterError: the (resulting) sample rate is outside MIN_SR..MAX_SR.
+    ParameterError: `path` not a str or Path, or the (resulting) sample rate is outside
+      MIN_SR..MAX_SR.
   """
+  if not isinstance(path, (str, Path)):  # os.PathLike: any pathlib path is a Path
+    raise ParameterError(f"path: expected a file path (str or Path), got {type(path).__name__}")
   path = Path(path)
   if not path.exists():
     raise AudioError(f"{path}: cannot read audio: file not found")

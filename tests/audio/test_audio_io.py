@@ -248,3 +248,14 @@ def test_from_bytes_errors():
 def test_resample_refuses_what_is_not_time_first_real_audio(x, match):
   with pytest.raises(ParameterError, match=match):
     io.resample(x, 16000, 8000)
+
+
+def test_validate_checks_max_seconds_and_load_checks_the_path_type():
+  x = np.zeros(1600, np.float32)
+  x[0] = 0.1
+  for bad in ("10", float("nan"), -1.0, None):  # NaN turned the limit off, "10" a TypeError
+    with pytest.raises(ParameterError, match="max_seconds: expected seconds > 0"):
+      io.validate(x, 16000, max_seconds=bad)
+  for bad in (None, 5, b"a.wav"):  # TypeError from pathlib before
+    with pytest.raises(ParameterError, match="path: expected a file path"):
+      io.load(bad)

@@ -121,3 +121,17 @@ def test_what_is_not_an_array_of_samples_is_named():
     with pytest.raises(ParameterError, match=why):
       calibration.rms(bad)
   assert calibration.rms([3, 4]) == pytest.approx(np.sqrt(12.5))  # a plain list of numbers is fine
+
+
+def test_empty_signals_array_levels_and_non_numbers_are_refused():
+  for x in (np.zeros(0, np.float32), jnp.zeros((3, 0))):  # the rms was NaN
+    with pytest.raises(AudioError, match="x: no samples to take the rms of"):
+      calibration.rms(x)
+  np.testing.assert_array_equal(calibration.rms(np.ones((0, 4)), axis=1), np.zeros(0))  # no cells
+  with pytest.raises(AudioError, match="no samples"):
+    calibration.set_level(np.zeros(0, np.float32), 60.0)
+  with pytest.raises(ParameterError, match=r"level_db_spl: expected one level.*\(2,\)"):
+    calibration.set_level(np.ones(100), np.array([60.0, 70.0]))  # a TypeError deep inside
+  for bad in ("1", None, 1 + 1j):
+    with pytest.raises(ParameterError, match="rms_value: expected finite values >= 0"):
+      calibration.rms_to_db_spl(bad)
