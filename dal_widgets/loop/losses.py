@@ -22,6 +22,7 @@ from dal_widgets.aid.seanet import apply_seanet
 from dal_widgets.audio.calibration import FULL_SCALE_RMS_DB_SPL
 from dal_widgets.cochlea import carfac as cf
 from dal_widgets.cochlea import sai as sai_lib
+from dal_widgets.errors import ParameterError
 
 POWER_EPS = 1e-3  # keeps the power-law slope finite at NAP 0 (0.3 * 1e-3**-0.7 ~ 38)
 RMS_EPS = 1e-10  # digital power floor of the level estimate (-100 dB re full scale: silence)
@@ -65,7 +66,14 @@ def ear_nap(x, ear):
 
   Returns:
     NAP, shape [batch, n_samp, n_ch].
+
+  Raises:
+    ParameterError: x not 2-D (a single waveform needs a batch axis: x[None]).
   """
+  if jnp.ndim(x) != 2:
+    raise ParameterError(f"x: expected waveforms of shape [batch, n_samp], got shape "
+                         f"{jnp.shape(x)}" + ("; add a batch axis with x[None]" if jnp.ndim(x) == 1
+                                              else ""))
   hypers, coeffs, weights, state = ear
   return jax.vmap(lambda xi: cf.run(xi, hypers, coeffs, weights, state, bm=False)[0].nap)(x)
 
@@ -155,7 +163,16 @@ def loss_of_aided(aided, clean, target: Target, impaired, loss_cfg):
   Returns:
     (loss, aux): scalar loss and a dict of its unweighted terms "nap", "sai", "level",
     "spectral" (0.0 for terms whose weight is 0) and "level_db_spl" (mean output level).
+
+  Raises:
+    ParameterError: aided, clean and the target's clean speech of different shapes (a target of
+      one clip was broadcast over a whole batch), or aided not 2-D.
   """
+  shapes = {"aided": jnp.shape(aided), "clean": jnp.shape(clean),
+            "target (its clean speech)": jnp.shape(target.nap)[:2]}  # static under jit
+  if len(set(shapes.values())) > 1:
+    raise ParameterError("aided, clean, target: expected one shape [batch, n_samp], got "
+                         + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
   nap = ear_nap(aided, impaired)
   zero = jnp.zeros((), aided.dtype)
   terms = {"nap": distance(compress(nap, loss_cfg), target.nap, loss_cfg.kind),

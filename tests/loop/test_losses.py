@@ -171,3 +171,17 @@ def test_gain_free_spectral_term_ignores_fixed_gain_but_not_noise():
   assert float(spectral_distance(louder, clean, sizes, ignore_fixed_gain=True)) < 1e-4
   assert float(spectral_distance(louder, clean, sizes)) > 2.0  # ln(10) per bin
   assert float(spectral_distance(noisy, clean, sizes, ignore_fixed_gain=True)) > 0.1
+
+
+def test_a_target_of_other_clips_is_refused_not_broadcast_over_the_batch(ears, batch):
+  normal, impaired = ears
+  one_clip = losses.targets(batch.clean[:1], normal, LOSS)
+  # a target of clip 0 was broadcast against both aided clips and gave a loss
+  with pytest.raises(ParameterError, match=r"aided, clean, target: expected one shape.*"
+                                           r"target \(its clean speech\) \(1, 1600\)"):
+    losses.loss_of_aided(batch.noisy, batch.clean, one_clip, impaired, LOSS)
+  with pytest.raises(ParameterError, match="aided, clean, target"):  # a jnp broadcast TypeError
+    losses.loss_of_aided(batch.noisy[:1, :800], batch.clean[:1], one_clip, impaired, LOSS)
+  with pytest.raises(ParameterError,
+                     match=r"x: expected waveforms of shape \[batch, n_samp\].*x\[None\]"):
+    losses.targets(batch.clean[0], normal, LOSS)
