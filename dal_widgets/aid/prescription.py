@@ -187,8 +187,8 @@ def apply_fir(x, taps) -> np.ndarray:
     Filtered signal, shape of x; a float x keeps its dtype (float64 for integer input).
 
   Raises:
-    ParameterError: if taps is not 1-D of odd length or not finite, or x is empty, not finite, integer PCM
-      counts, or laid out (time, channels) (see check_time_last).
+    ParameterError: if taps is not 1-D of odd length or not finite, or x is empty, not
+      finite, integer PCM counts, or laid out (time, channels) (see check_time_last).
   """
   x = np.asarray(x)
   taps = np.asarray(taps, dtype=np.float64)

@@ -87,8 +87,9 @@ class WdrcParams:
       values = getattr(self, name)
       if not isinstance(values, (tuple, list)) or len(values) != want \
           or not all(_is_finite_number(v) for v in values):
-        raise ParameterError(f"{name}: expected {want} finite numbers (one per "
-                             f"{'crossover' if name == 'crossover_hz' else 'band'}), got {values!r}")
+        per = "crossover" if name == "crossover_hz" else "band"
+        raise ParameterError(f"{name}: expected {want} finite numbers (one per {per}), "
+                             f"got {values!r}")
     if any(r < 1 for r in self.ratio):
       raise ParameterError(f"ratio: expected compression ratios >= 1, got {self.ratio!r}")
     edges = (0.0,) + tuple(self.crossover_hz) + (self.sr / 2,)
@@ -138,8 +139,8 @@ def compression_ratio(loss_db_hl, *, max_ratio: float = MAX_RATIO) -> np.ndarray
 
 def _check_max_ratio(max_ratio) -> None:
   # NaN fails the comparison; inf is allowed (a limiter above the kneepoint)
-  if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float, np.integer, np.floating)) \
-      or not max_ratio >= 1:
+  number = isinstance(max_ratio, (int, float, np.integer, np.floating))
+  if isinstance(max_ratio, bool) or not number or not max_ratio >= 1:
     raise ParameterError(f"max_ratio: expected >= 1, got {max_ratio!r}")
 
 

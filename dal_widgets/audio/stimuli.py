@@ -222,8 +222,8 @@ def vowel(f0_hz, formants_hz, dur_s, sr, *, bandwidths_hz=None, level_db_spl=65.
     raise ParameterError(f"bandwidths_hz: expected a list of Hz, got {bandwidths_hz!r}") from err
   if bandwidths_hz.shape != formants_hz.shape or not np.all(np.isfinite(bandwidths_hz)) \
       or np.any(bandwidths_hz <= 0):
-    raise ParameterError(f"bandwidths_hz: expected {formants_hz.size} finite positive values in Hz, "
-                         f"got {bandwidths_hz!r}")
+    raise ParameterError(f"bandwidths_hz: expected {formants_hz.size} finite positive values in "
+                         f"Hz, got {bandwidths_hz!r}")
   source = np.zeros(n)
   source[np.round(np.arange(0, n / sr, 1 / f0_hz) * sr).astype(int).clip(0, n - 1)] = 1.0
   pole = np.exp(-2 * np.pi * GLOTTAL_CORNER_HZ / sr)

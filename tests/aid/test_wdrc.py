@@ -175,7 +175,8 @@ def test_hand_built_params_and_bad_options_are_refused_not_broadcast_into_nan():
   for field, value, match in [("ratio", (2.0,), r"ratio: expected 6 finite numbers"),
                               ("ratio", (0.0,) * 6, r"ratio: expected compression ratios >= 1"),
                               ("makeup_gain_db", (np.nan,) * 6, "makeup_gain_db: expected 6"),
-                              ("crossover_hz", params.crossover_hz[::-1], "crossover_hz: expected increasing"),
+                              ("crossover_hz", params.crossover_hz[::-1],
+                               "crossover_hz: expected increasing"),
                               ("attack_ms", float("inf"), "attack_ms: expected a finite time")]:
     with pytest.raises(ParameterError, match=match):
       apply_wdrc(x, SR, dataclasses.replace(params, **{field: value}))
