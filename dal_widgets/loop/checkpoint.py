@@ -65,6 +65,14 @@ class Checkpoint(NamedTuple):
   path: Path
 
 
+def _as_path(value, name) -> Path:
+  """`value` as a Path, or ParameterError naming the argument (not a TypeError from pathlib)."""
+  if not isinstance(value, (str, os.PathLike)):
+    raise ParameterError(f"{name}: expected a folder or file path (str or Path), got "
+                         f"{type(value).__name__}")
+  return Path(value)
+
+
 def checkpoint_path(workdir, step: int) -> Path:
   """Path of the checkpoint of `step` in `workdir`."""
   return Path(workdir) / f"ckpt_{int(step):08d}.msgpack"
@@ -103,14 +111,18 @@ def save(workdir, state, config: TrainConfig, *, keep: int = KEEP) -> Path:
     Path of the file written.
 
   Raises:
-    ParameterError: bad config or keep.
+    ParameterError: bad workdir, state, config or keep.
     CheckpointError: the file cannot be written (no permission, disk full, ...).
   """
+  workdir = _as_path(workdir, "workdir")
+  missing = [field for field in ("params", "opt_state", "step") if not hasattr(state, field)]
+  if missing:
+    raise ParameterError(f"state: expected a TrainState (with params, opt_state and step), got "
+                         f"{type(state).__name__} without {', '.join(missing)}")
   if not isinstance(config, TrainConfig):
     raise ParameterError(f"config: expected a TrainConfig, got {type(config).__name__}")
   if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
     raise ParameterError(f"keep: expected an int >= 1, got {keep!r}")
-  workdir = Path(workdir)
   step = int(jax.device_get(state.step))
   envelope = encode(serialization.to_state_dict(jax.device_get(state)), step, config)
   path = checkpoint_path(workdir, step)
@@ -222,8 +234,11 @@ def latest(workdir) -> Path | None:
 
   Reads the marker; if the marker is missing, unreadable or names a missing file, falls back to
   the checkpoint file with the highest step (with a warning when the marker was bad).
+
+  Raises:
+    ParameterError: workdir not a str or Path.
   """
-  workdir = Path(workdir)
+  workdir = _as_path(workdir, "workdir")
   if not workdir.is_dir():
     return None
   marker = workdir / MARKER
@@ -245,7 +260,7 @@ def _read(path) -> dict:
   """The contents of a checkpoint file, or of a folder's newest readable one: a corrupt newest
   file (damaged outside this code, which writes atomically) gives way to the one before it, with
   a warning, so that no run is lost to one bad file."""
-  path = Path(path)
+  path = _as_path(path, "path")
   if not path.is_dir():
     return _read_file(path)
   found = latest(path)
@@ -301,6 +316,7 @@ def restore(path, target=None) -> Checkpoint:
     Checkpoint(state, config, step, path).
 
   Raises:
+    ParameterError: path not a str or Path.
     CheckpointError: missing, truncated, corrupt or foreign file, or a target of another shape.
   """
   contents = _read(path)
@@ -331,7 +347,7 @@ def restore_params(path):
   """(params, TrainConfig, step) of a checkpoint file or of a work folder's latest checkpoint.
 
   Raises:
-    CheckpointError: as `restore`.
+    ParameterError, CheckpointError: as `restore`.
   """
   ckpt = restore(path)
   return ckpt.state["params"], ckpt.config, ckpt.step

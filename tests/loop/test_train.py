@@ -565,3 +565,15 @@ def test_two_devices_give_the_one_device_loss_and_params():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   assert one["n_shards"] == 1 and two["n_shards"] == 2  # params replicated on both devices
   assert "batch_size: expected a multiple of the 2 devices" in out["odd"]
+
+
+def test_checkpoint_functions_name_a_wrong_path_or_state(tmp_path):
+  # each was a TypeError from pathlib or an AttributeError: 'dict' object has no attribute 'step'
+  for call in (lambda: checkpoint.restore(None), lambda: checkpoint.latest(5),
+               lambda: checkpoint.save(None, _state(), CFG)):
+    with pytest.raises(ParameterError, match=r"(path|workdir): expected a folder or file path"):
+      call()
+  for state in (None, {"params": {}, "opt_state": {}, "step": 0}):
+    with pytest.raises(ParameterError, match="state: expected a TrainState"):
+      checkpoint.save(tmp_path, state, CFG)
+  assert not list(tmp_path.iterdir())
