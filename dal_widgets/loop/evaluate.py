@@ -33,6 +33,7 @@ import numpy as np
 from dal_widgets import atomic, caught_warnings
 from dal_widgets.cochlea import batch, carfac, designs, sai
 from dal_widgets.errors import DalError, ParameterError
+from dal_widgets.finite import check_not_pcm
 from dal_widgets.loop import metrics
 from dal_widgets.loop.config import LossConfig
 
@@ -68,8 +69,13 @@ def unprocessed() -> System:
 
 
 def master_hearing_aid_system(audiogram, *, name: str = "NAL-R+WDRC") -> System:
-  """The prescriptive baseline for `audiogram`: NAL-R then multiband WDRC (aid.wdrc)."""
-  from dal_widgets.aid.wdrc import master_hearing_aid
+  """The prescriptive baseline for `audiogram`: NAL-R then multiband WDRC (aid.wdrc).
+
+  Raises:
+    ParameterError: audiogram is not an Audiogram (found here, not in the first evaluation).
+  """
+  from dal_widgets.aid.wdrc import check_audiogram, master_hearing_aid
+  check_audiogram(audiogram)
   return System(name, lambda x, sr: master_hearing_aid(np.asarray(x, np.float32), sr, audiogram))
 
 
@@ -220,6 +226,8 @@ def _check_clips(clips, min_samples):
       what = f"length {len(clip)}" if isinstance(clip, (list, tuple)) else type(clip).__name__
       raise ParameterError(f"clips[{i}]: expected a tuple (noisy, clean, snr_db[, source]), got "
                            f"{what}")
+    for part, name in ((clip[0], "noisy"), (clip[1], "clean")):
+      check_not_pcm(part, f"clips[{i}] {name}")
     noisy, clean = np.asarray(clip[0], np.float32), np.asarray(clip[1], np.float32)
     if noisy.ndim != 1 or noisy.shape != clean.shape:
       raise ParameterError(f"clips[{i}]: expected 1-D noisy and clean of equal length, got shapes "
@@ -232,7 +240,10 @@ def _check_clips(clips, min_samples):
     if np.ptp(clean) == 0:  # found here, not by si_sdr after every CARFAC pass
       raise ParameterError(f"clips[{i}]: expected clean speech, got a constant (silent) signal "
                            "(SI-SDR, STOI and HASPI are undefined)")
-    snr_db = float(clip[2])
+    try:  # a string or None is not an SNR (float("5") would pass)
+      snr_db = math.nan if isinstance(clip[2], (str, bytes, bool)) else float(clip[2])
+    except (TypeError, ValueError):
+      snr_db = math.nan
     if not math.isfinite(snr_db):
       raise ParameterError(f"clips[{i}]: expected a finite snr_db, got {clip[2]!r}")
     source = clip[3] if len(clip) == 4 else i
@@ -343,10 +354,13 @@ def evaluate(clips, sr, ear, systems, *, normal_model=None, impaired_model=None,
     EvaluationTable.
 
   Raises:
-    ParameterError: bad clips, systems, sample rate or models.
+    ParameterError: bad clips (integer PCM, (time, channels), NaN, silent clean, an SNR that is
+      not a finite number), systems, sample rate or models.
     DalError: a system returned audio of another shape or with NaN/inf.
   """
   _check_systems(systems)
+  if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)):
+    raise ParameterError(f"sr: expected a sample rate in Hz, got {sr!r}")
   style = getattr(ear, "style", "v3")
   if normal_model is None:
     normal_model = designs.designed(float(sr), style)

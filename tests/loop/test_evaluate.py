@@ -238,3 +238,19 @@ def test_prescriptive_aid_brings_the_impaired_sai_closer_to_normal_in_quiet(clip
   systems = [ev.unprocessed(), ev.master_hearing_aid_system(ear.audiogram)]
   table = ev.evaluate(quiet, SR, ear, systems)
   assert table.value("NAL-R+WDRC", "sai_l1") < 0.95 * table.value("unprocessed", "sai_l1")
+
+
+def test_pcm_clips_odd_snrs_and_rates_and_a_bad_audiogram_are_refused_up_front(clips):
+  ear = _ear()
+  noisy, clean, snr = clips[0]
+  pcm = lambda x: np.round(x * 32767 / np.max(np.abs(x))).astype(np.int16)
+  # int16 clips were evaluated as digital units, a 190 dB SPL sound, without a word
+  with pytest.raises(ParameterError, match=r"clips\[0\] noisy: expected float samples.*int16"):
+    ev.evaluate([(pcm(noisy), pcm(clean), snr)], SR, ear, [ev.unprocessed()])
+  for bad in ("x", None, "5"):  # a ValueError / TypeError from float(), or "5" taken as 5 dB
+    with pytest.raises(ParameterError, match=r"clips\[0\]: expected a finite snr_db"):
+      ev.evaluate([(noisy, clean, bad)], SR, ear, [ev.unprocessed()])
+  with pytest.raises(ParameterError, match="sr: expected a sample rate in Hz, got '16000'"):
+    ev.evaluate(clips, "16000", ear, [ev.unprocessed()])  # a TypeError after a design
+  with pytest.raises(ParameterError, match="audiogram: expected"):
+    ev.master_hearing_aid_system("N3")  # failed only inside the first evaluation
