@@ -164,7 +164,7 @@ def test_outputs_are_checked_before_the_work(tmp_path, capsys, monkeypatch, argv
     (["enhance", "{tmp}/x.wav", "{tmp}/x.wav"], "x.wav' is also the input"),
     (["evaluate", "--out", "{tmp}/r.csv"], "r_clips.csv' is a folder, not a file"),
     (["cochleagram", "{clip}", "--ear", "{tmp}/a.json", "--out", "{tmp}/nap.npz"],
-     "is not a fitted ear written by `dal fit-audiogram --out` (it has no field 'audiogram')"),
+     "is not a fitted ear written by `dal fit-audiogram --out` (ear: has no field 'audiogram'"),
 ])
 def test_values_and_paths_are_checked_before_the_work(tmp_path, capsys, monkeypatch, argv,
                                                       problem):

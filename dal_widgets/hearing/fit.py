@@ -35,6 +35,10 @@ GRID_FREQS_HZ = (250.0, 375.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 400
 BUNDLED_FITS = "hearing_fits.json"
 
 
+EAR_FIELDS = ("audiogram", "sr", "style", "ohc_health", "ihc_gain", "freqs_hz", "target_db_hl",
+              "fitted_db_hl")  # the keys of ImpairedEar.to_dict()
+
+
 @dataclasses.dataclass(frozen=True)
 class ImpairedEar:
   """A CARFAC ear fitted to an audiogram.
@@ -82,10 +86,26 @@ class ImpairedEar:
 
   @classmethod
   def from_dict(cls, d: dict) -> "ImpairedEar":
-    return cls(audiogram=Audiogram.from_dict(d["audiogram"]), sr=float(d["sr"]), style=d["style"],
-               ohc_health=np.asarray(d["ohc_health"], np.float64),
-               ihc_gain=np.asarray(d["ihc_gain"], np.float64), freqs_hz=tuple(d["freqs_hz"]),
-               target_db_hl=tuple(d["target_db_hl"]), fitted_db_hl=tuple(d["fitted_db_hl"]))
+    """Builds an ImpairedEar from the form `to_dict` returns.
+
+    Raises:
+      ParameterError: `d` not a dict, or a field missing or of the wrong kind.
+    """
+    if not isinstance(d, dict):
+      raise ParameterError(f"ear: expected a dict (ImpairedEar.to_dict()), got {type(d).__name__}")
+    missing = [key for key in EAR_FIELDS if key not in d]
+    if missing:
+      raise ParameterError(f"ear: has no field {missing[0]!r}; ImpairedEar.to_dict() writes "
+                           f"{', '.join(EAR_FIELDS)}")
+    try:
+      return cls(audiogram=Audiogram.from_dict(d["audiogram"]), sr=float(d["sr"]),
+                 style=d["style"], ohc_health=np.asarray(d["ohc_health"], np.float64),
+                 ihc_gain=np.asarray(d["ihc_gain"], np.float64), freqs_hz=tuple(d["freqs_hz"]),
+                 target_db_hl=tuple(d["target_db_hl"]), fitted_db_hl=tuple(d["fitted_db_hl"]))
+    except ParameterError:  # from Audiogram.from_dict: it names its own field
+      raise
+    except (TypeError, ValueError) as err:  # e.g. sr "16 kHz", or a number where a list goes
+      raise ParameterError(f"ear: a field has the wrong kind of value ({err})") from err
 
 
 def unfitted_freqs_hz(audiogram: Audiogram, fitted_freqs_hz) -> tuple:

@@ -87,3 +87,15 @@ def test_points_a_fit_cannot_take_are_named():
   flat_top = Audiogram(gram.freqs_hz, (0.0, 20.0, 50.0, 50.0))  # the model has 50 dB HL at 8 kHz
   assert fit.unfitted_freqs_hz(flat_top, ear.freqs_hz) == ()
   assert fit.better_than_normal_freqs_hz(flat_top, ear.freqs_hz) == ()
+
+
+def test_impaired_ear_from_a_bad_dict_names_the_problem():
+  good = fit.fit_cochlea(presets.preset("S2"), SR).to_dict()
+  # a TypeError ('NoneType' object is not subscriptable), a KeyError, a ValueError from float()
+  for data, match in [(None, "ear: expected a dict"),
+                      ({k: v for k, v in good.items() if k != "ihc_gain"},
+                       "ear: has no field 'ihc_gain'"),
+                      ({**good, "sr": "16 kHz"}, "ear: a field has the wrong kind of value"),
+                      ({**good, "audiogram": {"points": []}}, "points: expected at least one")]:
+    with pytest.raises(ParameterError, match=match):
+      fit.ImpairedEar.from_dict(data)
