@@ -143,6 +143,8 @@ class DataConfig:
   def __post_init__(self):
     for name in ("snr_db_range", "noise_kinds", "noise_probs"):
       _as_tuple(self, name)
+      if not isinstance(getattr(self, name), tuple):  # len(None) below was a TypeError
+        raise ParameterError(f"{name}: expected a tuple or list, got {getattr(self, name)!r}")
     _check_int("sr", self.sr, low=MIN_SR, high=MAX_SR)  # the rates CARFAC is designed for
     _check_number("clip_s", self.clip_s, low=0.0, high=MAX_CLIP_S, low_open=True)
     if (len(self.snr_db_range) != 2 or self.snr_db_range[0] > self.snr_db_range[1]):

@@ -188,7 +188,10 @@ def test_an_empty_split_raises():
     ({"noise_probs": (1.0, 0.0)}, "noise_probs"),
     ({"snr_db_range": (10.0, -5.0)}, "snr_db_range"),
     ({"clip_s": 0.0}, "clip_s"),
-    ({"held_out_fraction": 1.5}, "held_out_fraction")])
+    ({"held_out_fraction": 1.5}, "held_out_fraction"),
+    # None here was a TypeError from len()
+    ({"snr_db_range": None}, "snr_db_range: expected a tuple or list, got None"),
+    ({"noise_probs": None}, "noise_probs: expected a tuple or list, got None")])
 def test_bad_data_config_raises(changes, match):
   with pytest.raises(ParameterError, match=match):
     dataclasses.replace(CFG, **changes)
