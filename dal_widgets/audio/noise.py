@@ -69,9 +69,25 @@ def white_noise(n, rng, *, level_db_spl=DEFAULT_LEVEL_DB_SPL):
 def ltass_db_spl(freqs_hz):
   """Standard long-term average speech spectrum level at `freqs_hz` (dB SPL per Hz).
 
-  Interpolated linearly in log frequency between the table values (see LTASS_* constants).
+  Interpolated linearly in log frequency between the table values (see LTASS_* constants);
+  frequencies below 1 Hz (0 Hz, the DC bin of an FFT) read the level at 1 Hz.
+
+  Args:
+    freqs_hz: Frequencies in Hz (>= 0), any shape.
+
+  Returns:
+    float64 array of the same shape, dB SPL per Hz.
+
+  Raises:
+    ParameterError: a frequency that is negative, NaN or inf, or not a number.
   """
-  octaves = np.log2(np.maximum(np.asarray(freqs_hz, dtype=float), 1.0))
+  try:
+    freqs = np.asarray(freqs_hz, dtype=float)
+  except (TypeError, ValueError) as err:
+    raise ParameterError(f"freqs_hz: expected frequencies in Hz, got {freqs_hz!r}") from err
+  if not np.all(np.isfinite(freqs)) or np.any(freqs < 0):  # NaN gave a NaN level
+    raise ParameterError(f"freqs_hz: expected finite frequencies >= 0 Hz, got {freqs_hz!r}")
+  octaves = np.log2(np.maximum(freqs, 1.0))
   table_oct = np.log2(LTASS_FREQS_HZ)
   level = np.interp(octaves, table_oct, LTASS_SPECTRUM_DB_SPL)
   level = np.where(octaves > table_oct[-1],
@@ -101,7 +117,8 @@ def speech_shaped_noise(n, sr, rng, *, reference=None, level_db_spl=DEFAULT_LEVE
   """
   _check_n(n)
   _check_rng(rng)
-  if not np.isfinite(sr) or sr <= 0:
+  if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)) \
+      or not np.isfinite(sr) or sr <= 0:  # a string was a TypeError from isfinite
     raise ParameterError(f"sr: expected a positive sample rate in Hz, got {sr!r}")
   freqs_hz = np.fft.rfftfreq(n, d=1.0 / sr)
   if reference is None:

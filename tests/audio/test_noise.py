@@ -164,3 +164,12 @@ def test_speech_shaped_noise_copies_a_reference_spectrum():
 def test_speech_shaped_noise_refuses_a_reference_without_a_spectrum(reference):
   with pytest.raises(AudioError, match="reference: no power above 0 Hz"):
     noise.speech_shaped_noise(1000, SR, np.random.default_rng(0), reference=reference)
+
+
+def test_ltass_and_speech_shaped_noise_refuse_odd_frequencies_and_rates():
+  for freqs in ([1000.0, np.nan], [-100.0], "abc"):  # NaN level, the 1 Hz level, a ValueError
+    with pytest.raises(ParameterError, match="freqs_hz: expected"):
+      noise.ltass_db_spl(freqs)
+  assert noise.ltass_db_spl(0.0) == noise.ltass_db_spl(1.0)  # the DC bin of an FFT
+  with pytest.raises(ParameterError, match="sr: expected a positive sample rate"):
+    noise.speech_shaped_noise(100, "16000", np.random.default_rng(0))  # a TypeError before
