@@ -270,7 +270,7 @@ def cmd_fit_audiogram(args):
 def cmd_train(args):
   from dal_widgets.loop import checkpoint
   from dal_widgets.loop import train as train_lib
-  from dal_widgets.loop.config import config_for
+  from dal_widgets.loop.config import config_for, fitting_warmup
   # no --config: continue the run's own config (its steps, learning rate, clip length, ...), as
   # its listener below; else the named preset, "default" for a new run
   resumed = None
@@ -287,6 +287,10 @@ def cmd_train(args):
   changes, ear = {}, None
   if args.steps is not None:
     changes["steps"] = args.steps
+    changes["warmup_steps"] = fitting_warmup(cfg.warmup_steps, args.steps)
+    if changes["warmup_steps"] != cfg.warmup_steps:  # e.g. the paper preset's 1000 in 400 steps
+      _status(f"note: the config's warm-up of {cfg.warmup_steps} steps does not fit "
+              f"{args.steps} steps; warming up over {changes['warmup_steps']}")
   if args.batch_size is not None:
     changes["batch_size"] = args.batch_size
   if args.ear is not None:

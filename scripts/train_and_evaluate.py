@@ -29,7 +29,7 @@ from dal_widgets.loop import data as data_lib
 from dal_widgets.loop import evaluate as ev
 from dal_widgets.loop import paired
 from dal_widgets.loop import train as train_lib
-from dal_widgets.loop.config import config_for
+from dal_widgets.loop.config import config_for, short_run_warmup
 
 SUMMARY_STEPS = 10  # steps averaged at each end of the loss history
 
@@ -78,7 +78,7 @@ def main():
     changes["batch_size"] = args.batch_size
   if args.lr:
     changes["learning_rate"] = args.lr
-  changes["warmup_steps"] = args.warmup if args.warmup is not None else max(1, args.steps // 20)
+  changes["warmup_steps"] = args.warmup if args.warmup is not None else short_run_warmup(args.steps)
   if args.w_spectral is not None:
     changes["loss"] = dataclasses.replace(cfg.loss, w_spectral=args.w_spectral)
   cfg = cfg.replace(**changes)

@@ -312,6 +312,25 @@ def test_train_checks_what_it_would_resume_before_the_fit(tmp_path, capsys, monk
   assert 'holds a "small" SEANet, this run trains a "paper" one' in _one_line_error(capsys, "train")
 
 
+def test_train_fits_a_presets_warm_up_into_a_shorter_run(tmp_path, capsys, monkeypatch):
+  from dal_widgets.loop import train as train_lib
+  class Trained(Exception):
+    pass
+  def train(cfg, *args, **kwargs):
+    raise Trained(cfg)
+  monkeypatch.setattr(cli, "_fit", lambda *a: None)
+  monkeypatch.setattr(train_lib, "train", train)
+  argv = ["train", "--config", "paper", "--workdir", str(tmp_path / "run"), "--steps"]
+  with pytest.raises(Trained) as short:  # the preset warms up over 1000 steps
+    cli.main(argv + ["400"])
+  assert short.value.args[0].warmup_steps == 20
+  assert ("note: the config's warm-up of 1000 steps does not fit 400 steps; warming up over 20"
+          in capsys.readouterr().err)
+  with pytest.raises(Trained) as long:
+    cli.main(argv + ["5000"])
+  assert long.value.args[0].warmup_steps == 1000
+
+
 def test_train_without_a_listener_continues_the_runs_own(tmp_path, monkeypatch):
   class Fitted(Exception):
     pass

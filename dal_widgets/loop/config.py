@@ -303,6 +303,22 @@ def _check_fields(where, data, cls):
     raise ParameterError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(known)}")
 
 
+# Warm-up of a run cut shorter than its preset's warm-up (e.g. `dal train --config paper --steps
+# 400`: the paper preset warms up over 1000 steps, so the rate would never reach its peak nor
+# decay): a twentieth of the run, as the short GPU runs in bench/RESULTS.md were trained.
+SHORT_RUN_WARMUP_SHARE = 1 / 20
+
+
+def short_run_warmup(steps: int) -> int:
+  """Warm-up steps for a run of `steps` steps: SHORT_RUN_WARMUP_SHARE of them, at least 1."""
+  return max(1, int(steps * SHORT_RUN_WARMUP_SHARE))
+
+
+def fitting_warmup(warmup_steps: int, steps: int) -> int:
+  """`warmup_steps`, or short_run_warmup(steps) when they do not fit a run of `steps` steps."""
+  return warmup_steps if warmup_steps < steps else short_run_warmup(steps)
+
+
 def default_config() -> TrainConfig:
   """A short run of the small SEANet for the N3 listener (minutes on a laptop CPU)."""
   return TrainConfig()

@@ -22,7 +22,7 @@ from dal_widgets.aid.seanet import SEANET_SIZES, SeanetConfig
 from dal_widgets.errors import ParameterError, TrainingError
 from dal_widgets.hearing.audiogram import Audiogram
 from dal_widgets.loop import checkpoint
-from dal_widgets.loop.config import TrainConfig, config_for
+from dal_widgets.loop.config import TrainConfig, config_for, fitting_warmup
 from dal_widgets.ui import compute
 from dal_widgets.ui.ab_player import download_link, file_stem
 from dal_widgets.ui.bokeh_setup import bokeh_model
@@ -212,8 +212,9 @@ class FineTunePanel(widgets.VBox):
     base = self.base_config
     audiogram = getattr(self.ear, "audiogram", None)
     loss = dataclasses.replace(base.loss, w_nap=float(self.w_nap.value), w_sai=float(self.w_sai.value))
-    return base.replace(steps=int(self.steps.value), learning_rate=float(self.learning_rate.value),
-                        model=self.size.value, loss=loss,
+    steps = int(self.steps.value)
+    return base.replace(steps=steps, warmup_steps=fitting_warmup(base.warmup_steps, steps),
+                        learning_rate=float(self.learning_rate.value), model=self.size.value, loss=loss,
                         audiogram=audiogram if isinstance(audiogram, Audiogram) else base.audiogram)
 
   def start(self) -> bool:

@@ -131,6 +131,10 @@ def test_settings_reach_the_training_config():
   cfg, ear = train.calls[0]
   assert (cfg.steps, cfg.learning_rate, cfg.loss.w_nap, cfg.loss.w_sai) == (3, 1e-3, 0.5, 0.0)
   assert cfg.model == "small" and cfg.audiogram == EAR.audiogram and ear is EAR
+  # the preset warms up over 4 steps: 3 steps warm up over 1, so the rate reaches the slider's
+  assert BASE.warmup_steps == 4 and cfg.warmup_steps == 1
+  panel.steps.value = 40
+  assert panel.config().warmup_steps == 4
 
 
 def test_cancel_stops_the_run_and_keeps_the_previous_model():
