@@ -214,7 +214,8 @@ class FineTunePanel(widgets.VBox):
     loss = dataclasses.replace(base.loss, w_nap=float(self.w_nap.value), w_sai=float(self.w_sai.value))
     steps = int(self.steps.value)
     return base.replace(steps=steps, warmup_steps=fitting_warmup(base.warmup_steps, steps),
-                        learning_rate=float(self.learning_rate.value), model=self.size.value, loss=loss,
+                        learning_rate=float(self.learning_rate.value), model=self.size.value,
+                        loss=loss,
                         audiogram=audiogram if isinstance(audiogram, Audiogram) else base.audiogram)
 
   def start(self) -> bool:
