@@ -422,11 +422,12 @@ def _resume(workdir, cfg, template):
                   f"run's in {', '.join(changed)}; continuing with this run's config",
                   stacklevel=3)
   elif ckpt.config.steps != cfg.steps and cfg.decay == "cosine" and ckpt.step < cfg.steps:
-    was, now = (float(make_schedule(c)(ckpt.step)) for c in (ckpt.config, cfg))
+    was, now = (f"{float(make_schedule(c)(ckpt.step)):.3g}" for c in (ckpt.config, cfg))
+    when = (f"after the warm-up (step {cfg.warmup_steps})" if now == was else
+            f"so step {ckpt.step + 1} trains at {now} (the old run: {was})")
     warnings.warn(f"resuming {ckpt.path} (step {ckpt.step}) of a {ckpt.config.steps}-step run "
                   f"as a {cfg.steps}-step one: the cosine learning rate decays over the new "
-                  f"total, so step {ckpt.step + 1} trains at {now:.3g} (the old run: {was:.3g})",
-                  stacklevel=3)
+                  f"total, {when}", stacklevel=3)
   return checkpoint.restore(ckpt.path, target=template).state
 
 

@@ -275,6 +275,10 @@ def test_resuming_with_other_settings_says_what_changes(tmp_path):
                                        r"learning_rate 0\.003 -> 0\.001, data\.clip_s 0\.1 -> "
                                        r"0\.2; continuing with this run's config"):
     train._resume(tmp_path, other, template)
+  warming = tmp_path / "warming"  # still warming up: the two runs' rates are the same there
+  checkpoint.save(warming, _state(step=5), cosine.replace(warmup_steps=10))
+  with pytest.warns(UserWarning, match=r"decays over the new total, after the warm-up \(step 10\)$"):
+    train._resume(warming, longer.replace(warmup_steps=10), template)
 
 
 def test_an_aid_file_without_optimizer_state_is_refused_before_any_work(tmp_path):
