@@ -1,7 +1,9 @@
 """Cochleagram panels: NAPs as images (CF up, time across) with one shared colour scale.
 
 The view builds its Bokeh figures and data sources once; `render()` only assigns `source.data`
-(and the shared colour range), so a slider callback sends one small image per panel.
+(and the shared colour range), so a slider callback sends one small image per panel, and only for
+panels whose NAP changed: a NAP given again (the same array object) keeps its image and its panel
+is left alone (Bokeh sends every assignment of `source.data`, even of equal data).
 """
 from collections.abc import Mapping, Sequence
 
@@ -106,6 +108,14 @@ def image_data(image: np.ndarray | None, duration_s: float) -> dict:
   return dict(image=[image], x=[0.0], y=[0.0], dw=[duration_s], dh=[image.shape[0]])
 
 
+def _show_image(source: ColumnDataSource, image: np.ndarray | None, duration_s: float) -> None:
+  """Assigns `image_data(image, duration_s)` unless `source` holds this very image (or none) already."""
+  held = source.data["image"]
+  if (held[0] if held else None) is image and (image is None or source.data["dw"][0] == duration_s):
+    return
+  source.data = image_data(image, duration_s)
+
+
 def cf_hover(cf_hz: np.ndarray, value_name: str = "value", x_name: str = "time",
              x_format: str = "$x{0.000} s") -> HoverTool:
   """Hover tool showing the CF in Hz under the pointer (rows drawn highest CF at the top)."""
@@ -193,6 +203,8 @@ class CochleagramView(HasTraits):
     self.mapper = LinearColorMapper(palette=Viridis256, low=low, high=high)
     self.diff_mapper = LinearColorMapper(palette=DIFF_PALETTE, low=-1.0, high=1.0)
     self.sources, self.figures, self._spans = {}, {}, []
+    self._pooled = {}  # label -> (nap, image, duration_s) of the last render: unchanged NAPs
+    self._diff = None  # ((image a, image b), image b - a) of the last difference drawn
     for label in labels:
       self._add_panel(label, label, self.mapper, height, width)
     if self.difference:
@@ -239,18 +251,25 @@ class CochleagramView(HasTraits):
     unknown = set(naps) - set(self.labels)
     if unknown:
       raise ParameterError(f"naps: expected labels among {self.labels}, got unknown {sorted(unknown)}")
-    images, durations = {}, {}
-    for label, nap in naps.items():
-      nap = np.asarray(nap)
+    images, durations, pooled = {}, {}, {}
+    for label, given in naps.items():
+      last = self._pooled.get(label)
+      if last is not None and last[0] is given:  # the same NAP again: its panel stays as it is
+        pooled[label] = last
+        images[label], durations[label] = last[1], last[2]
+        continue
+      nap = np.asarray(given)
       if nap.ndim != 2 or nap.shape[1] != len(self.cf_hz) or nap.shape[0] < 1:
         raise ParameterError(f"naps[{label!r}]: expected shape [n_time, {len(self.cf_hz)}], "
                              f"got {nap.shape}")
       images[label], factor = max_pool_time(nap, self.max_columns)
       durations[label] = images[label].shape[1] * factor / self.sr
+      pooled[label] = (given, images[label], durations[label])
+    self._pooled = pooled
     if self.value_range is None and images:
       self.mapper.high = robust_top(list(images.values()))
     for label in self.labels:
-      self.sources[label].data = image_data(images.get(label), durations.get(label, 0.0))
+      _show_image(self.sources[label], images.get(label), durations.get(label, 0.0))
     if self.difference:
       self._render_difference(images, durations)
     longest = max(durations.values(), default=0.0)
@@ -260,12 +279,14 @@ class CochleagramView(HasTraits):
   def _render_difference(self, images, durations):
     a, b = self.difference
     if a in images and b in images and images[a].shape == images[b].shape:
-      diff = images[b] - images[a]
+      if self._diff is None or any(x is not y for x, y in zip(self._diff[0], (images[a], images[b]))):
+        self._diff = ((images[a], images[b]), images[b] - images[a])
+      diff = self._diff[1]
       top = robust_top([diff], symmetric=True)
       self.diff_mapper.update(low=-top, high=top)
-      self.sources["difference"].data = image_data(diff, durations[a])
+      _show_image(self.sources["difference"], diff, durations[a])
     else:
-      self.sources["difference"].data = image_data(None, 0.0)
+      _show_image(self.sources["difference"], None, 0.0)
 
   def _on_tap(self, event):
     if event.x is not None:

@@ -97,6 +97,27 @@ def test_difference_panel_is_b_minus_a_on_a_symmetric_scale():
   assert view.diff_mapper.low == pytest.approx(-view.diff_mapper.high)
 
 
+def _sent_sources(view):
+  """The labels of the sources whose data the view's Bokeh document sends to the page, in order."""
+  names = {id(source): label for label, source in view.sources.items()}
+  sent = []
+  view.model._document.on_change(lambda event: sent.append(names.get(id(getattr(event, "model", None)))))
+  return sent
+
+
+def test_a_nap_given_again_is_not_sent_to_the_page_again():
+  view = CochleagramView(CF_HZ, SR, ("normal", "impaired"), difference=("normal", "impaired"))
+  normal, impaired = _nap(hot_channel=5, value=3.0), _nap(hot_channel=5, value=1.0)
+  view.render({"normal": normal, "impaired": impaired})
+  sent = _sent_sources(view)
+  view.render({"normal": normal, "impaired": impaired})
+  assert [label for label in sent if label] == []
+  view.render({"normal": normal, "impaired": _nap(hot_channel=6, value=1.0)})
+  assert [label for label in sent if label] == ["impaired", "difference"]
+  diff = view.sources["difference"].data["image"][0]
+  assert diff[N_CH - 1 - 5].min() == pytest.approx(-3.0) and diff[N_CH - 1 - 6].max() == 1.0
+
+
 def test_missing_label_clears_its_panel():
   view = CochleagramView(CF_HZ, SR, ("normal", "DAL"))
   view.render({"normal": _nap(), "DAL": _nap()})

@@ -185,6 +185,29 @@ def test_moving_the_4k_slider_changes_the_audiogram_and_only_the_impaired_nap():
   assert "impaired (unaided)" in bench.readout.value
 
 
+def _sent_panels(bench):
+  """Labels of the NAP panels whose images the page is sent from now on, in order."""
+  names = {id(source): label for label, source in bench.cochleagram.sources.items()}
+  sent = []
+  bench.cochleagram.model._document.on_change(
+      lambda event: sent.append(names.get(id(getattr(event, "model", None)))))
+  return sent
+
+
+def test_an_audiogram_change_sends_only_the_panels_it_changes_to_the_page():
+  bench, _ = _bench()
+  sent = _sent_panels(bench)
+  bench.editor.sliders[I_4K].value = 60.0
+  assert bench.wait(WAIT_S)
+  panels = collections.Counter(label for label in sent if label)
+  # the fast fit, then the refined one: each redraws the impaired ear's panels once
+  assert panels == {UNAIDED: 2, NALR: 2, "difference": 2}
+  sent.clear()
+  bench.difference.value = f"{NALR} − {NORMAL}"
+  assert bench.wait(WAIT_S)
+  assert [label for label in sent if label] == ["difference"]
+
+
 def test_a_fine_tuned_model_fills_the_dal_rows_without_redoing_the_rest():
   bench, compute = _bench()
   before = dict(compute.calls)
