@@ -203,7 +203,7 @@ def test_an_audiogram_change_sends_only_the_panels_it_changes_to_the_page():
   # the fast fit, then the refined one: each redraws the impaired ear's panels once
   assert panels == {UNAIDED: 2, NALR: 2, "difference": 2}
   sent.clear()
-  bench.difference.value = f"{NALR} − {NORMAL}"
+  bench.difference.value = f"{NALR} \u2212 {NORMAL}"
   assert bench.wait(WAIT_S)
   assert [label for label in sent if label] == ["difference"]
 
