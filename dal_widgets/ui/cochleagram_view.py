@@ -175,7 +175,8 @@ class CochleagramView(HasTraits):
       labels: Panel names, in display order, e.g. ("normal", "impaired", "NAL-R", "DAL").
       height: Plot frame height of each panel in pixels.
       width: Plot frame width of each panel in pixels.
-      difference: (a, b) adds a panel showing NAP b - NAP a in a diverging palette.
+      difference: (a, b) adds a panel showing NAP b - NAP a in a diverging palette; setting
+        `difference` to another pair or None later (the panel empty) takes effect at `render`.
       ncols: Panels per row; default all in one row up to 3 panels, else 2 per row.
       max_columns: Time columns kept per panel (max-pooled).
       value_range: Fixed (low, high) of the colour scale; default: from the data at each render.
@@ -272,6 +273,8 @@ class CochleagramView(HasTraits):
       _show_image(self.sources[label], images.get(label), durations.get(label, 0.0))
     if self.difference:
       self._render_difference(images, durations)
+    elif "difference" in self.sources:  # switched off: nothing to send while it is hidden
+      _show_image(self.sources["difference"], None, 0.0)
     longest = max(durations.values(), default=0.0)
     if longest > 0 and self.x_range.end != longest:
       self.x_range.update(start=0.0, end=longest)

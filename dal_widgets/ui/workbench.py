@@ -509,6 +509,7 @@ class Workbench(widgets.VBox):
     choice = self.difference.value
     diff_fig = self.cochleagram.figures["difference"]
     diff_fig.visible = choice != "off"
+    self.cochleagram.difference = None  # hidden: not computed, not sent
     if choice != "off":
       other = choice.split(" \u2212 ")[0]
       self.cochleagram.difference = (NORMAL, other)
