@@ -282,8 +282,9 @@ class CochleagramView(HasTraits):
   def _render_difference(self, images, durations):
     a, b = self.difference
     if a in images and b in images and images[a].shape == images[b].shape:
-      if self._diff is None or any(x is not y for x, y in zip(self._diff[0], (images[a], images[b]))):
-        self._diff = ((images[a], images[b]), images[b] - images[a])
+      pair = (images[a], images[b])
+      if self._diff is None or any(x is not y for x, y in zip(self._diff[0], pair)):
+        self._diff = (pair, images[b] - images[a])
       diff = self._diff[1]
       top = robust_top([diff], symmetric=True)
       self.diff_mapper.update(low=-top, high=top)
