@@ -74,6 +74,7 @@ class Sound:
     noise_kind: One of compute.NOISE_KINDS.
     snr_db: Speech-to-noise ratio, dB (inf in quiet).
     key: Unique token of this sound (memo key).
+    clean_key: Token of `clean` (memo key): kept while a new masker or SNR leaves it as it was.
   """
   name: str
   clean: np.ndarray
@@ -82,6 +83,7 @@ class Sound:
   noise_kind: str
   snr_db: float
   key: int
+  clean_key: int
 
 
 def _size_text(n_bytes: int) -> str:
@@ -216,8 +218,11 @@ class SoundPicker(widgets.VBox):
     except (DalError, ValueError) as err:
       self._show(f"Could not make the sound: {err}", error=True)
       return
+    last = self.sound
+    same_clean = last is not None and np.array_equal(last.clean, clean)
     self.sound = Sound(name=name, clean=clean, noisy=noisy, sr=self.sr, noise_kind=kind,
-                       snr_db=snr_db, key=next(self._keys))
+                       snr_db=snr_db, key=next(self._keys),
+                       clean_key=last.clean_key if same_clean else next(self._keys))
 
   def _show(self, text, error=False):
     colour = "#c0392b" if error else "#2e7d32"
@@ -445,7 +450,7 @@ class Workbench(widgets.VBox):
     memo = lambda key, fn: self._memoised(used, key, fn)
     ear_key = (audiogram, refined)
     self.busy.message = "NAPs\u2026"
-    keys = {NORMAL: ("nap", sound.key), UNAIDED: ("nap", sound.key, UNAIDED, ear_key)}
+    keys = {NORMAL: ("nap", "clean", sound.clean_key), UNAIDED: ("nap", sound.key, UNAIDED, ear_key)}
     naps = {NORMAL: memo(keys[NORMAL], lambda: c.nap(sound.clean, sr)),
             UNAIDED: memo(keys[UNAIDED], lambda: c.nap(sound.noisy, sr, ear))}
     self._draw(sound, naps)  # the urgent part: the impaired NAP of the new audiogram

@@ -398,6 +398,22 @@ def test_snr_and_noise_kind_change_the_noisy_sound_only():
   assert bench.wait(WAIT_S)
 
 
+def test_a_new_snr_or_masker_does_not_recompute_the_normal_ear_on_clean_speech():
+  bench, compute = _bench()
+  normal = _image(bench, NORMAL)
+  for change in (lambda: setattr(bench.sound_picker.snr, "value", 15.0),
+                 lambda: setattr(bench.sound_picker.noise_kind, "value", "speech-shaped")):
+    naps = compute.calls["nap"]
+    change()
+    assert bench.wait(WAIT_S)
+    assert compute.calls["nap"] == naps + 2  # the impaired ear: unaided and NAL-R
+    np.testing.assert_array_equal(_image(bench, NORMAL), normal)
+  naps = compute.calls["nap"]
+  bench.sound_picker.clip.value = "b_02"  # new speech: a new normal NAP
+  assert bench.wait(WAIT_S)
+  assert compute.calls["nap"] == naps + 3
+
+
 @pytest.mark.parametrize("file_sr", [8000, 96000, 7000])
 def test_a_wav_upload_at_any_rate_is_resampled_and_becomes_the_sound(file_sr):
   bench, _ = _bench()
