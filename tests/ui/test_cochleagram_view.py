@@ -83,6 +83,14 @@ def test_max_pool_time_factor_and_columns():
   np.testing.assert_array_equal(image[0], [2.0, 5.0, 8.0, 9.0])
 
 
+@pytest.mark.parametrize("n_time", [1600, 1601, 2399, 35200, 34000])
+def test_max_pool_time_keeps_the_maximum_of_each_column_and_of_a_short_last_one(n_time):
+  nap = np.random.default_rng(n_time).random((n_time, N_CH), dtype=np.float32)
+  image, factor = max_pool_time(nap, 800)
+  starts = np.arange(0, n_time, factor)
+  np.testing.assert_array_equal(image, np.maximum.reduceat(nap, starts, axis=0).T[::-1])
+
+
 def test_shared_colour_scale_is_set_by_the_louder_panel():
   view = CochleagramView(CF_HZ, SR, ("normal", "impaired"))
   view.render({"normal": _nap(hot_channel=10, value=4.0), "impaired": _nap(hot_channel=10, value=1.0)})
