@@ -248,6 +248,9 @@ class CochleagramView(HasTraits):
   def render(self, naps: Mapping[str, np.ndarray]) -> None:
     """Shows NAPs; panels whose label is missing from `naps` are cleared.
 
+    A panel given the same NAP object as at the last render is left as it is (not pooled or sent
+    to the page again), so pass a new array, not one changed in place, to show new values.
+
     Args:
       naps: {label: nap}, each nap of shape [n_time, n_ch] at rate `sr`, channel 0 = highest CF.
 
