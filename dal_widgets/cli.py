@@ -284,13 +284,13 @@ def cmd_train(args):
     cfg = resumed
   else:
     cfg = config_for(args.config or DEFAULT_CONFIG)
-  changes, ear = {}, None
+  changes, ear, notes = {}, None, []  # notes: said once the run is sure to start
   if args.steps is not None:
     changes["steps"] = args.steps
     changes["warmup_steps"] = fitting_warmup(cfg.warmup_steps, args.steps)
     if changes["warmup_steps"] != cfg.warmup_steps:  # e.g. the paper preset's 1000 in 400 steps
-      _status(f"note: the config's warm-up of {cfg.warmup_steps} steps does not fit "
-              f"{args.steps} steps; warming up over {changes['warmup_steps']}")
+      notes.append(f"note: the config's warm-up of {cfg.warmup_steps} steps does not fit "
+                   f"{args.steps} steps; warming up over {changes['warmup_steps']}")
   if args.batch_size is not None:
     changes["batch_size"] = args.batch_size
   if args.ear is not None:
@@ -320,6 +320,8 @@ def cmd_train(args):
     aside = checkpoint.set_aside(args.workdir)
     if aside is not None:
       _status(f"note: --fresh: moved the earlier run's checkpoints to {aside}")
+  for note in notes:
+    _status(note)
   if ear is None:
     ear = _fit(train_lib.listener_audiogram(cfg), cfg.data.sr, cfg.style)
   stop = threading.Event()
