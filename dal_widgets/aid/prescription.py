@@ -20,7 +20,7 @@ import scipy.signal
 from dal_widgets.audio.io import MAX_SR, MIN_SR
 from dal_widgets.errors import ParameterError
 from dal_widgets.finite import check_not_pcm
-from dal_widgets.hearing.audiogram import Audiogram
+from dal_widgets.hearing.audiogram import MAX_THRESHOLD_DB_HL, MIN_THRESHOLD_DB_HL, Audiogram
 
 # Prescription frequencies of NAL-R and the speech-spectrum constants k(f), dB (Byrne & Dillon
 # 1986, Table; as tabulated in Dillon 2012 and AMT nalrp.m).
@@ -69,12 +69,14 @@ def nalr_prescription_db(thresholds_db_hl, *, profound: bool = False) -> np.ndar
     Insertion gains in dB at NALR_FREQS_HZ, shape [8], all >= 0.
 
   Raises:
-    ParameterError: if thresholds_db_hl is not 8 finite numbers.
+    ParameterError: if thresholds_db_hl is not 8 numbers within an audiometer's range
+      (MIN_THRESHOLD_DB_HL..MAX_THRESHOLD_DB_HL).
   """
   h = np.asarray(thresholds_db_hl, dtype=np.float64)
-  if h.shape != (len(NALR_FREQS_HZ),) or not np.all(np.isfinite(h)):
-    raise ParameterError(f"thresholds_db_hl: expected {len(NALR_FREQS_HZ)} finite values (dB HL "
-                         f"at {NALR_FREQS_HZ} Hz), got {thresholds_db_hl!r}")
+  low, high = MIN_THRESHOLD_DB_HL, MAX_THRESHOLD_DB_HL
+  if h.shape != (len(NALR_FREQS_HZ),) or not np.all((h >= low) & (h <= high)):  # NaN fails too
+    raise ParameterError(f"thresholds_db_hl: expected {len(NALR_FREQS_HZ)} values from {low:g} to "
+                         f"{high:g} dB HL (at {NALR_FREQS_HZ} Hz), got {thresholds_db_hl!r}")
   three = [NALR_FREQS_HZ.index(f) for f in NALR_THREE_FREQS_HZ]
   three_sum = float(np.sum(h[three]))
   x = NALR_SUM_FACTOR * three_sum

@@ -105,6 +105,9 @@ def test_errors_name_the_argument():
       design_nalr_fir(N3, sr)
   with pytest.raises(ParameterError, match="thresholds_db_hl: expected 8"):
     nalr_prescription_db([10, 20, 30])
+  for bad in (200.0, -20.0, float("nan")):  # beyond an audiometer (a typing error), or no number
+    with pytest.raises(ParameterError, match="expected 8 values from -10 to 120 dB HL"):
+      nalr_prescription_db([30.0] * 7 + [bad])
   with pytest.raises(ParameterError, match="taps: expected a 1-D array of odd length"):
     apply_fir(np.zeros(10), np.ones(4))
   with pytest.raises(ParameterError, match="x: expected finite samples"):
