@@ -22,6 +22,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -222,9 +223,35 @@ def _restore(checkpoint_dir):
   return checkpoint.restore_params(checkpoint_dir)  # its newest readable checkpoint
 
 
-def _tqdm(**kwargs):
+PROGRESS_LINES = 10  # without a terminal (a log file, a batch job): a line per tenth of the work
+
+
+class _ProgressLines(contextlib.AbstractContextManager):
+  """Where no terminal shows a progress bar: "dal <desc>: n/total <unit>s (s)" on stderr at each
+  tenth of the work (the part of tqdm's interface that the commands use)."""
+
+  def __init__(self, total, desc, unit):
+    self.total, self.desc, self.unit, self.n = total, desc, unit, 0
+    self._shown, self._t0 = 0, time.monotonic()
+
+  def __exit__(self, *exc):
+    return False
+
+  def update(self, k=1):
+    self.n += k
+    tenth = self.n * PROGRESS_LINES // max(self.total, 1)
+    if tenth > self._shown:
+      self._shown = tenth
+      _status(f"dal {self.desc}: {self.n}/{self.total} {self.unit}s "
+              f"({time.monotonic() - self._t0:.0f} s)")
+
+
+def _tqdm(*, total, desc, unit):
+  """A tqdm bar on a terminal, else progress lines (_ProgressLines)."""
+  if not sys.stderr.isatty():
+    return _ProgressLines(total, desc, unit)
   from tqdm import tqdm
-  return tqdm(disable=None, dynamic_ncols=True, **kwargs)  # None: no bar when not a terminal
+  return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 # ---------------------------------------------------------------- commands

@@ -657,7 +657,10 @@ def test_evaluate_tiny_setting_writes_csv(tmp_path, ear_file, capsys, monkeypatc
   out = tmp_path / "results.CSV"  # the suffix in any case picks the format
   assert cli.main(["evaluate", "--ear", str(ear_file), "--n-clips", "1", "--snr", "5",
                    "--clip-s", "0.5", "--noise", "white", "--out", str(out)]) == 0
-  printed = capsys.readouterr().out
+  captured = capsys.readouterr()
+  printed = captured.out
+  # no terminal here: progress as lines for a log file, at each tenth of the work
+  assert re.findall(r"dal evaluate: (\d/\d) clips", captured.err) == ["1/2", "2/2"]
   assert "| unprocessed | 5 | 1 |" in printed and "| NAL-R+WDRC | all | 1 |" in printed
   # then the last system minus the others per recording: one clip gives no interval, and the
   # text says how few recordings there are
