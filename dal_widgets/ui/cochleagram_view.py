@@ -220,6 +220,10 @@ class CochleagramView(HasTraits):
     add_colour_bar(self.figures[labels[-1]], self.mapper, NAP_COLORBAR_TITLE)
     panels = list(self.figures.values())
     ncols = ncols or (len(panels) if len(panels) <= 3 else 2)
+    if self.difference and ncols > 1:
+      # In the last column, beside no panel on its right: its colour bar then widens no column of
+      # NAP panels (in the first column of a 2 x 2 grid it pushed the SAI beside it off the page).
+      panels[-1:-1] = [None] * ((ncols - 1 - len(labels) % ncols) % ncols)
     self.layout = gridplot(panels, ncols=ncols, toolbar_location="right")
     self.layout.toolbar.logo = None
     self.model = bokeh_model(self.layout)

@@ -200,6 +200,19 @@ def test_sai_explorer_shows_the_pitch_of_the_chosen_sound(voila_url, page):
   _assert_no_errors(page)
 
 
+def test_hearing_aid_lab_difference_panel_leaves_the_sai_whole(voila_url, page):
+  # The difference panel's colour bar widened the grid's column it was in and pushed the SAI to
+  # its right past the app's edge (its toolbar cut off).
+  _open(page, voila_url, "hearing_aid_lab")
+  _wait_for_image(page, "SAI")
+  page.locator(".widget-dropdown", has_text="difference").locator("select").select_option(
+      "NAL-R \u2212 normal")
+  _wait_for_image(page, "NAL-R \u2212 normal")
+  page.wait_for_timeout(500)  # BokehJS lays the shown panel out
+  _assert_fits(page)
+  _assert_no_errors(page)
+
+
 def _upload(page, scope, name, mime, content):
   """Chooses a file in the FileUpload widget under `scope` (its <input> is created on click)."""
   with page.expect_file_chooser() as chooser:

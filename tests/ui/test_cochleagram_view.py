@@ -32,6 +32,17 @@ def test_builds_one_figure_and_source_per_label_plus_difference():
   assert mappers == {id(view.mapper)}
 
 
+@pytest.mark.parametrize("n_labels, ncols", [(4, 2), (2, 3), (3, 2), (2, 2)])
+def test_the_difference_panel_sits_in_the_last_column(n_labels, ncols):
+  # its colour bar needs room: in another column it widens the grid (and pushes what is beside it)
+  labels = ("normal", "impaired", "NAL-R", "DAL")[:n_labels]
+  view = CochleagramView(CF_HZ, SR, labels, difference=("normal", labels[-1]), ncols=ncols)
+  cells = {id(fig): (row, col) for fig, row, col in view.layout.children}
+  assert cells[id(view.figures["difference"])][1] == ncols - 1
+  assert [cells[id(view.figures[label])] for label in labels] == [divmod(i, ncols)
+                                                                  for i in range(n_labels)]
+
+
 def test_every_colour_bar_names_its_quantity_and_units():
   view = CochleagramView(CF_HZ, SR, ("normal", "impaired"), difference=("normal", "impaired"))
   bars = {label: [r for r in fig.right if isinstance(r, ColorBar)]
