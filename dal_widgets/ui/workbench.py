@@ -475,7 +475,7 @@ class Workbench(widgets.VBox):
       return
     if self.sai_view is not None:
       self.busy.message = "SAI\u2026"
-      self._draw_sai(naps, keys, memo, sound.key)
+      self._draw_sai(naps, keys, memo, sound.clean_key)
       if self._stale(generation):
         return
     self.busy.message = "listening\u2026"
@@ -527,7 +527,7 @@ class Workbench(widgets.VBox):
     self.readout.value = ('<span style="font-size:13px">mean NAP activity re normal ear on clean '
                           f"speech: {joined}</span>")
 
-  def _draw_sai(self, naps, keys, memo, sound_key):
+  def _draw_sai(self, naps, keys, memo, speech_key):
     label = self.sai_source.value
     if label not in naps:
       self.sai_view.clear()  # not the image of another panel under this title
@@ -539,8 +539,10 @@ class Workbench(widgets.VBox):
     if self._sai_key != keys[label]:
       self._sai_key = keys[label]
       self.sai_view.render(frames)
-      if self._sai_sound != sound_key:  # a new sound: frame 0 has seen 25 ms only,
-        self._sai_sound = sound_key  # so start mid-sound
+      # New speech: frame 0 has seen 25 ms only, so start mid-sound. A new masker or SNR keeps the
+      # time chosen (and so does the SAI of another panel drawn after one).
+      if self._sai_sound != speech_key:
+        self._sai_sound = speech_key
         self.cochleagram.cursor_s = round(0.5 * naps[label].shape[0] / self.sr, 3)
     self.sai_view.figure.title.text = f"SAI \u00b7 {PANEL_TITLES.get(label, label)}"
 

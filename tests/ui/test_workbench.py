@@ -546,6 +546,24 @@ def test_sai_follows_the_chosen_panel_and_the_nap_cursor():
   assert bench.sai_view.frame == 0
 
 
+def test_a_new_snr_keeps_the_time_cursor_and_new_speech_starts_mid_sound():
+  bench, _ = _bench()
+  bench.sai_source.value = NORMAL
+  assert bench.wait(WAIT_S)
+  bench.cochleagram.cursor_s = 0.1
+  bench.sound_picker.snr.value = 15.0  # the normal ear's SAI (clean speech) stays as it is
+  assert bench.wait(WAIT_S)
+  bench.sai_source.value = UNAIDED  # the cursor jumped to mid-sound here
+  assert bench.wait(WAIT_S)
+  assert bench.cochleagram.cursor_s == 0.1
+  bench.sound_picker.noise_kind.value = "speech-shaped"
+  assert bench.wait(WAIT_S)
+  assert bench.cochleagram.cursor_s == 0.1 and bench.sai_view.cursor_s == 0.1
+  bench.sound_picker.clip.value = "b_02"
+  assert bench.wait(WAIT_S)
+  assert bench.cochleagram.cursor_s == round(0.5 * len(bench.state.sound.clean) / bench.sr, 3)
+
+
 def test_sai_of_the_dal_panel_without_an_aid_shows_nothing():
   bench, _ = _bench()
   assert bench.state.model is None and bench.sai_view.source.data["image"]
