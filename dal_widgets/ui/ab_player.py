@@ -140,7 +140,8 @@ class ABPlayer(widgets.VBox):
       self.warnings[name].value = '<span style="color:#999">(not computed)</span>'
     elif n_clipped:
       peak_db_fs = 20 * np.log10(peak / FULL_SCALE)
-      self.warnings[name].value = (f'<span style="color:#c0392b">\u26a0 clipped {n_clipped} samples '
-                                   f"(peak {peak_db_fs:+.1f} dB FS)</span>")
+      samples = "sample" if n_clipped == 1 else "samples"
+      self.warnings[name].value = (f'<span style="color:#c0392b">\u26a0 clipped {n_clipped} '
+                                   f"{samples} (peak {peak_db_fs:+.1f} dB FS)</span>")
     else:
       self.warnings[name].value = ""

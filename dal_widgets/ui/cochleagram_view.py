@@ -224,7 +224,7 @@ class CochleagramView(HasTraits):
       # In the last column, beside no panel on its right: its colour bar then widens no column of
       # NAP panels (in the first column of a 2 x 2 grid it pushed the SAI beside it off the page).
       panels[-1:-1] = [None] * ((ncols - 1 - len(labels) % ncols) % ncols)
-    self.layout = gridplot(panels, ncols=ncols, toolbar_location="right")
+    self.layout = gridplot(panels, ncols=ncols, toolbar_location="above")
     self.layout.toolbar.logo = None
     self.model = bokeh_model(self.layout)
     self.model.add_class("dal-cochleagram")  # a handle for browser tests and app CSS

@@ -62,7 +62,7 @@ class SAIView(HasTraits):
     self.figure = figure(title="SAI", frame_height=height, frame_width=width,
                          x_range=Range1d(x0, x0 + lag.size * self._lag_step_ms),
                          y_range=Range1d(0, len(self.cf_hz)), tools="box_zoom,reset,save",
-                         toolbar_location="right")
+                         toolbar_location="above")
     self.figure.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source,
                       color_mapper=self.mapper)
     self.figure.add_tools(cf_hover(self.cf_hz, x_name="lag", x_format="$x{0.00} ms"))

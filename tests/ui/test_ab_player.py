@@ -60,6 +60,10 @@ def test_clipping_is_flagged_not_normalised():
   assert np.max(np.abs(x)) == pytest.approx(1.0, abs=1e-4)
   assert "clipped" in player.warnings["noisy"].value and "+6.0 dB FS" in player.warnings["noisy"].value
   assert player.warnings["clean"].value == ""
+  one = np.full(100, 0.5)
+  one[50] = 1.5
+  player.set_signals({"clean": (one, SR)})
+  assert "clipped 1 sample (" in player.warnings["clean"].value
 
 
 def test_download_link_carries_the_same_wav():
