@@ -215,8 +215,8 @@ def check_parts(hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeigh
 def check_input(x, hypers: Optional[CarfacHypers] = None, sr: Optional[float] = None,
                 dtype=None) -> None:
   """Raises ParameterError for input CARFAC cannot run: not 1-D, empty, not real numbers,
-  integer PCM counts (int16 beyond +-1), NaN/inf or beyond the range of the float `dtype` it is run in (when concrete), or a sample rate
-  `sr` different from the design rate."""
+  integer PCM counts (int16 beyond +-1), NaN/inf or beyond the range of the float `dtype` it is
+  run in (when concrete), or a sample rate `sr` different from the design rate."""
   ndim = np.ndim(x)
   if ndim != 1:
     raise ParameterError(f"x must be a mono waveform of shape (n_samp,), got shape {np.shape(x)}; "
@@ -336,8 +336,8 @@ def run(x, hypers: CarfacHypers, coeffs: CarfacCoeffs, weights: CarfacWeights,
   Returns:
     (CarfacOutput, CarfacState): nap and bm of shape [n_samp, n_ch], channel 0 the highest CF.
   Raises:
-    ParameterError: x not 1-D, empty, non-finite or integer PCM counts; parts of another design; weights outside
-      [0, 1] (checks on concrete values).
+    ParameterError: x not 1-D, empty, non-finite or integer PCM counts; parts of another design;
+      weights outside [0, 1] (checks on concrete values).
   """
   check_input(x, hypers, dtype=coeffs.car.r1.dtype)
   check_parts(hypers, coeffs, weights, state)

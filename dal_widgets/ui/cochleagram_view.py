@@ -98,7 +98,7 @@ def max_pool_time(nap: np.ndarray, max_columns: int = MAX_COLUMNS) -> tuple[np.n
   n_time = nap.shape[0]
   factor = max(1, -(-n_time // max_columns))
   image = nap
-  if factor > 1:  # whole columns as one reshape (10x faster than np.maximum.reduceat), then the rest
+  if factor > 1:  # whole columns as one reshape (10x faster than maximum.reduceat), then the rest
     whole = n_time // factor * factor
     image = nap[:whole].reshape(-1, factor, nap.shape[1]).max(axis=1)
     if whole < n_time:
@@ -114,7 +114,8 @@ def image_data(image: np.ndarray | None, duration_s: float) -> dict:
 
 
 def _show_image(source: ColumnDataSource, image: np.ndarray | None, duration_s: float) -> None:
-  """Assigns `image_data(image, duration_s)` unless `source` holds this very image (or none) already."""
+  """Assigns `image_data(image, duration_s)` unless `source` holds this very image (or none)
+  already."""
   held = source.data["image"]
   if (held[0] if held else None) is image and (image is None or source.data["dw"][0] == duration_s):
     return

@@ -450,7 +450,8 @@ class Workbench(widgets.VBox):
     memo = lambda key, fn: self._memoised(used, key, fn)
     ear_key = (audiogram, refined)
     self.busy.message = "NAPs\u2026"
-    keys = {NORMAL: ("nap", "clean", sound.clean_key), UNAIDED: ("nap", sound.key, UNAIDED, ear_key)}
+    keys = {NORMAL: ("nap", "clean", sound.clean_key),
+            UNAIDED: ("nap", sound.key, UNAIDED, ear_key)}
     naps = {NORMAL: memo(keys[NORMAL], lambda: c.nap(sound.clean, sr)),
             UNAIDED: memo(keys[UNAIDED], lambda: c.nap(sound.noisy, sr, ear))}
     self._draw(sound, naps)  # the urgent part: the impaired NAP of the new audiogram
