@@ -27,7 +27,7 @@ from dal_widgets.ui import compute as compute_module
 from dal_widgets.ui.ab_player import ABPlayer
 from dal_widgets.ui.bokeh_setup import load_bokeh
 from dal_widgets.ui.busy import BackgroundRunner, BusyIndicator
-from dal_widgets.ui.cochleagram_view import CochleagramView
+from dal_widgets.ui.cochleagram_view import CochleagramView, robust_top
 from dal_widgets.ui.sai_view import SAIView
 from dal_widgets.ui.finetune_panel import TrainedAid
 from dal_widgets.ui.workbench import AIDS, PLAYBACK_GAIN_DB, Workbench
@@ -146,17 +146,22 @@ class SAIExplorer(widgets.VBox):
       x = c.stimulus(sound, float(f0_hz), STIMULUS_S, sr)
     audiogram = None if listener == "normal" else preset(listener)
     ear = None if audiogram is None else c.fit_ear(audiogram, sr, refine=True)  # presets: bundled
+    sai = lambda nap: c.sai_frames(nap, c.sai_params(sr, nap.shape[1]))
     nap = c.nap(x, sr, ear)
-    frames = c.sai_frames(nap, c.sai_params(sr, nap.shape[1]))
+    frames = sai(nap)
     heard = x if audiogram is None else c.heard(x, sr, audiogram)
-    return sound, f0_hz, listener, x, heard, nap, frames
+    # colour scales of the normal ear hearing this sound: a loss then shows as less activity
+    normal = nap if audiogram is None else c.nap(x, sr)
+    tops = (self.cochleagram.scale_top(normal),
+            robust_top([frames if audiogram is None else sai(normal)]))
+    return sound, f0_hz, listener, x, heard, nap, frames, tops
 
   def _show(self, result):
-    sound, f0_hz, listener, x, heard, nap, frames = result
+    sound, f0_hz, listener, x, heard, nap, frames, (nap_top, sai_top) = result
     self.cochleagram.figures["NAP"].title.text = f"NAP \u00b7 {sound} \u00b7 {listener} ear"
     self.sai_view.figure.title.text = f"SAI \u00b7 {sound} \u00b7 {listener} ear"
-    self.cochleagram.render({"NAP": nap})
-    self.sai_view.render(frames)
+    self.cochleagram.render({"NAP": nap}, top=nap_top)
+    self.sai_view.render(frames, top=sai_top)
     if self.cochleagram.cursor_s == 0.0:  # frame 0 has seen 25 ms only: start mid-sound
       self.cochleagram.cursor_s = round(0.5 * nap.shape[0] / self.compute.SR, 3)
     self.player.set_signals({"sound": (x, self.compute.SR),
@@ -166,6 +171,8 @@ class SAIExplorer(widgets.VBox):
     else:
       text = (f"Period 1/f0 = {1000.0 / f0_hz:.1f} ms: the SAI shows ridges at that lag and its "
               "multiples.")
+    if listener != "normal":
+      text += " Colours on the normal ear's scale for this sound: less colour is less activity."
     self.note.value = f'<span style="font-size:13px">{html.escape(text)}</span>'
 
   def _on_setting_changed(self, change):

@@ -250,7 +250,7 @@ class CochleagramView(HasTraits):
     self._spans.append(span)
     self.sources[key], self.figures[key] = source, fig
 
-  def render(self, naps: Mapping[str, np.ndarray]) -> None:
+  def render(self, naps: Mapping[str, np.ndarray], *, top: float | None = None) -> None:
     """Shows NAPs; panels whose label is missing from `naps` are cleared.
 
     A panel given the same NAP object as at the last render is left as it is (not pooled or sent
@@ -258,6 +258,8 @@ class CochleagramView(HasTraits):
 
     Args:
       naps: {label: nap}, each nap of shape [n_time, n_ch] at rate `sr`, channel 0 = highest CF.
+      top: Top of the colour scale (e.g. `scale_top` of a reference NAP); default: from these
+        NAPs (ignored with a fixed `value_range`).
 
     Raises:
       ParameterError: on an unknown label or a NAP of the wrong shape.
@@ -280,8 +282,8 @@ class CochleagramView(HasTraits):
       durations[label] = images[label].shape[1] * factor / self.sr
       pooled[label] = (given, images[label], durations[label])
     self._pooled = pooled
-    if self.value_range is None and images:
-      self.mapper.high = robust_top(list(images.values()))
+    if self.value_range is None and (images or top is not None):
+      self.mapper.high = top if top is not None else robust_top(list(images.values()))
     for label in self.labels:
       _show_image(self.sources[label], images.get(label), durations.get(label, 0.0))
     if self.difference:
@@ -291,6 +293,10 @@ class CochleagramView(HasTraits):
     longest = max(durations.values(), default=0.0)
     if longest > 0 and self.x_range.end != longest:
       self.x_range.update(start=0.0, end=longest)
+
+  def scale_top(self, nap: np.ndarray) -> float:
+    """The colour-scale top that `render` would give `nap` alone ([n_time, n_ch])."""
+    return robust_top([max_pool_time(np.asarray(nap), self.max_columns)[0]])
 
   def _render_difference(self, images, durations):
     a, b = self.difference

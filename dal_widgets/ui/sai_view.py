@@ -88,11 +88,13 @@ class SAIView(HasTraits):
     """Time of a frame in s."""
     return self.offset_s + frame * self.hop_s
 
-  def render(self, sai: np.ndarray) -> None:
+  def render(self, sai: np.ndarray, *, top: float | None = None) -> None:
     """Stores SAI frames and shows the current one (clamped to the new frame count).
 
     Args:
       sai: Frames, shape [n_frames, n_ch, n_lags], channel 0 = highest CF.
+      top: Top of the colour scale (e.g. robust_top of a reference's frames); default: from
+        these frames.
 
     Raises:
       ParameterError: if sai has the wrong shape.
@@ -103,7 +105,8 @@ class SAIView(HasTraits):
       raise ParameterError(f"sai: expected shape [n_frames, {expected[0]}, {expected[1]}], "
                            f"got {sai.shape}")
     self._frames = sai[:, ::-1, :]  # row 0 = lowest CF: Bokeh draws row 0 at the bottom
-    self.mapper.high = robust_top([self._frames])  # one scale for all frames: Play is honest
+    # one scale for all frames: Play is honest
+    self.mapper.high = top if top is not None else robust_top([self._frames])
     last = sai.shape[0] - 1
     with self.play.hold_sync(), self.slider.hold_sync():
       self.play.max = self.slider.max = last

@@ -12,6 +12,7 @@ from test_workbench import WAIT_S, FakeCompute  # the shared fake science (tests
 from dal_widgets.errors import ParameterError
 from dal_widgets.ui import app as app_module
 from dal_widgets.ui.app import KINDS, AppConfig, SAIExplorer, make_app
+from dal_widgets.ui.cochleagram_view import robust_top
 from dal_widgets.ui.workbench import DAL, NALR, Workbench
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -93,6 +94,22 @@ def test_sai_explorer_listener_is_heard_and_seen_through_the_fitted_ear(no_bokeh
   assert compute.calls["fit_refined"] == 1  # presets: the bundled (instant) refined fit
   assert explorer.cochleagram.sources["NAP"].data["image"][0].max() < normal.max()
   assert "N4 ear" in explorer.cochleagram.figures["NAP"].title.text
+
+
+def test_sai_explorer_shows_a_listener_on_the_normal_ears_colour_scale(no_bokeh_loader):
+  # a loss must look like less activity, not be rescaled to look as bright as normal hearing
+  explorer = _inner(make_app("sai_explorer", config=NO_CACHE, compute=FakeCompute()))
+  assert explorer.wait(WAIT_S)
+  tops = lambda: (explorer.cochleagram.mapper.high, explorer.sai_view.mapper.high)
+  normal = tops()
+  explorer.listener.value = "N4"
+  assert explorer.wait(WAIT_S)
+  assert tops() == pytest.approx(normal)
+  own = robust_top([explorer.sai_view._frames])  # what N4's frames alone would give
+  assert own < 0.9 * normal[1] and "Colours on the normal ear" in explorer.note.value
+  explorer.listener.value = "normal"
+  assert explorer.wait(WAIT_S)
+  assert tops() == pytest.approx(normal) and "Colours on the normal ear" not in explorer.note.value
 
 
 def test_a_new_browser_view_gets_the_state_of_every_widget_again(no_bokeh_loader):
