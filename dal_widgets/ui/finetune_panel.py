@@ -36,6 +36,7 @@ LEARNING_RATE_RANGE = (1e-4, 1e-2)  # slider range; AdamW on the zero-started SE
 LEARNING_RATE_STEP_DECADES = 0.05
 MAX_LOSS_WEIGHT = 2.0  # slider range of the NAP and SAI weights
 LOSS_AXIS_HEADROOM = 1.1  # the loss axis ends 10% above the largest loss so far
+LAST_STEP_ROOM = 0.5  # steps of axis right of the last step: its marker shows whole
 SMOOTH_STEPS = 5  # the loss curve also shows the mean of the last this many steps (batches vary)
 SETTINGS_WIDTH = "330px"  # the setting sliders and the caps note
 RUN_COLUMN_WIDTH = "340px"  # Start/Cancel, progress and status; long status lines wrap inside it
@@ -171,13 +172,14 @@ class FineTunePanel(widgets.VBox):
     self.source = ColumnDataSource(dict(step=[], loss=[], smooth=[]))
     # Explicit ranges: axes before the first step too (a data range with no data draws none).
     fig = figure(title="DAL loss per step", frame_width=360, frame_height=150, tools="",
-                 toolbar_location=None, x_range=Range1d(0, self.steps.value),
+                 toolbar_location=None, x_range=Range1d(0, self.steps.value + LAST_STEP_ROOM),
                  y_range=Range1d(0, 1))
     fig.line("step", "loss", source=self.source, line_width=1, color="#9ecae1", legend_label="step")
     fig.scatter("step", "loss", source=self.source, size=4, color="#6baed6", legend_label="step")
     fig.line("step", "smooth", source=self.source, line_width=2.5, color="#08519c",
              legend_label=f"mean of {SMOOTH_STEPS}")
-    fig.legend.location, fig.legend.label_text_font_size = "top_right", "8pt"
+    # bottom left: a loss curve starts high on the left (top right covered a short run's points)
+    fig.legend.location, fig.legend.label_text_font_size = "bottom_left", "8pt"
     fig.xaxis.axis_label, fig.yaxis.axis_label = "step", "loss"
     self.figure = fig
     self.curve = bokeh_model(fig)
@@ -237,7 +239,7 @@ class FineTunePanel(widgets.VBox):
     with self.progress.hold_sync():
       self.progress.value, self.progress.max, self.progress.bar_style = 0, cfg.steps, "info"
     self.source.data = dict(step=[], loss=[], smooth=[])
-    self.figure.x_range.end = cfg.steps
+    self.figure.x_range.end = cfg.steps + LAST_STEP_ROOM
     self._show(COMPILE_NOTE)
     self._thread = threading.Thread(target=self._run, args=(cfg, self.ear), daemon=True)
     self._thread.start()

@@ -99,10 +99,10 @@ def test_a_run_fills_the_bar_and_the_loss_curve_then_emits_the_model():
 def test_the_loss_axes_exist_before_a_run_and_span_its_steps_and_losses():
   panel = _panel(FakeTrain())
   x, y = panel.figure.x_range, panel.figure.y_range
-  assert (x.start, x.end, y.start, y.end) == (0, BASE.steps, 0, 1)  # drawn before any data
+  assert (x.start, x.end, y.start, y.end) == (0, BASE.steps + 0.5, 0, 1)  # drawn before any data
   panel.steps.value = 5
   assert panel.start() and panel.wait(WAIT_S)
-  assert x.end == 5 and y.start == 0
+  assert x.end == 5.5 and y.start == 0  # room for the last step's marker
   assert y.end == pytest.approx(1.1 * max(panel.source.data["loss"]))  # losses 1, 1/2, ... 1/5
 
 
